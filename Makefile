@@ -1,0 +1,52 @@
+# Set-up is part of every target: a fresh machine needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+# Debian packages the tests use: DCMTK (JPEG lossless encoder, storescp/storescu), dicom3tools (dciodvfy).
+DEB_PACKAGES := dcmtk dicom3tools
+DEB_COMMANDS := dcmcjpeg dciodvfy
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test demo lint bench debs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU build of torch on this machine's disk; never a CUDA build or torchvision in the default install.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[model,test]'
+	touch $(STAMP)
+
+debs:
+	@missing=""; for c in $(DEB_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cxrxai dicom_node tests bench
+	$(VENV)/bin/mypy
+
+test: $(STAMP) debs lint
+	$(PY) -m pytest -x -q
+
+demo: $(STAMP)
+	$(PY) -m cxrxai.demo
+
+# Benchmarks run in their own venv: pytorch-grad-cam needs torchvision, which does not load beside torch 2.13.
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[model]' grad-cam
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python bench/bench_explain.py
+
+clean:
+	rm -rf $(VENV) $(BENCH_VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,183 @@
+"""`cxrxai` command line. Every failure is one readable line on stderr and a non-zero exit; a bad input
+does not stop the other inputs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cxrxai import __version__
+from cxrxai.errors import CXRXAIError
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "resources" / "bundles" / "default"
+INPUT_SUFFIXES = {".dcm", ".dicom", ".png", ".jpg", ".jpeg", ""}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except CXRXAIError as exc:
+        print(f"cxrxai: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cxrxai: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cxrxai.explain import DEFAULT_METHODS, METHODS
+
+    parser = argparse.ArgumentParser(prog="cxrxai", description="Explainable chest X-ray AI.")
+    parser.add_argument("--version", action="version", version=f"cxrxai {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    explain = commands.add_parser("explain", help="predict and explain radiographs (DICOM, PNG, JPEG)")
+    explain.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
+    explain.add_argument("--out", required=True, type=Path, help="output folder; one sub-folder per input")
+    model = explain.add_argument_group("model")
+    model.add_argument(
+        "--bundle", type=Path, default=None, help=f"MONAI bundle folder (default: {DEFAULT_BUNDLE})"
+    )
+    model.add_argument(
+        "--bundle-hash", default=None, help="refuse the bundle unless its content hash is this"
+    )
+    model.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    what = explain.add_argument_group("what to explain")
+    what.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        metavar="METHOD",
+        help=f"any of {', '.join(METHODS)} (default: all but lime, occlusion)",
+    )
+    what.add_argument("--findings", nargs="+", default=None, metavar="FINDING", help="default: all 14")
+    what.add_argument("--lung-mask", action="store_true", help="also write lung-masked twins of every map")
+    explain.set_defaults(run=run_explain)
+
+    bundle = commands.add_parser("bundle", help="model bundle tools")
+    bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)
+    untrained = bundle_commands.add_parser(
+        "create-untrained",
+        help="write a randomly initialised bundle (pipeline checks only; meaningless predictions)",
+    )
+    untrained.add_argument("--out", required=True, type=Path)
+    untrained.add_argument("--input-size", type=int, default=256)
+    untrained.add_argument("--seed", type=int, default=0)
+    untrained.set_defaults(run=run_create_untrained)
+    verify = bundle_commands.add_parser("verify", help="check a bundle's content hash and print it")
+    verify.add_argument("bundle", type=Path)
+    verify.add_argument("--hash", default=None, help="also require this content hash")
+    verify.set_defaults(run=run_verify)
+    return parser
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders recursively, keeping DICOM / PNG / JPEG-looking files, sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
+            )
+        else:
+            found.append(path)
+    return found
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from cxrxai.explain import Explainer
+    from cxrxai.explain.engine import check_methods
+    from cxrxai.io import read_radiograph
+    from cxrxai.labels import resolve_findings
+    from cxrxai.render import write_overview
+
+    try:
+        findings = resolve_findings(args.findings)
+        methods = check_methods(args.methods)
+    except ValueError as exc:
+        raise CXRXAIError(str(exc)) from None
+    bundle = args.bundle or DEFAULT_BUNDLE
+    explainer = Explainer.from_bundle(bundle, args.bundle_hash, args.device)
+    if not explainer.bundle.spec.trained:
+        print(
+            f"cxrxai: warning: bundle {explainer.bundle.spec.name} is UNTRAINED; predictions are meaningless",
+            file=sys.stderr,
+        )
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        raise CXRXAIError("no input files found")
+    failures = 0
+    stems: dict[str, int] = {}
+    progress = _progress(inputs)
+    for path in progress:
+        try:
+            radiograph = read_radiograph(path)
+            explanation = explainer.explain(radiograph, findings, methods, lung_mask=args.lung_mask)
+        except CXRXAIError as exc:
+            failures += 1
+            _report(progress, f"cxrxai: {exc}")
+            continue
+        stem = radiograph.stem
+        stems[stem] = stems.get(stem, 0) + 1
+        folder = args.out / (stem if stems[stem] == 1 else f"{stem}-{stems[stem]}")
+        explanation.save(folder)
+        write_overview(explanation, radiograph.pixels, folder / "overview.png")
+        if len(inputs) == 1:
+            print(summary_table(explanation))
+            print(f"results in {folder}")
+    if failures:
+        print(f"cxrxai: {failures} of {len(inputs)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def summary_table(explanation) -> str:
+    lines = [f"{'finding':<28} {'probability':>11} {'threshold':>9}  decision"]
+    for f in explanation.findings:
+        lines.append(
+            f"{f.name:<28} {f.probability:>11.3f} {f.threshold:>9.2f}  {'PRESENT' if f.present else 'absent'}"
+        )
+    ctr = "n/a" if explanation.ctr is None else f"{explanation.ctr:.3f}"
+    lines.append(f"{'cardiothoracic ratio':<28} {ctr:>11}")
+    return "\n".join(lines)
+
+
+def _progress(items: list[Path]):
+    """A progress bar on stderr when there are several inputs."""
+    if len(items) < 3:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit="image", file=sys.stderr)
+
+
+def _report(progress, line: str) -> None:
+    """One line on stderr that does not tear a progress bar."""
+    if hasattr(progress, "write"):
+        progress.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
+
+
+def run_create_untrained(args: argparse.Namespace) -> int:
+    from cxrxai.model.bundle import make_untrained_bundle
+
+    digest = make_untrained_bundle(args.out, input_size=args.input_size, seed=args.seed)
+    print(f"{args.out}: UNTRAINED bundle, content hash {digest}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from cxrxai.model.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle, args.hash)
+    print(f"{args.bundle}: {bundle.spec.name} {bundle.spec.version} {bundle.content_hash}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Turn a Radiograph into the model's input tensor, recording where it lies on the source.
+
+The transforms are MONAI's, with the parameters of the bundle's `inference.json` (percentile intensity
+scaling, Resize to the longest side with area averaging, symmetric SpatialPad), built in code rather than
+by evaluating the config. `Letterbox.fit` reproduces their geometry (tested against them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.transforms import Compose, Resize, ScaleIntensityRangePercentiles, SpatialPad
+
+from cxrxai.geometry import Letterbox
+from cxrxai.model.bundle import Preprocessing
+
+
+def preprocessing_transform(p: Preprocessing) -> Compose:
+    return Compose(
+        [
+            ScaleIntensityRangePercentiles(
+                lower=p.lower_percentile, upper=p.upper_percentile, b_min=0.0, b_max=1.0, clip=True
+            ),
+            Resize(spatial_size=p.input_size, size_mode="longest", mode="area"),
+            SpatialPad(spatial_size=(p.input_size, p.input_size), method="symmetric"),
+        ]
+    )
+
+
+def prepare(pixels: np.ndarray, p: Preprocessing) -> tuple[torch.Tensor, Letterbox]:
+    """pixels (rows x columns) -> (1 x 1 x N x N float32 tensor, geometry)."""
+    geometry = Letterbox.fit(pixels.shape[0], pixels.shape[1], p.input_size)
+    image = torch.as_tensor(np.ascontiguousarray(pixels, dtype=np.float32))[None]
+    out = preprocessing_transform(p)(image)
+    tensor = torch.as_tensor(out, dtype=torch.float32).reshape(1, 1, p.input_size, p.input_size)
+    return tensor, geometry

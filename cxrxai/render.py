@@ -1,0 +1,96 @@
+"""overview.png: the radiograph with the top findings' maps and the layer-wise strip, encoder to decoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from cxrxai.results import Explanation
+
+TILE = 256
+STRIP_LAYERS_ORDER = ("encoder", "bottleneck", "decoder")
+
+
+def _colourise(values: np.ndarray) -> np.ndarray:
+    """inferno colour map (perceptually uniform) of [0, 1] values -> uint8 RGB."""
+    from matplotlib import colormaps
+
+    return (colormaps["inferno"](np.clip(values, 0, 1))[..., :3] * 255).astype(np.uint8)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(image, (0.5, 99.5))
+    scaled = np.clip((image - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    return np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _tile(base: np.ndarray, heat: np.ndarray | None, caption: str) -> Image.Image:
+    rgb = base.astype(np.float32)
+    if heat is not None:
+        alpha = 0.55 * np.clip(heat, 0, 1)[..., None]
+        rgb = rgb * (1 - alpha) + _colourise(heat).astype(np.float32) * alpha
+    tile = Image.fromarray(rgb.astype(np.uint8)).resize((TILE, TILE), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(tile)
+    draw.rectangle((0, 0, TILE, 14), fill=(0, 0, 0))
+    draw.text((3, 1), caption[:42], fill=(255, 255, 255))
+    return tile
+
+
+def _layer_order(layer: str) -> tuple[int, int]:
+    family = next(i for i, prefix in enumerate(STRIP_LAYERS_ORDER) if layer.startswith(prefix))
+    depth = int(layer[len(STRIP_LAYERS_ORDER[family]) :] or 0)
+    return family, depth if family == 0 else -depth
+
+
+def write_overview(explanation: Explanation, pixels: np.ndarray, path: str | Path, top: int = 3) -> None:
+    """Row 1: the radiograph and the fused (or best available) map of the `top` most probable findings.
+    Row 2: Grad-CAM of the most probable finding at every layer, encoder to decoder."""
+    base = _grey(pixels)
+    ranked = sorted(
+        (f for f in explanation.findings if f.name != "No Finding"), key=lambda f: f.probability, reverse=True
+    )[:top]
+    row1 = [_tile(base, None, f"{explanation.model['name']}  CTR {explanation.ctr or float('nan'):.2f}")]
+    for finding in ranked:
+        key = _best_key(explanation, finding.name)
+        heat = explanation.map_at_source(key) if key else None
+        row1.append(
+            _tile(base, heat, f"{finding.name} {finding.probability:.2f} {key.split('/')[0] if key else ''}")
+        )
+    row2: list[Image.Image] = []
+    if ranked:
+        layers = sorted(
+            {
+                h.layer
+                for h in explanation.heatmaps.values()
+                if h.method == "gradcam" and h.target == ranked[0].name
+            }
+            - {"fused"},
+            key=_layer_order,
+        )
+        for layer in layers:
+            row2.append(_tile(base, explanation.map_at_source(f"gradcam/{layer}/{ranked[0].name}"), layer))
+    columns = max(len(row1), len(row2), 1)
+    canvas = Image.new("RGB", (columns * TILE, TILE * (2 if row2 else 1) + 16), (0, 0, 0))
+    for i, tile in enumerate(row1):
+        canvas.paste(tile, (i * TILE, 0))
+    for i, tile in enumerate(row2):
+        canvas.paste(tile, (i * TILE, TILE))
+    ImageDraw.Draw(canvas).text(
+        (3, canvas.height - 14), "AI-generated - not for diagnostic use", fill=(255, 200, 0)
+    )
+    canvas.save(path)
+
+
+def _best_key(explanation: Explanation, finding: str) -> str | None:
+    for method, layer in (
+        ("gradcam", "fused"),
+        ("gradcam", "decoder1"),
+        ("saliency", "input"),
+        ("crm", "decoder1"),
+    ):
+        key = f"{method}/{layer}/{finding}"
+        if key in explanation.heatmaps:
+            return key
+    return next((k for k, h in explanation.heatmaps.items() if h.target == finding), None)

@@ -1,0 +1,128 @@
+"""Explanation results and their files: `predictions.json` and `heatmaps.npz` (numpy only, no torch).
+
+Maps are stored at their layer's own grid inside the model's square working frame (a U-Net layer of stride
+s has N/s x N/s cells), as float16 normalised to [0, 1], with the raw maximum kept alongside so
+raw = normalised x scale. `Letterbox.to_source` places any of them on the source rows x columns on
+request: a full-resolution float32 copy of every map would be gigabytes per image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrxai.geometry import Letterbox
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class HeatMap:
+    """One explanation map: method, layer and target (a finding, an anatomy structure, or 'All Findings')."""
+
+    method: str
+    layer: str
+    target: str
+    values: np.ndarray  # raw, >= 0, layer grid (square)
+    note: str = ""  # how it was computed: "closed form", "exact partial forward", "VJP", ...
+    in_lung_fraction: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}/{self.layer}/{self.target}"
+
+    @property
+    def scale(self) -> float:
+        return float(self.values.max()) if self.values.size else 0.0
+
+    def normalised(self) -> np.ndarray:
+        scale = self.scale
+        return (
+            (self.values / scale).astype(np.float32) if scale > 0 else np.zeros_like(self.values, np.float32)
+        )
+
+
+@dataclass
+class FindingPrediction:
+    name: str
+    probability: float
+    threshold: float
+
+    @property
+    def present(self) -> bool:
+        return self.probability >= self.threshold
+
+
+@dataclass
+class Explanation:
+    """What `Explainer.explain` returns for one radiograph."""
+
+    findings: list[FindingPrediction]
+    anatomy: np.ndarray  # structures x N x N probabilities on the working grid
+    anatomy_names: tuple[str, ...]
+    anatomy_threshold: float
+    ctr: float | None
+    geometry: Letterbox
+    model: dict[str, Any]
+    source: dict[str, Any]
+    heatmaps: dict[str, HeatMap] = field(default_factory=dict)
+
+    def probability(self, finding: str) -> float:
+        return next(f.probability for f in self.findings if f.name == finding)
+
+    def map_at_source(self, key: str, normalised: bool = True) -> np.ndarray:
+        """A map resampled to the source rows x columns, aligned with the source pixels."""
+        heatmap = self.heatmaps[key]
+        return self.geometry.to_source(heatmap.normalised() if normalised else heatmap.values)
+
+    def anatomy_at_source(self) -> np.ndarray:
+        """Binary masks (structures x rows x columns) at the source geometry."""
+        return np.stack([self.geometry.to_source(p) >= self.anatomy_threshold for p in self.anatomy])
+
+    def predictions_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": self.model,
+            "source": self.source,
+            "findings": [
+                {"name": f.name, "probability": f.probability, "threshold": f.threshold, "present": f.present}
+                for f in self.findings
+            ],
+            "cardiothoracic_ratio": self.ctr,
+            "geometry": self.geometry.as_dict(),
+            "heatmaps": {
+                key: {"note": h.note, "in_lung_fraction": h.in_lung_fraction, "grid": list(h.values.shape)}
+                for key, h in self.heatmaps.items()
+            },
+        }
+
+    def save(self, folder: str | Path) -> None:
+        """Write predictions.json and heatmaps.npz into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "predictions.json").write_text(
+            json.dumps(self.predictions_dict(), indent=2) + "\n", "utf-8"
+        )
+        arrays: dict[str, np.ndarray] = {
+            key: h.normalised().astype(np.float16) for key, h in self.heatmaps.items()
+        }
+        arrays["__scales__"] = np.array([h.scale for h in self.heatmaps.values()], dtype=np.float64)
+        arrays["__keys__"] = np.array(list(self.heatmaps), dtype=np.str_)
+        arrays["__anatomy__"] = self.anatomy.astype(np.float16)
+        arrays["__geometry__"] = np.array(json.dumps(self.geometry.as_dict()), dtype=np.str_)
+        np.savez_compressed(folder / "heatmaps.npz", **arrays)  # type: ignore[arg-type]
+
+
+def load_heatmaps(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, float], Letterbox, np.ndarray]:
+    """Read heatmaps.npz: (normalised maps by key, raw scales by key, geometry, anatomy probabilities)."""
+    with np.load(path, allow_pickle=False) as data:
+        keys = [str(k) for k in data["__keys__"]]
+        maps = {key: data[key].astype(np.float32) for key in keys}
+        scales = dict(zip(keys, (float(s) for s in data["__scales__"]), strict=True))
+        geometry = Letterbox(**json.loads(str(data["__geometry__"])))
+        anatomy = data["__anatomy__"].astype(np.float32)
+    return maps, scales, geometry, anatomy

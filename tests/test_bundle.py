@@ -1,0 +1,121 @@
+"""The MONAI bundle: our network is MONAI's U-Net, the bundle runs under `monai.bundle run` with the same
+results as our API, TorchScript matches, and altered or unapproved bundles are refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrxai.anatomy import cardiothoracic_ratio
+from cxrxai.errors import BundleError
+from cxrxai.explain.engine import Explainer
+from cxrxai.io import read_radiograph
+from cxrxai.model.bundle import TORCHSCRIPT, load_bundle
+from cxrxai.samples import chest_image
+
+
+def test_level_by_level_forward_is_monai_unet_forward(explainer):
+    net = explainer.network
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        _, anatomy = net(x)
+        reference = net.segmentation_head(torch.relu(net.unet(x)))  # MONAI's own nested forward
+    torch.testing.assert_close(anatomy, reference, rtol=0, atol=0)
+
+
+def test_torchscript_export_matches(tiny_bundle, explainer):
+    scripted = torch.jit.load(str(tiny_bundle / TORCHSCRIPT))
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        ours, theirs = explainer.network(x), scripted(x)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_monai_bundle_run_agrees_with_our_api(tiny_bundle, explainer, tmp_path):
+    data = tmp_path / "images"
+    data.mkdir()
+    for i, (rows, columns) in enumerate([(60, 44), (40, 52)]):
+        pixels = (chest_image(rows, columns, seed=i) * 65535).astype(np.uint16)
+        Image.fromarray(pixels).save(data / f"img{i}.png")
+    out = tmp_path / "eval"
+    command = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", str(tiny_bundle / "configs/inference.json"),
+        "--meta_file", str(tiny_bundle / "configs/metadata.json"),
+        "--bundle_root", str(tiny_bundle),
+        "--dataset_dir", str(data),
+        "--output_dir", str(out),
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    with open(out / "predictions.csv", newline="") as handle:
+        rows = {row[0]: [float(v) for v in row[1:]] for row in csv.reader(handle)}
+    assert len(rows) == 2
+    for path, probabilities in rows.items():
+        ours = explainer.predict(read_radiograph(path))
+        np.testing.assert_allclose(probabilities, [f.probability for f in ours.findings], atol=1e-5)
+
+
+def test_wrong_configured_hash_is_refused(tiny_bundle):
+    actual = load_bundle(tiny_bundle).content_hash
+    assert load_bundle(tiny_bundle, actual.removeprefix("sha256:")).content_hash == actual
+    with pytest.raises(BundleError, match="is not the configured sha256:0000"):
+        load_bundle(tiny_bundle, "sha256:" + "0" * 64)
+
+
+def _copy(tiny_bundle, tmp_path):
+    return shutil.copytree(tiny_bundle, tmp_path / "copy")
+
+
+def test_altered_weights_are_refused(tiny_bundle, tmp_path):
+    root = _copy(tiny_bundle, tmp_path)
+    weights = root / "models/model.pt"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match metadata"):
+        load_bundle(root)
+
+
+def test_altered_threshold_is_refused(tiny_bundle, tmp_path):
+    root = _copy(tiny_bundle, tmp_path)
+    path = root / "configs/metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["cxrxai"]["thresholds"]["Pneumothorax"] = 0.01
+    path.write_text(json.dumps(metadata))
+    with pytest.raises(BundleError, match="bundle altered"):
+        load_bundle(root)
+
+
+def test_not_a_bundle_and_malformed_metadata(tmp_path, tiny_bundle):
+    with pytest.raises(BundleError, match="not a MONAI bundle"):
+        load_bundle(tmp_path)
+    root = _copy(tiny_bundle, tmp_path)
+    (root / "configs/metadata.json").write_text("{}")
+    with pytest.raises(BundleError, match="malformed cxrxai metadata"):
+        load_bundle(root)
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(tiny_bundle):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BundleError, match="no CUDA device"):
+        Explainer.from_bundle(tiny_bundle, device="cuda")
+
+
+def test_cardiothoracic_ratio():
+    lungs = np.zeros((10, 20), bool)
+    lungs[2:8, 2:18] = True  # thorax 16 wide
+    heart = np.zeros((10, 20), bool)
+    heart[5:8, 6:14] = True  # heart 8 wide
+    assert cardiothoracic_ratio(heart, lungs) == pytest.approx(0.5)
+    assert cardiothoracic_ratio(np.zeros_like(heart), lungs) is None
