@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what.add_argument("--findings", nargs="+", default=None, metavar="FINDING", help="default: all 14")
     what.add_argument("--lung-mask", action="store_true", help="also write lung-masked twins of every map")
+    what.add_argument(
+        "--smoothgrad-samples", type=int, default=None, metavar="N", help="noisy copies (default 8)"
+    )
     explain.set_defaults(run=run_explain)
 
     bundle = commands.add_parser("bundle", help="model bundle tools")
@@ -90,7 +93,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 def run_explain(args: argparse.Namespace) -> int:
     from cxrxai.explain import Explainer
-    from cxrxai.explain.engine import check_methods
+    from cxrxai.explain.engine import ExplainerSettings, check_methods
     from cxrxai.io import read_radiograph
     from cxrxai.labels import resolve_findings
     from cxrxai.render import write_overview
@@ -101,7 +104,12 @@ def run_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CXRXAIError(str(exc)) from None
     bundle = args.bundle or DEFAULT_BUNDLE
-    explainer = Explainer.from_bundle(bundle, args.bundle_hash, args.device)
+    settings = ExplainerSettings()
+    if args.smoothgrad_samples is not None:
+        if args.smoothgrad_samples < 1:
+            raise CXRXAIError("--smoothgrad-samples must be at least 1")
+        settings.smoothgrad_samples = args.smoothgrad_samples
+    explainer = Explainer.from_bundle(bundle, args.bundle_hash, args.device, settings)
     if not explainer.bundle.spec.trained:
         print(
             f"cxrxai: warning: bundle {explainer.bundle.spec.name} is UNTRAINED; predictions are meaningless",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cxrxai.explain import crm
-from cxrxai.explain.engine import ALL_FINDINGS
+from cxrxai.explain.engine import ALL_FINDINGS, captured_outputs
 from cxrxai.labels import FINDINGS
 
 
@@ -42,12 +42,34 @@ def test_bottleneck_partial_forward_equals_ablation_oracle(explainer64, chest_in
 def test_closed_form_is_wrong_for_the_bottleneck(explainer64, chest_input):
     """Why the bottleneck needs partial forwards: its direct-path closed form misses the decoder path."""
     network = explainer64.network
-    store = {}
-    handle = network.layers()["bottleneck"].register_forward_hook(lambda _m, _i, o: store.__setitem__("b", o))
-    with torch.no_grad():
+    with torch.no_grad(), captured_outputs({"b": network.layers()["bottleneck"]}) as acts:
         logits, _ = network(chest_input)
-    handle.remove()
     w_b, _, _ = network.head_weights()
-    direct_only = crm.closed_form(logits[0], store["b"][0], w_b.detach())
+    direct_only = crm.closed_form(logits[0], acts["b"][0], w_b.detach())
     oracle = crm.by_ablation(network, chest_input, network.layers()["bottleneck"])
     assert float((direct_only - oracle).abs().max()) > 1e-3 * float(oracle.max())
+
+
+def test_local_bottleneck_crm_on_a_deeper_network_with_small_windows(tmp_path):
+    """Windows strictly inside every level (and a different footprint: two residual units per level)."""
+    from cxrxai.explain.engine import Explainer
+    from cxrxai.model.bundle import load_bundle, make_untrained_bundle
+    from cxrxai.model.network import NetworkConfig
+
+    config = NetworkConfig(channels=(4, 6, 8, 10), strides=(2, 2, 2), features=4, num_res_units=2)
+    make_untrained_bundle(tmp_path, config, input_size=128, seed=5)
+    bundle = load_bundle(tmp_path)
+    bundle.network = bundle.network.double().eval()
+    explainer = Explainer(bundle)
+    explainer.settings.crm_chunk = 100  # chunks that do not divide the 16 x 16 grid
+    x = torch.rand(1, 1, 128, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    maps = {
+        h.key: torch.as_tensor(h.values)
+        for h in explainer.explain_tensor(x, list(range(14)), ["crm"]).heatmaps
+    }
+    oracle = crm.by_ablation(bundle.network, x, bundle.network.layers()["bottleneck"], chunk=64)
+    assert oracle.shape == (14, 16, 16) and float(oracle.max()) > 0
+    for c, name in enumerate(FINDINGS):
+        torch.testing.assert_close(
+            maps[f"crm/bottleneck/{name}"], oracle[c], rtol=1e-7, atol=1e-9 * float(oracle.max())
+        )

@@ -8,22 +8,12 @@ from captum.attr import LayerGradCam, NoiseTunnel, Saliency
 from monai.visualize import GradCAM
 from torch import nn
 
-from cxrxai.explain.engine import fused_contributions
+from cxrxai.explain.engine import captured_outputs, fused_contributions
 from cxrxai.labels import FINDINGS
+from cxrxai.model.network import FindingLogits
 
 TARGETS = [0, 2, 9, 13]
 ATOL = 1e-5
-
-
-class LogitsOnly(nn.Module):
-    """The findings output alone: what single-output reference implementations expect."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.net = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[0]
 
 
 def _maps(explainer, x, methods, targets=TARGETS, require=0.7):
@@ -46,7 +36,7 @@ def _close(ours: torch.Tensor, reference: torch.Tensor) -> None:
 
 def test_gradcam_equals_monai_visualize_at_every_layer(explainer64, chest_input):
     ours = _maps(explainer64, chest_input, ["gradcam"])
-    wrapper = LogitsOnly(explainer64.network)
+    wrapper = FindingLogits(explainer64.network)
     names = _module_names(wrapper)
     layers = explainer64.network.layers()
     reference = GradCAM(
@@ -66,7 +56,7 @@ def test_gradcam_equals_monai_visualize_at_every_layer(explainer64, chest_input)
 
 def test_gradcam_equals_captum_layer_gradcam(explainer64, chest_input):
     ours = _maps(explainer64, chest_input, ["gradcam"])
-    wrapper = LogitsOnly(explainer64.network)
+    wrapper = FindingLogits(explainer64.network)
     for layer, module in explainer64.network.layers().items():
         captum_cam = LayerGradCam(wrapper, module)
         for c in TARGETS:
@@ -143,7 +133,7 @@ def test_seg_gradcam_equals_captum_on_masked_logit_sum(explainer64, chest_input)
 
 def test_saliency_and_smoothgrad_equal_captum(explainer64, chest_input):
     ours = _maps(explainer64, chest_input, ["saliency", "smoothgrad"])
-    wrapper = LogitsOnly(explainer64.network)
+    wrapper = FindingLogits(explainer64.network)
     settings = explainer64.settings
     generator = torch.Generator().manual_seed(settings.seed)
     sigma = settings.smoothgrad_noise * float(chest_input.max() - chest_input.min())
@@ -174,16 +164,10 @@ def test_pooled_layer_closed_forms_equal_autograd(explainer64, chest_input):
 
 def test_fused_map_adds_up_to_logit_minus_bias(explainer64, chest_input):
     network = explainer64.network
-    acts = {}
     layers = network.layers()
-    hooks = [
-        layers[n].register_forward_hook(lambda _m, _i, o, n=n: acts.__setitem__(n, o))
-        for n in ("bottleneck", "decoder1")
-    ]
-    with torch.no_grad():
+    wanted = {name: layers[name] for name in ("bottleneck", "decoder1")}
+    with torch.no_grad(), captured_outputs(wanted) as acts:
         logits, _ = network(chest_input)
-    for h in hooks:
-        h.remove()
     w_b, w_d, bias = network.head_weights()
     fused = fused_contributions(acts["bottleneck"][0], acts["decoder1"][0], w_b.detach(), w_d.detach())
     assert fused.shape == (14, 32, 32)

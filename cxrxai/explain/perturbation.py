@@ -10,16 +10,14 @@ from captum.attr import Lime, Occlusion
 from skimage.segmentation import slic
 from torch import nn
 
+from cxrxai.model.network import FindingLogits
 
-class _Probabilities(nn.Module):
+
+class _Probabilities(FindingLogits):
     """forward(x) -> sigmoid finding probabilities, the output LIME and occlusion perturb."""
 
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.network(x)[0])
+        return torch.sigmoid(super().forward(x))
 
 
 def superpixels(image: np.ndarray, segments: int, seed_mask: np.ndarray | None = None) -> np.ndarray:

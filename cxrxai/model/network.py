@@ -120,6 +120,17 @@ class CXRUNet(nn.Module):
         return w[:, : self.bottleneck_channels], w[:, self.bottleneck_channels :], self.classifier.bias
 
 
+class FindingLogits(nn.Module):
+    """The findings output alone, for single-output tools (captum, monai.visualize, pytorch-grad-cam)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.net = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[0]
+
+
 def _split_levels(model: nn.Module) -> tuple[list[nn.Module], nn.Module, list[nn.Module]]:
     """Unpack MONAI's nested Sequential(down, SkipConnection(sub), up): downs, bottom, ups (deepest first)."""
     downs: list[nn.Module] = []
