@@ -10,7 +10,7 @@ DEB_PACKAGES := dcmtk dicom3tools
 DEB_COMMANDS := dcmcjpeg dciodvfy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo lint bench debs clean
+.PHONY: test demo lint bench debs clean samples
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ debs:
 	fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cxrxai dicom_node tests bench
+	$(VENV)/bin/ruff check cxrxai tests bench
 	$(VENV)/bin/mypy
 
 test: $(STAMP) debs lint
@@ -47,6 +47,10 @@ $(BENCH_STAMP): pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/bench_explain.py
+
+# The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
+samples: $(STAMP)
+	$(PY) -c "from cxrxai.samples import write_samples; write_samples('resources/samples', count=2)"
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -104,6 +104,11 @@ def run_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CXRXAIError(str(exc)) from None
     bundle = args.bundle or DEFAULT_BUNDLE
+    if args.bundle is None and not (DEFAULT_BUNDLE / "configs" / "metadata.json").is_file():
+        raise CXRXAIError(
+            f"no default bundle at {DEFAULT_BUNDLE} (the trained default model ships with issue 4); "
+            "pass --bundle, or make an untrained one with `cxrxai bundle create-untrained --out DIR`"
+        )
     settings = ExplainerSettings()
     if args.smoothgrad_samples is not None:
         if args.smoothgrad_samples < 1:

@@ -14,10 +14,11 @@ from cxrxai.cli import DEFAULT_BUNDLE, main
 from cxrxai.samples import write_samples
 
 OUT = Path("demo-out")
+SAMPLES = Path(__file__).resolve().parent.parent / "resources" / "samples"
 
 
 def run() -> int:
-    inputs = write_samples(OUT / "inputs", count=2)
+    inputs = sorted(SAMPLES.glob("*.dcm")) or write_samples(OUT / "inputs", count=2)
     bundle = DEFAULT_BUNDLE
     if not (bundle / "configs" / "metadata.json").is_file():
         bundle = OUT / "untrained-bundle"

@@ -27,13 +27,15 @@ def _grey(image: np.ndarray) -> np.ndarray:
 
 
 def _tile(base: np.ndarray, heat: np.ndarray | None, caption: str) -> Image.Image:
+    """TILE pixels high, keeping the source aspect ratio, with a caption bar."""
     rgb = base.astype(np.float32)
     if heat is not None:
         alpha = 0.55 * np.clip(heat, 0, 1)[..., None]
         rgb = rgb * (1 - alpha) + _colourise(heat).astype(np.float32) * alpha
-    tile = Image.fromarray(rgb.astype(np.uint8)).resize((TILE, TILE), Image.Resampling.BILINEAR)
+    width = max(1, round(TILE * base.shape[1] / base.shape[0]))
+    tile = Image.fromarray(rgb.astype(np.uint8)).resize((width, TILE), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(tile)
-    draw.rectangle((0, 0, TILE, 14), fill=(0, 0, 0))
+    draw.rectangle((0, 0, width, 14), fill=(0, 0, 0))
     draw.text((3, 1), caption[:42], fill=(255, 255, 255))
     return tile
 
@@ -71,12 +73,13 @@ def write_overview(explanation: Explanation, pixels: np.ndarray, path: str | Pat
         )
         for layer in layers:
             row2.append(_tile(base, explanation.map_at_source(f"gradcam/{layer}/{ranked[0].name}"), layer))
+    width = row1[0].width
     columns = max(len(row1), len(row2), 1)
-    canvas = Image.new("RGB", (columns * TILE, TILE * (2 if row2 else 1) + 16), (0, 0, 0))
+    canvas = Image.new("RGB", (columns * width, TILE * (2 if row2 else 1) + 16), (0, 0, 0))
     for i, tile in enumerate(row1):
-        canvas.paste(tile, (i * TILE, 0))
+        canvas.paste(tile, (i * width, 0))
     for i, tile in enumerate(row2):
-        canvas.paste(tile, (i * TILE, TILE))
+        canvas.paste(tile, (i * width, TILE))
     ImageDraw.Draw(canvas).text(
         (3, canvas.height - 14), "AI-generated - not for diagnostic use", fill=(255, 200, 0)
     )

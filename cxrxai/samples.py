@@ -55,11 +55,17 @@ def radiograph_dataset(
     patient_id: str = "CXRXAI-0001",
     study_uid: str | None = None,
     pixel_spacing: tuple[float, float] | None = (0.2, 0.2),
+    uid_seed: str | None = None,
 ) -> Dataset:
     """A single-frame greyscale radiograph dataset; `pixels` in [0, 1] with bright = dense.
 
-    MONOCHROME1 stores the inverted values, as a CR reader would receive them.
+    MONOCHROME1 stores the inverted values, as a CR reader would receive them. With `uid_seed` the UIDs are
+    derived from it (reproducible files); otherwise they are new.
     """
+
+    def uid(role: str) -> UID:
+        return generate_uid(entropy_srcs=[uid_seed, role]) if uid_seed else generate_uid()
+
     if bits not in (8, 12, 16):
         raise ValueError(f"bits must be 8, 12 or 16, got {bits}")
     maximum = (1 << bits) - 1
@@ -71,7 +77,7 @@ def radiograph_dataset(
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = uid("instance")
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -81,8 +87,8 @@ def radiograph_dataset(
     ds.PatientID = patient_id
     ds.PatientBirthDate = "19600101"
     ds.PatientSex = "O"
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study_uid or uid("study")
+    ds.SeriesInstanceUID = uid("series")
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
     ds.StudyID = "1"
@@ -127,7 +133,12 @@ def write_samples(folder: str | Path, count: int = 2, seed: int = 0) -> list[Pat
     written = []
     for i in range(count):
         pixels = chest_image(300 + 20 * i, 260 + 10 * i, seed=seed + i)
-        ds = radiograph_dataset(pixels, photometric="MONOCHROME1", patient_id=f"CXRXAI-{i + 1:04d}")
+        ds = radiograph_dataset(
+            pixels,
+            photometric="MONOCHROME1",
+            patient_id=f"CXRXAI-{i + 1:04d}",
+            uid_seed=f"cxrxai-sample-{seed}-{i}",
+        )
         path = folder / f"sample-{i + 1}.dcm"
         ds.save_as(path, enforce_file_format=True)
         written.append(path)

@@ -19,7 +19,7 @@ from cxrxai.errors import BundleError
 from cxrxai.explain.engine import Explainer
 from cxrxai.io import read_radiograph
 from cxrxai.model.bundle import TORCHSCRIPT, load_bundle
-from cxrxai.samples import chest_image
+from cxrxai.samples import chest_image, radiograph_dataset
 
 
 def test_level_by_level_forward_is_monai_unet_forward(explainer):
@@ -46,6 +46,8 @@ def test_monai_bundle_run_agrees_with_our_api(tiny_bundle, explainer, tmp_path):
     for i, (rows, columns) in enumerate([(60, 44), (40, 52)]):
         pixels = (chest_image(rows, columns, seed=i) * 65535).astype(np.uint16)
         Image.fromarray(pixels).save(data / f"img{i}.png")
+    # MONOCHROME2 without VOI LUT: the one DICOM case MONAI's reader and ours must read alike
+    radiograph_dataset(chest_image(50, 36, seed=5)).save_as(data / "img2.dcm", enforce_file_format=True)
     out = tmp_path / "eval"
     command = [
         sys.executable, "-m", "monai.bundle", "run",
@@ -59,7 +61,7 @@ def test_monai_bundle_run_agrees_with_our_api(tiny_bundle, explainer, tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     with open(out / "predictions.csv", newline="") as handle:
         rows = {row[0]: [float(v) for v in row[1:]] for row in csv.reader(handle)}
-    assert len(rows) == 2
+    assert len(rows) == 3
     for path, probabilities in rows.items():
         ours = explainer.predict(read_radiograph(path))
         np.testing.assert_allclose(probabilities, [f.probability for f in ours.findings], atol=1e-5)

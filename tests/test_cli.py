@@ -155,3 +155,12 @@ def test_bundle_verify_and_create(tmp_path, capsys):
     digest = capsys.readouterr().out.split()[-1]
     assert main(["bundle", "verify", str(tmp_path / "b"), "--hash", digest]) == 0
     assert main(["bundle", "verify", str(tmp_path / "b"), "--hash", "sha256:" + "1" * 64]) == 2
+
+
+def test_missing_default_bundle_says_what_to_do(inputs, tmp_path, capsys, monkeypatch):
+    import cxrxai.cli
+
+    monkeypatch.setattr(cxrxai.cli, "DEFAULT_BUNDLE", tmp_path / "no-default")
+    assert main(["explain", str(inputs / "chest.dcm"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cxrxai bundle create-untrained" in err[0]

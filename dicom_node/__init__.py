@@ -1,1 +1,0 @@
-"""The DICOM service (issue 5): association handling, spool, queue, workers, sending. Not built yet."""
