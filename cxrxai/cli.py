@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--smoothgrad-samples", type=int, default=None, metavar="N", help="noisy copies (default 8)"
     )
+    explain.add_argument(
+        "--format",
+        choices=("files", "dicom", "all"),
+        default="files",
+        help="files: predictions.json, heatmaps.npz, overview.png; dicom: DICOM results in <stem>/dicom/",
+    )
     explain.set_defaults(run=run_explain)
 
     bundle = commands.add_parser("bundle", help="model bundle tools")
@@ -92,6 +98,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from cxrxai.dicom.results import write_dicom_results
     from cxrxai.explain import Explainer
     from cxrxai.explain.engine import ExplainerSettings, check_methods
     from cxrxai.io import read_radiograph
@@ -137,8 +144,17 @@ def run_explain(args: argparse.Namespace) -> int:
         stem = radiograph.stem
         stems[stem] = stems.get(stem, 0) + 1
         folder = args.out / (stem if stems[stem] == 1 else f"{stem}-{stems[stem]}")
-        explanation.save(folder)
-        write_overview(explanation, radiograph.pixels, folder / "overview.png")
+        if args.format in ("files", "all"):
+            explanation.save(folder)
+            write_overview(explanation, radiograph.pixels, folder / "overview.png")
+        if args.format in ("dicom", "all"):
+            if radiograph.dataset is None:
+                failures += 1
+                _report(
+                    progress, f"cxrxai: {path}: DICOM results need a DICOM source image; use --format files"
+                )
+                continue
+            write_dicom_results(explanation, radiograph.dataset, folder / "dicom")
         if len(inputs) == 1:
             print(summary_table(explanation))
             print(f"results in {folder}")

@@ -1,0 +1,214 @@
+"""The findings SR: valid for dciodvfy and highdicom, exact round trip, deterministic UIDs, hard sources."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+from pydicom.uid import JPEG2000Lossless
+
+from cxrxai.cli import main
+from cxrxai.dicom import codes
+from cxrxai.dicom.results import device_of
+from cxrxai.dicom.sr import SRReadError, build_sr, read_sr
+from cxrxai.io import read_radiograph
+from cxrxai.labels import FINDINGS
+from cxrxai.samples import chest_image, radiograph_dataset
+from tests.dicom_validation import needs_dciodvfy, new_errors
+
+
+def _source(tmp_path: Path, name: str = "src.dcm", **kwargs) -> Path:
+    path = tmp_path / name
+    radiograph_dataset(chest_image(64, 48, seed=3), **kwargs).save_as(path, enforce_file_format=True)
+    return path
+
+
+def _sr_for(explainer, source_path: Path):
+    radiograph = read_radiograph(source_path)
+    explanation = explainer.predict(radiograph)
+    return (
+        explanation,
+        radiograph,
+        build_sr(radiograph.dataset, explanation.findings, explanation.ctr, device_of(explanation)),
+    )
+
+
+def _reread(dataset) -> pydicom.Dataset:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    return pydicom.dcmread(buffer)
+
+
+def test_round_trip_is_exact(explainer, tmp_path):
+    explanation, radiograph, sr = _sr_for(explainer, _source(tmp_path))
+    back = read_sr(_reread(sr))
+    assert [f.name for f in back.findings] == list(FINDINGS)
+    for ours, theirs in zip(explanation.findings, back.findings, strict=True):
+        assert theirs.probability == ours.probability and theirs.threshold == ours.threshold
+        assert back.present[ours.name] == ours.present
+    assert back.ctr == explanation.ctr
+    assert (
+        back.algorithm_name == explanation.model["name"]
+        and back.algorithm_version == explanation.model["version"]
+    )
+    assert back.source_sop_instance_uid == radiograph.dataset.SOPInstanceUID
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"photometric": "MONOCHROME1", "patient_name": "Müller^Jürgen"},
+        {"pixel_spacing": None},
+        {"patient_name": "山田^太郎"},
+        {"bits": 8},
+    ],
+)
+def test_dciodvfy_reports_no_new_error(explainer, tmp_path, variant):
+    source = _source(tmp_path, **variant)
+    _, _, sr = _sr_for(explainer, source)
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    assert new_errors(path, source) == []
+    reread = pydicom.dcmread(path)
+    assert reread.PatientName == pydicom.dcmread(source).PatientName  # non-ASCII names survive
+    assert reread.StudyInstanceUID == pydicom.dcmread(source).StudyInstanceUID  # joins the source study
+
+
+@needs_dciodvfy
+def test_jpeg2000_source(explainer, tmp_path):
+    ds = radiograph_dataset(chest_image(64, 48, seed=4), photometric="MONOCHROME1")
+    ds.compress(JPEG2000Lossless)
+    source = tmp_path / "j2k.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    _, _, sr = _sr_for(explainer, source)
+    sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    assert new_errors(tmp_path / "sr.dcm", source) == []
+    assert read_sr(pydicom.dcmread(tmp_path / "sr.dcm")).source_sop_instance_uid == ds.SOPInstanceUID
+
+
+def test_highdicom_parses_the_report(explainer, tmp_path):
+    _, _, sr = _sr_for(explainer, _source(tmp_path))
+    sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    parsed = hd.sr.srread(tmp_path / "sr.dcm")
+    groups = parsed.content.get_image_measurement_groups()
+    assert len(groups) == 14 + 1  # the findings and the cardiothoracic ratio
+    by_name = {g.tracking_identifier: g for g in groups}
+    cardiomegaly = by_name["Cardiomegaly"]
+    assert cardiomegaly.finding_type == codes.FINDING_CODES["Cardiomegaly"].code
+    (probability,) = [m for m in cardiomegaly.get_measurements() if m.name == codes.PROBABILITY.code]
+    assert 0.0 <= probability.value <= 1.0
+
+
+def test_ihe_ai_results_attributes(explainer, tmp_path):
+    explanation, _, sr = _sr_for(explainer, _source(tmp_path))
+    (equipment,) = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "CXR-XAI"]
+    purpose = equipment.PurposeOfReferenceCodeSequence[0]
+    assert (purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning) == (
+        "1630",
+        "99IHE",
+        "Processing Algorithm",
+    )
+    assert equipment.SoftwareVersions == explanation.model["version"] and equipment.DeviceUID
+    assert {s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence} >= {"99CXRXAI", "99IHE"}
+    assert "not for diagnostic use" in sr.SeriesDescription
+
+
+def test_uids_are_deterministic_per_source_and_model(explainer, tmp_path):
+    source = _source(tmp_path)
+    _, _, first = _sr_for(explainer, source)
+    _, _, second = _sr_for(explainer, source)
+    assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (
+        second.SOPInstanceUID,
+        second.SeriesInstanceUID,
+    )
+    explanation, radiograph, _ = _sr_for(explainer, source)
+    other_model = device_of(explanation).__class__("other", "9", "sha256:" + "0" * 64)
+    third = build_sr(radiograph.dataset, explanation.findings, explanation.ctr, other_model)
+    assert third.SOPInstanceUID != first.SOPInstanceUID
+    _, _, fourth = _sr_for(explainer, _source(tmp_path, "other.dcm"))
+    assert fourth.SOPInstanceUID != first.SOPInstanceUID
+
+
+def test_reader_refuses_what_is_not_ours(explainer, tmp_path):
+    with pytest.raises(SRReadError, match="not a Comprehensive / Enhanced SR"):
+        read_sr(pydicom.dcmread(_source(tmp_path)))
+    _, _, sr = _sr_for(explainer, _source(tmp_path))
+    damaged = _reread(sr)
+    groups = damaged.ContentSequence[-1].ContentSequence
+    del groups[0]
+    with pytest.raises(SRReadError, match="lacks probability, threshold or decision for: No Finding"):
+        read_sr(damaged)
+
+
+def test_cli_writes_dicom_results(tiny_bundle, tmp_path, capsys):
+    source = _source(tmp_path, photometric="MONOCHROME1")
+    png = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray((chest_image(30, 30) * 255).astype("uint8")).save(png)
+    code = main(
+        [
+            "explain",
+            str(source),
+            str(png),
+            "--out",
+            str(tmp_path / "out"),
+            "--bundle",
+            str(tiny_bundle),
+            "--format",
+            "all",
+            "--methods",
+            "gradcam",
+        ]
+    )
+    assert code == 1  # the PNG cannot have DICOM results
+    assert "x.png: DICOM results need a DICOM source image" in capsys.readouterr().err
+    (sr_path,) = (tmp_path / "out" / "src" / "dicom").glob("SR-*.dcm")
+    assert read_sr(pydicom.dcmread(sr_path)).findings[0].name == "No Finding"
+    assert (tmp_path / "out" / "src" / "predictions.json").is_file()
+
+
+def test_dcmqi_tid1500reader_reads_our_sr(explainer, tmp_path):
+    """dcmqi is the reader 3D Slicer's QuantitativeReporting uses for TID 1500."""
+    import json
+    import subprocess
+    import sys
+
+    reader = Path(sys.executable).parent / "tid1500reader"
+    if not reader.exists():
+        pytest.skip("dcmqi not installed: `make test` installs it")
+    explanation, _, sr = _sr_for(explainer, _source(tmp_path, patient_name="Müller^Jürgen"))
+    sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    out = tmp_path / "sr.json"
+    completed = subprocess.run(
+        [str(reader), "--inputDICOM", str(tmp_path / "sr.dcm"), "--outputMetadata", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    metadata = json.loads(out.read_text())
+    groups = {g["TrackingIdentifier"]: g for g in metadata["Measurements"]}
+    assert (
+        set(groups) == {*FINDINGS, "Cardiothoracic ratio"} if explanation.ctr is not None else set(FINDINGS)
+    )
+    for finding in explanation.findings:
+        items = {
+            i["quantity"]["CodeValue"]: float(i["value"]) for i in groups[finding.name]["measurementItems"]
+        }
+        assert items["PROBABILITY"] == pytest.approx(finding.probability, abs=1e-12)
+        decision = groups[finding.name]["qualitativeEvaluations"][0]["conceptValue"]["CodeMeaning"]
+        assert decision == ("Present" if finding.present else "Absent")
+
+
+@needs_dciodvfy
+def test_dciodvfy_oracle_can_fail(explainer, tmp_path):
+    source = _source(tmp_path)
+    _, _, sr = _sr_for(explainer, source)
+    broken = _reread(sr)
+    del broken.CompletionFlag
+    broken.save_as(tmp_path / "broken.dcm")
+    assert any("CompletionFlag" in line for line in new_errors(tmp_path / "broken.dcm", source))
