@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="files",
         help="files: predictions.json, heatmaps.npz, overview.png; dicom: DICOM results in <stem>/dicom/",
     )
+    explain.add_argument(
+        "--dicom-heatmaps",
+        default="above-threshold",
+        metavar="WHICH",
+        help="findings with heatmap segments and pages: above-threshold (default), top-K (e.g. top-3), all",
+    )
     explain.set_defaults(run=run_explain)
 
     bundle = commands.add_parser("bundle", help="model bundle tools")
@@ -98,7 +104,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from cxrxai.dicom.results import write_dicom_results
+    from cxrxai.dicom.results import HeatmapSelection, write_dicom_results
     from cxrxai.explain import Explainer
     from cxrxai.explain.engine import ExplainerSettings, check_methods
     from cxrxai.io import read_radiograph
@@ -108,6 +114,8 @@ def run_explain(args: argparse.Namespace) -> int:
     try:
         findings = resolve_findings(args.findings)
         methods = check_methods(args.methods)
+        selection = HeatmapSelection(args.dicom_heatmaps)
+        selection.choose([])
     except ValueError as exc:
         raise CXRXAIError(str(exc)) from None
     bundle = args.bundle or DEFAULT_BUNDLE
@@ -154,7 +162,9 @@ def run_explain(args: argparse.Namespace) -> int:
                     progress, f"cxrxai: {path}: DICOM results need a DICOM source image; use --format files"
                 )
                 continue
-            write_dicom_results(explanation, radiograph.dataset, folder / "dicom")
+            write_dicom_results(
+                explanation, radiograph.dataset, radiograph.pixels, folder / "dicom", selection
+            )
         if len(inputs) == 1:
             print(summary_table(explanation))
             print(f"results in {folder}")

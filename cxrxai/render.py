@@ -13,14 +13,14 @@ TILE = 256
 STRIP_LAYERS_ORDER = ("encoder", "bottleneck", "decoder")
 
 
-def _colourise(values: np.ndarray) -> np.ndarray:
+def colourise(values: np.ndarray) -> np.ndarray:
     """inferno colour map (perceptually uniform) of [0, 1] values -> uint8 RGB."""
     from matplotlib import colormaps
 
     return (colormaps["inferno"](np.clip(values, 0, 1))[..., :3] * 255).astype(np.uint8)
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
+def grey(image: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(image, (0.5, 99.5))
     scaled = np.clip((image - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
     return np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=2)
@@ -31,7 +31,7 @@ def _tile(base: np.ndarray, heat: np.ndarray | None, caption: str) -> Image.Imag
     rgb = base.astype(np.float32)
     if heat is not None:
         alpha = 0.55 * np.clip(heat, 0, 1)[..., None]
-        rgb = rgb * (1 - alpha) + _colourise(heat).astype(np.float32) * alpha
+        rgb = rgb * (1 - alpha) + colourise(heat).astype(np.float32) * alpha
     width = max(1, round(TILE * base.shape[1] / base.shape[0]))
     tile = Image.fromarray(rgb.astype(np.uint8)).resize((width, TILE), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(tile)
@@ -40,7 +40,7 @@ def _tile(base: np.ndarray, heat: np.ndarray | None, caption: str) -> Image.Imag
     return tile
 
 
-def _layer_order(layer: str) -> tuple[int, int]:
+def layer_order(layer: str) -> tuple[int, int]:
     family = next(i for i, prefix in enumerate(STRIP_LAYERS_ORDER) if layer.startswith(prefix))
     depth = int(layer[len(STRIP_LAYERS_ORDER[family]) :] or 0)
     return family, depth if family == 0 else -depth
@@ -49,7 +49,7 @@ def _layer_order(layer: str) -> tuple[int, int]:
 def write_overview(explanation: Explanation, pixels: np.ndarray, path: str | Path, top: int = 3) -> None:
     """Row 1: the radiograph and the fused (or best available) map of the `top` most probable findings.
     Row 2: Grad-CAM of the most probable finding at every layer, encoder to decoder."""
-    base = _grey(pixels)
+    base = grey(pixels)
     ranked = sorted(
         (f for f in explanation.findings if f.name != "No Finding"), key=lambda f: f.probability, reverse=True
     )[:top]
@@ -69,7 +69,7 @@ def write_overview(explanation: Explanation, pixels: np.ndarray, path: str | Pat
                 if h.method == "gradcam" and h.target == ranked[0].name
             }
             - {"fused"},
-            key=_layer_order,
+            key=layer_order,
         )
         for layer in layers:
             row2.append(_tile(base, explanation.map_at_source(f"gradcam/{layer}/{ranked[0].name}"), layer))

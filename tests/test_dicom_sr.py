@@ -212,3 +212,16 @@ def test_dciodvfy_oracle_can_fail(explainer, tmp_path):
     del broken.CompletionFlag
     broken.save_as(tmp_path / "broken.dcm")
     assert any("CompletionFlag" in line for line in new_errors(tmp_path / "broken.dcm", source))
+
+
+def test_conformance_statement_lists_every_code():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "conformance.md").read_text()
+    for name, concept in {**codes.FINDING_CODES}.items():
+        assert name in text and concept.code.value in text, name
+    for concept in (
+        codes.PROBABILITY,
+        codes.DECISION_THRESHOLD,
+        codes.CARDIOTHORACIC_RATIO,
+        codes.PROCESSING_ALGORITHM,
+    ):
+        assert concept.code.value in text

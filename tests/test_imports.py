@@ -19,6 +19,7 @@ def test_core_imports_without_torch():
     code = BLOCK_HEAVY + (
         "import cxrxai, cxrxai.io, cxrxai.results, cxrxai.geometry, cxrxai.labels, cxrxai.anatomy\n"
         "import cxrxai.samples\n"
+        "import cxrxai.dicom.sr, cxrxai.dicom.seg, cxrxai.dicom.sc, cxrxai.dicom.results\n"
         "import cxrxai.explain\n"
         "from cxrxai.io import read_radiograph\n"
         "print('ok')\n"

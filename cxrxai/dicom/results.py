@@ -1,14 +1,39 @@
-"""Write every DICOM result object of one explained radiograph into a folder."""
+"""Write every DICOM result object of one explained radiograph: anatomy SEG, heatmap SEG, Secondary
+Capture pages, and the SR that references them all."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from cxrxai.dicom.common import Device
+from cxrxai.dicom.sc import build_sc, finding_page, summary_page
+from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg
 from cxrxai.dicom.sr import build_sr
-from cxrxai.results import Explanation
+from cxrxai.labels import LUNG_CHANNELS
+from cxrxai.render import layer_order
+from cxrxai.results import Explanation, FindingPrediction
+
+HEATMAP_METHOD = "gradcam"
+
+
+@dataclass(frozen=True)
+class HeatmapSelection:
+    """Which findings get heatmap segments and pages: 'above-threshold' (default), 'top-K', or 'all'."""
+
+    mode: str = "above-threshold"
+
+    def choose(self, findings: list[FindingPrediction]) -> list[FindingPrediction]:
+        if self.mode == "all":
+            return list(findings)
+        if self.mode == "above-threshold":
+            return [f for f in findings if f.present]
+        if self.mode.startswith("top-") and self.mode[4:].isdigit():
+            return sorted(findings, key=lambda f: f.probability, reverse=True)[: int(self.mode[4:])]
+        raise ValueError(f"heatmap selection {self.mode!r}: use above-threshold, top-K (e.g. top-3) or all")
 
 
 def device_of(explanation: Explanation) -> Device:
@@ -18,11 +43,63 @@ def device_of(explanation: Explanation) -> Device:
     )
 
 
-def write_dicom_results(explanation: Explanation, source: Dataset, folder: str | Path) -> list[Path]:
-    """The SR (TID 1500) for now; file names are the SOP Instance UIDs, so re-runs overwrite."""
+def heatmap_layers(explanation: Explanation, finding: str) -> list[HeatmapLayer]:
+    """The fused Grad-CAM map, then every layer from encoder to decoder, at the source geometry."""
+    layers = {
+        h.layer for h in explanation.heatmaps.values() if h.method == HEATMAP_METHOD and h.target == finding
+    }
+    ordered = (["fused"] if "fused" in layers else []) + sorted(layers - {"fused"}, key=layer_order)
+    return [
+        HeatmapLayer(
+            finding, HEATMAP_METHOD, layer, explanation.map_at_source(f"{HEATMAP_METHOD}/{layer}/{finding}")
+        )
+        for layer in ordered
+    ]
+
+
+def build_dicom_results(
+    explanation: Explanation,
+    source: Dataset,
+    pixels: np.ndarray,
+    selection: HeatmapSelection = HeatmapSelection(),
+) -> list[Dataset]:
+    """SEG (anatomy), SEG (heatmaps, when any finding is selected), SC pages, then the SR."""
+    device = device_of(explanation)
+    masks = explanation.anatomy_at_source()
+    segmentations: list[Dataset] = [build_anatomy_seg(source, masks, device)]
+    chosen = selection.choose(explanation.findings)
+    heatmaps = [layer for f in chosen for layer in heatmap_layers(explanation, f.name)]
+    if heatmaps:
+        segmentations.append(build_heatmap_seg(source, heatmaps, device))
+    model = f"{device.name} {device.version}"
+    lungs = np.asarray(masks[list(LUNG_CHANNELS)].any(axis=0), dtype=bool)
+    pages = [
+        build_sc(source, summary_page(explanation.findings, explanation.ctr, model), device, "summary", 1)
+    ]
+    for number, finding in enumerate(chosen, start=2):
+        layers = [h for h in heatmaps if h.finding == finding.name]
+        if not layers:
+            continue
+        strip = [(h.layer, h.values) for h in layers if h.layer != "fused"]
+        page = finding_page(pixels, finding, layers[0].values, lungs, strip, model)
+        pages.append(build_sc(source, page, device, f"finding:{finding.name}", number))
+    sr = build_sr(source, explanation.findings, explanation.ctr, device, segmentations, pages)
+    return [*segmentations, *pages, sr]
+
+
+def write_dicom_results(
+    explanation: Explanation,
+    source: Dataset,
+    pixels: np.ndarray,
+    folder: str | Path,
+    selection: HeatmapSelection = HeatmapSelection(),
+) -> list[Path]:
+    """Write the objects as <Modality>-<SOP Instance UID>.dcm: deterministic names, so re-runs overwrite."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    sr = build_sr(source, explanation.findings, explanation.ctr, device_of(explanation))
-    path = folder / f"SR-{sr.SOPInstanceUID}.dcm"
-    sr.save_as(path, enforce_file_format=True)
-    return [path]
+    paths = []
+    for dataset in build_dicom_results(explanation, source, pixels, selection):
+        path = folder / f"{dataset.Modality}-{dataset.SOPInstanceUID}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

@@ -53,8 +53,15 @@ def build_sr(
     findings: Sequence[FindingPrediction],
     ctr: float | None,
     device: Device,
+    segmentations: Sequence[Dataset] = (),
+    pictures: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
-    """A TID 1500 Measurement Report on the source radiograph, joining its study, in its own series."""
+    """A TID 1500 Measurement Report on the source radiograph, joining its study, in its own series.
+
+    Every segment of `segmentations` (our anatomy and heatmap SEGs) gets a planar-ROI group (TID 1410)
+    that references it (the SEGs join the evidence, as the content references them); the Secondary
+    Capture `pictures` are listed as Pertinent Other Evidence, so every result can be found from the SR.
+    """
     if [f.name for f in findings] != list(FINDINGS):
         raise ValueError("an SR must report all 14 findings in CheXpert order")
     algorithm = hd.sr.AlgorithmIdentification(
@@ -101,6 +108,8 @@ def build_sr(
                 measurements=[_measurement(codes.CARDIOTHORACIC_RATIO.code, ctr)],
             )
         )
+    for segmentation in segmentations:
+        groups.extend(_segment_groups(source, segmentation, algorithm))  # type: ignore[arg-type]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=[codes.PLAIN_RADIOGRAPHY.code],
@@ -113,9 +122,10 @@ def build_sr(
         if item.ConceptNameCodeSequence[0].CodeValue == "126010"
     )
     root.ContentSequence.insert(position, _image_library(source))
+    _reference_segments_not_frames(root)
     number, description = SERIES["sr"]
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[source],
+        evidence=[source, *segmentations],
         content=report,
         series_instance_uid=result_uid(source_uid, device.content_hash, "sr", "series"),
         series_number=number,
@@ -126,10 +136,87 @@ def build_sr(
     )
     add_contributing_equipment(sr, device)
     declare_coding_schemes(sr)
+    if pictures:
+        sr.PertinentOtherEvidenceSequence = _evidence(pictures)
     sr.SeriesDescription = description
     if "SpecificCharacterSet" in source:
         sr.SpecificCharacterSet = source.SpecificCharacterSet
     return sr
+
+
+def _segment_groups(
+    source: Dataset, segmentation: Dataset, algorithm: hd.sr.AlgorithmIdentification
+) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
+    """One planar-ROI group per segment, referencing the segment's frames and the source image."""
+    frames: dict[int, list[int]] = {}
+    for index, groups in enumerate(segmentation.PerFrameFunctionalGroupsSequence, start=1):
+        frames.setdefault(int(groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber), []).append(
+            index
+        )
+    result = []
+    for segment in segmentation.SegmentSequence:
+        number = int(segment.SegmentNumber)
+        property_type = segment.SegmentedPropertyTypeCodeSequence[0]
+        result.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=segment.TrackingUID, identifier=segment.SegmentLabel
+                ),
+                referenced_segment=hd.sr.ReferencedSegmentationFrame(
+                    sop_class_uid=segmentation.SOPClassUID,
+                    sop_instance_uid=segmentation.SOPInstanceUID,
+                    frame_number=frames[number],
+                    segment_number=number,
+                    source_image=hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID),
+                ),
+                finding_type=Code(
+                    str(property_type.CodeValue),
+                    str(property_type.CodingSchemeDesignator),
+                    str(property_type.CodeMeaning),
+                ),
+                algorithm_id=algorithm,
+            )
+        )
+    return result
+
+
+def _reference_segments_not_frames(root: Dataset) -> None:
+    """A SEG reference names segments or frames, never both (PS3.3 C.18.3.1: Referenced Segment Number is
+    'required if ... the reference is to segments and not frames'). highdicom writes both, dciodvfy
+    rejects that; we keep the segment numbers, which say what the region is."""
+    for item in _flatten(root.ContentSequence):
+        if item.ValueType != "IMAGE":
+            continue
+        for reference in item.ReferencedSOPSequence:
+            is_segment = reference.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+            if is_segment and "ReferencedSegmentNumber" in reference and "ReferencedFrameNumber" in reference:
+                del reference.ReferencedFrameNumber
+
+
+def _evidence(objects: Sequence[Dataset]) -> list[Dataset]:
+    """Hierarchical SOP Instance Reference (study > series > instance) of our other result objects."""
+    studies: dict[str, dict[str, list[Dataset]]] = {}
+    for obj in objects:
+        studies.setdefault(str(obj.StudyInstanceUID), {}).setdefault(str(obj.SeriesInstanceUID), []).append(
+            obj
+        )
+    sequence = []
+    for study_uid, series in studies.items():
+        study = Dataset()
+        study.StudyInstanceUID = study_uid
+        study.ReferencedSeriesSequence = []
+        for series_uid, members in series.items():
+            item = Dataset()
+            item.SeriesInstanceUID = series_uid
+            item.ReferencedSOPSequence = []
+            for member in members:
+                reference = Dataset()
+                reference.ReferencedSOPClassUID = member.SOPClassUID
+                reference.ReferencedSOPInstanceUID = member.SOPInstanceUID
+                item.ReferencedSOPSequence.append(reference)
+            study.ReferencedSeriesSequence.append(item)
+        sequence.append(study)
+    return sequence
 
 
 class _RadiographDescriptors(hd.sr.ImageLibraryEntryDescriptors):

@@ -1,0 +1,195 @@
+"""SEG (anatomy, heatmaps), Secondary Capture pages and the SR that references them: valid, readable,
+round-tripped, deterministic, for the hard sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import JPEG2000Lossless
+
+from cxrxai.dicom.results import HeatmapSelection, build_dicom_results, heatmap_layers, write_dicom_results
+from cxrxai.dicom.seg import SEGReadError, read_seg
+from cxrxai.dicom.sr import read_sr
+from cxrxai.io import read_radiograph
+from cxrxai.labels import ANATOMY
+from cxrxai.samples import chest_image, radiograph_dataset
+from tests.dicom_validation import needs_dciodvfy, new_errors
+
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def _explained(explainer, tmp_path: Path, compress: bool = False, drop: tuple[str, ...] = (), **kwargs):
+    ds = radiograph_dataset(chest_image(72, 56, seed=6), **kwargs)
+    for keyword in drop:
+        delattr(ds, keyword)
+    if compress:
+        ds.compress(JPEG2000Lossless)
+    source = tmp_path / "source.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    radiograph = read_radiograph(source)
+    return source, radiograph, explainer.explain(radiograph, methods=["gradcam"])
+
+
+def _by_kind(paths):
+    objects = [pydicom.dcmread(p) for p in paths]
+    segs = [o for o in objects if o.SOPClassUID == SEG_CLASS]
+    anatomy = next(s for s in segs if s.SegmentationType == "BINARY")
+    heat = next((s for s in segs if s.SegmentationType == "FRACTIONAL"), None)
+    pages = [o for o in objects if o.Modality == "OT"]
+    sr = next(o for o in objects if o.Modality == "SR")
+    return anatomy, heat, pages, sr
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"photometric": "MONOCHROME1", "patient_name": "Müller^Jürgen"},
+        {"pixel_spacing": None},
+        {"compress": True, "photometric": "MONOCHROME1"},
+        {"drop": ("PatientOrientation", "BodyPartExamined", "ViewPosition"), "pixel_spacing": None},
+    ],
+    ids=["monochrome1-non-ascii", "no-pixel-spacing", "jpeg2000-source", "bare-header"],
+)
+def test_every_object_is_valid(explainer, tmp_path, variant):
+    source, radiograph, explanation = _explained(explainer, tmp_path, **variant)
+    paths = write_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, tmp_path / "out", HeatmapSelection("top-2")
+    )
+    assert len(paths) == 2 + 3 + 1  # two SEGs, summary + 2 finding pages, SR
+    for path in paths:
+        assert new_errors(path, source) == [], path.name
+        result = pydicom.dcmread(path)
+        assert result.StudyInstanceUID == radiograph.dataset.StudyInstanceUID
+        assert result.PatientName == radiograph.dataset.PatientName
+        purposes = [
+            e.PurposeOfReferenceCodeSequence[0].CodeValue for e in result.ContributingEquipmentSequence
+        ]
+        assert "1630" in purposes
+
+
+def test_anatomy_and_heatmaps_round_trip(explainer, tmp_path):
+    _, radiograph, explanation = _explained(explainer, tmp_path, photometric="MONOCHROME1")
+    paths = write_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, tmp_path / "out", HeatmapSelection("all")
+    )
+    anatomy, heat, _, _ = _by_kind(paths)
+    read = read_seg(anatomy)
+    assert read.segmentation_type == "BINARY" and [s.label for s in read.segments] == list(ANATOMY)
+    masks = explanation.anatomy_at_source()
+    for segment, mask in zip(read.segments, masks, strict=True):
+        np.testing.assert_array_equal(segment.values, mask)
+    assert read.referenced_sop_instance_uids == [
+        radiograph.dataset.SOPInstanceUID
+    ]  # Referenced Series (OHIF)
+    heatmaps = read_seg(heat)
+    expected = {
+        layer.label: layer for f in explanation.findings for layer in heatmap_layers(explanation, f.name)
+    }
+    assert set(heatmaps.by_label()) == set(expected)
+    for label, segment in heatmaps.by_label().items():
+        assert (segment.finding, segment.method, segment.layer) == tuple(label.split(" | "))
+        assert segment.values.shape == (72, 56)
+        assert np.abs(segment.values - np.clip(expected[label].values, 0, 1)).max() <= 0.5 / 255 + 1e-6
+
+
+def test_layers_run_from_encoder_to_decoder(explainer, tmp_path):
+    _, _, explanation = _explained(explainer, tmp_path)
+    layers = [h.layer for h in heatmap_layers(explanation, "Cardiomegaly")]
+    assert layers == ["fused", "encoder1", "encoder2", "bottleneck", "decoder2", "decoder1"]
+
+
+def test_highdicom_segread_trap_and_our_reader(explainer, tmp_path):
+    """highdicom's reader refuses a projection-radiograph SEG (no Slice Thickness); ours reads it."""
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    anatomy, *_ = _by_kind(
+        write_dicom_results(explanation, radiograph.dataset, radiograph.pixels, tmp_path / "o")
+    )
+    anatomy.save_as(tmp_path / "seg.dcm")
+    with pytest.raises((AttributeError, ValueError)):  # the known trap in highdicom 0.28
+        hd.seg.segread(tmp_path / "seg.dcm")
+    assert len(read_seg(pydicom.dcmread(tmp_path / "seg.dcm")).segments) == 3
+    with pytest.raises(SEGReadError, match="not a Segmentation"):
+        read_seg(radiograph.dataset)
+
+
+def test_sr_references_every_segment_and_page(explainer, tmp_path):
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    paths = write_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, tmp_path / "out", HeatmapSelection("top-1")
+    )
+    anatomy, heat, pages, sr = _by_kind(paths)
+    planar = _planar_segment_references(sr)
+    expected = {
+        (s.SOPInstanceUID, int(seg.SegmentNumber)) for s in (anatomy, heat) for seg in s.SegmentSequence
+    }
+    assert planar == expected
+    parsed = hd.sr.Comprehensive3DSR.from_dataset(sr)
+    assert len(parsed.content.get_planar_roi_measurement_groups()) == len(expected)
+    evidence = {
+        ref.ReferencedSOPInstanceUID
+        for study in sr.PertinentOtherEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
+    assert evidence == {p.SOPInstanceUID for p in pages}
+    assert read_sr(sr).findings == explanation.findings
+
+
+def _planar_segment_references(sr) -> set[tuple[str, int]]:
+    found = set()
+
+    def walk(items):
+        for item in items:
+            if item.ValueType == "IMAGE":
+                for ref in item.ReferencedSOPSequence:
+                    if ref.ReferencedSOPClassUID == SEG_CLASS:
+                        found.add((ref.ReferencedSOPInstanceUID, int(ref.ReferencedSegmentNumber)))
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    return found
+
+
+def test_pages_are_burned_in_rgb(explainer, tmp_path):
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    _, _, pages, _ = _by_kind(
+        write_dicom_results(
+            explanation, radiograph.dataset, radiograph.pixels, tmp_path / "o", HeatmapSelection("top-1")
+        )
+    )
+    assert len(pages) == 2
+    for page in pages:
+        assert page.PhotometricInterpretation == "RGB" and page.BurnedInAnnotation == "YES"
+        assert page.pixel_array.shape[2] == 3 and page.pixel_array.shape[1] == 1024
+        assert "not for diagnostic use" in page.DerivationDescription
+
+
+def test_results_are_deterministic_and_source_untouched(explainer, tmp_path):
+    source, radiograph, explanation = _explained(explainer, tmp_path)
+    before = source.read_bytes()
+    first = [
+        d.SOPInstanceUID for d in build_dicom_results(explanation, radiograph.dataset, radiograph.pixels)
+    ]
+    second = [
+        d.SOPInstanceUID for d in build_dicom_results(explanation, radiograph.dataset, radiograph.pixels)
+    ]
+    assert first == second and len(set(first)) == len(first)
+    assert source.read_bytes() == before
+
+
+def test_no_finding_above_threshold_writes_no_heatmap_seg(explainer, tmp_path):
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    for finding in explanation.findings:
+        finding.threshold = 1.0
+    objects = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels)
+    assert [o.Modality for o in objects] == ["SEG", "OT", "SR"]
+
+
+def test_bad_heatmap_selection_is_refused():
+    with pytest.raises(ValueError, match="use above-threshold, top-K"):
+        HeatmapSelection("most").choose([])
