@@ -31,8 +31,12 @@ def run() -> int:
     code = 0
     for path in inputs:
         print(f"\n== {path}")
-        code |= main(["explain", str(path), "--out", str(OUT / "results"), "--bundle", str(bundle)])
-    print(f"\nOverlays: {', '.join(str(OUT / 'results' / p.stem / 'overview.png') for p in inputs)}")
+        code |= main(
+            ["explain", str(path), "--out", str(OUT / "results"), "--bundle", str(bundle), "--format", "all"]
+        )
+    results = OUT / "results"
+    print(f"\nOverlays: {', '.join(str(results / p.stem / 'overview.png') for p in inputs)}")
+    print(f"DICOM results (SR, SEG, SC, GSPS): {', '.join(str(results / p.stem / 'dicom') for p in inputs)}")
     return code
 
 

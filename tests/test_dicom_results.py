@@ -60,7 +60,7 @@ def test_every_object_is_valid(explainer, tmp_path, variant):
     paths = write_dicom_results(
         explanation, radiograph.dataset, radiograph.pixels, tmp_path / "out", HeatmapSelection("top-2")
     )
-    assert len(paths) == 2 + 3 + 1  # two SEGs, summary + 2 finding pages, SR
+    assert len(paths) == 2 + 3 + 1 + 1  # two SEGs, summary + 2 finding pages, GSPS, SR
     for path in paths:
         assert new_errors(path, source) == [], path.name
         result = pydicom.dcmread(path)
@@ -136,7 +136,8 @@ def test_sr_references_every_segment_and_page(explainer, tmp_path):
         for series in study.ReferencedSeriesSequence
         for ref in series.ReferencedSOPSequence
     }
-    assert evidence == {p.SOPInstanceUID for p in pages}
+    presentation = next(pydicom.dcmread(p) for p in paths if pydicom.dcmread(p).Modality == "PR")
+    assert evidence == {p.SOPInstanceUID for p in pages} | {presentation.SOPInstanceUID}
     assert read_sr(sr).findings == explanation.findings
 
 
@@ -187,9 +188,40 @@ def test_no_finding_above_threshold_writes_no_heatmap_seg(explainer, tmp_path):
     for finding in explanation.findings:
         finding.threshold = 1.0
     objects = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels)
-    assert [o.Modality for o in objects] == ["SEG", "OT", "SR"]
+    assert [o.Modality for o in objects] == ["SEG", "OT", "PR", "SR"]
 
 
 def test_bad_heatmap_selection_is_refused():
     with pytest.raises(ValueError, match="use above-threshold, top-K"):
         HeatmapSelection("most").choose([])
+
+
+def test_presentation_state_outlines_anatomy_and_hot_regions(explainer, tmp_path):
+    from cxrxai.dicom.gsps import build_gsps, outlines
+    from cxrxai.dicom.results import device_of
+    from cxrxai.results import FindingPrediction
+
+    _, radiograph, explanation = _explained(explainer, tmp_path, photometric="MONOCHROME1")
+    source = radiograph.dataset
+    mask = np.zeros((72, 56), bool)
+    mask[10:40, 5:25] = True  # rows 10..39, columns 5..24
+    (outline,) = outlines(mask)
+    assert outline[:, 0].min() == 5.0 and outline[:, 0].max() == 25.0  # pixel edges, DICOM PIXEL units
+    assert outline[:, 1].min() == 10.0 and outline[:, 1].max() == 40.0
+    yy, xx = np.mgrid[0:72, 0:56]
+    heat = np.exp(-((yy - 50.0) ** 2 + (xx - 40.0) ** 2) / 30.0)
+    finding = FindingPrediction("Pneumothorax", 0.91, 0.5)
+    gsps = build_gsps(source, {"Right Lung": mask}, [(finding, heat)], device_of(explanation))
+    assert gsps.PresentationLUTShape == "INVERSE"  # MONOCHROME1 source
+    layers = {a.GraphicLayer: a for a in gsps.GraphicAnnotationSequence}
+    assert set(layers) == {"ANATOMY", "FINDINGS"}
+    (hot,) = layers["FINDINGS"].GraphicObjectSequence
+    points = np.asarray(hot.GraphicData, dtype=float).reshape(-1, 2)
+    assert abs(points[:, 0].mean() - 40.5) < 1.5 and abs(points[:, 1].mean() - 50.5) < 1.5  # around the peak
+    assert layers["FINDINGS"].TextObjectSequence[0].UnformattedTextValue == "Pneumothorax p=0.91"
+    path = tmp_path / "pr.dcm"
+    gsps.save_as(path, enforce_file_format=True)
+    assert (
+        pydicom.dcmread(path).ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID
+        == source.SOPInstanceUID
+    )

@@ -16,6 +16,7 @@ SERIES = {
     "seg-anatomy": (9002, "CXR-XAI lungs and heart (AI-generated)"),
     "seg-heatmaps": (9003, "CXR-XAI heatmaps (AI-generated)"),
     "sc": (9004, "CXR-XAI overlays (AI-generated, not for diagnostic use)"),
+    "gsps": (9005, "CXR-XAI outlines (AI-generated, not for diagnostic use)"),
 }
 DISCLAIMER = "AI-generated - not for diagnostic use"
 
@@ -76,3 +77,22 @@ def declare_coding_schemes(result: Dataset) -> None:
         item.CodingSchemeResponsibleOrganization = organisation
         schemes.append(item)
     result.CodingSchemeIdentificationSequence = Sequence(schemes)
+
+
+def finish_result(result: Dataset, source: Dataset, device: Device, role: str, image: bool = True) -> None:
+    """What every result object gets: the source's character set (non-ASCII names), the series
+    description of its role, the processing-algorithm equipment, the private schemes declared; image
+    objects also Body Part Examined, and General Series Laterality (Type 2C): copied when the source has
+    it, absent for a known unpaired body part (the chest), empty only when the body part is unknown."""
+    result.SeriesDescription = SERIES[role][1]
+    if "SpecificCharacterSet" in source:
+        result.SpecificCharacterSet = source.SpecificCharacterSet
+    if image:
+        if source.get("BodyPartExamined"):
+            result.BodyPartExamined = source.BodyPartExamined
+        if source.get("Laterality"):
+            result.Laterality = source.Laterality
+        elif not source.get("BodyPartExamined"):
+            result.Laterality = ""
+    add_contributing_equipment(result, device)
+    declare_coding_schemes(result)

@@ -1,5 +1,5 @@
 """Write every DICOM result object of one explained radiograph: anatomy SEG, heatmap SEG, Secondary
-Capture pages, and the SR that references them all."""
+Capture pages, a presentation state (GSPS), and the SR that references them all."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from cxrxai.dicom.common import Device
+from cxrxai.dicom.gsps import build_gsps
 from cxrxai.dicom.sc import build_sc, finding_page, summary_page
 from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg
 from cxrxai.dicom.sr import build_sr
@@ -63,7 +64,7 @@ def build_dicom_results(
     pixels: np.ndarray,
     selection: HeatmapSelection = HeatmapSelection(),
 ) -> list[Dataset]:
-    """SEG (anatomy), SEG (heatmaps, when any finding is selected), SC pages, then the SR."""
+    """SEG (anatomy), SEG (heatmaps, when any finding is selected), SC pages, GSPS, then the SR."""
     device = device_of(explanation)
     masks = explanation.anatomy_at_source()
     segmentations: list[Dataset] = [build_anatomy_seg(source, masks, device)]
@@ -83,8 +84,17 @@ def build_dicom_results(
         strip = [(h.layer, h.values) for h in layers if h.layer != "fused"]
         page = finding_page(pixels, finding, layers[0].values, lungs, strip, model)
         pages.append(build_sc(source, page, device, f"finding:{finding.name}", number))
-    sr = build_sr(source, explanation.findings, explanation.ctr, device, segmentations, pages)
-    return [*segmentations, *pages, sr]
+    anatomy = dict(zip(explanation.anatomy_names, masks, strict=True))
+    hottest = [
+        (f, next(h.values for h in heatmaps if h.finding == f.name))
+        for f in chosen
+        if any(h.finding == f.name for h in heatmaps)
+    ]
+    presentation = build_gsps(source, anatomy, hottest, device)
+    sr = build_sr(
+        source, explanation.findings, explanation.ctr, device, segmentations, [*pages, presentation]
+    )
+    return [*segmentations, *pages, presentation, sr]
 
 
 def write_dicom_results(

@@ -16,14 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.uid import RLELossless
 
-from cxrxai.dicom.common import (
-    DISCLAIMER,
-    SERIES,
-    Device,
-    add_contributing_equipment,
-    declare_coding_schemes,
-    result_uid,
-)
+from cxrxai.dicom.common import DISCLAIMER, SERIES, Device, finish_result, result_uid
 from cxrxai.render import colourise, grey
 from cxrxai.results import FindingPrediction
 
@@ -158,12 +151,7 @@ def build_sc(source: Dataset, page: np.ndarray, device: Device, role: str, numbe
     )
     # highdicom needs an orientation to build the object; a page without one in its source says none.
     sc.PatientOrientation = list(orientation) if orientation and len(orientation) == 2 else []
-    sc.Laterality = source.get("Laterality", "")
     sc.BurnedInAnnotation = "YES"
-    sc.SeriesDescription = SERIES["sc"][1]
     sc.DerivationDescription = f"{role}; {DISCLAIMER}"
-    if "SpecificCharacterSet" in source:
-        sc.SpecificCharacterSet = source.SpecificCharacterSet
-    add_contributing_equipment(sc, device)
-    declare_coding_schemes(sc)
+    finish_result(sc, source, device, "sc")
     return sc

@@ -25,7 +25,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import JPEG2000Lossless
 
 from cxrxai.dicom import codes
-from cxrxai.dicom.common import SERIES, Device, add_contributing_equipment, declare_coding_schemes, result_uid
+from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
 from cxrxai.labels import ANATOMY
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -104,11 +104,7 @@ def _finish(seg: hd.seg.Segmentation, source: Dataset, device: Device, role: str
     """What highdicom leaves out for a radiograph, and what every result of ours carries."""
     # Type 2C in General Image without plane orientation (a projection radiograph): copy, or leave empty.
     seg.PatientOrientation = source.get("PatientOrientation", "")
-    seg.SeriesDescription = SERIES[role][1]
-    if "SpecificCharacterSet" in source:
-        seg.SpecificCharacterSet = source.SpecificCharacterSet
-    add_contributing_equipment(seg, device)
-    declare_coding_schemes(seg)
+    finish_result(seg, source, device, role, image=False)
     return seg
 
 

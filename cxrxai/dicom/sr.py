@@ -17,7 +17,7 @@ from pydicom.sr.codedict import codes as codes_dict
 from pydicom.sr.coding import Code
 
 from cxrxai.dicom import codes
-from cxrxai.dicom.common import SERIES, Device, add_contributing_equipment, declare_coding_schemes, result_uid
+from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
 from cxrxai.labels import FINDINGS
 from cxrxai.results import FindingPrediction
 
@@ -123,7 +123,7 @@ def build_sr(
     )
     root.ContentSequence.insert(position, _image_library(source))
     _reference_segments_not_frames(root)
-    number, description = SERIES["sr"]
+    number = SERIES["sr"][0]
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source, *segmentations],
         content=report,
@@ -134,13 +134,9 @@ def build_sr(
         manufacturer=device.manufacturer,
         is_complete=True,
     )
-    add_contributing_equipment(sr, device)
-    declare_coding_schemes(sr)
+    finish_result(sr, source, device, "sr", image=False)
     if pictures:
         sr.PertinentOtherEvidenceSequence = _evidence(pictures)
-    sr.SeriesDescription = description
-    if "SpecificCharacterSet" in source:
-        sr.SpecificCharacterSet = source.SpecificCharacterSet
     return sr
 
 

@@ -1,0 +1,127 @@
+"""A Grayscale Softcopy Presentation State over the source radiograph: outlines any PACS viewer draws on
+the original image, with no extra pixels (qXR ships GSPS for this reason).
+
+Layer "ANATOMY": lung and heart contours. Layer "FINDINGS": for each selected finding, the outline of its
+heat map's hottest region (normalised map >= 0.5, the largest contour) labelled "finding p=0.83".
+Contours come from contourpy (matplotlib's contour engine, small and dependency-free), so this needs no
+torch and no scikit-image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import contourpy
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+
+from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
+from cxrxai.results import FindingPrediction
+
+HOT_LEVEL = 0.5
+MAX_POINTS = 400  # per outline: enough for a smooth contour, small enough for every viewer
+
+
+def outlines(mask_or_map: np.ndarray, level: float = 0.5) -> list[np.ndarray]:
+    """Closed outlines (N x 2 arrays of column, row in DICOM PIXEL units, where the top-left pixel's centre
+    is 0.5, 0.5) of the region >= level, longest first."""
+    field = np.pad(np.asarray(mask_or_map, dtype=np.float64), 1)  # closes outlines at the image border
+    lines = contourpy.contour_generator(z=field).lines(level)
+    result = []
+    for line in lines:
+        points = np.asarray(line, dtype=np.float64) - 1.0 + 0.5  # undo the pad, pixel centre -> DICOM pixel
+        if len(points) < 4:
+            continue
+        points[:, 0] = np.clip(points[:, 0], 0.0, field.shape[1] - 2)
+        points[:, 1] = np.clip(points[:, 1], 0.0, field.shape[0] - 2)
+        step = max(1, len(points) // MAX_POINTS)
+        sampled = points[::step]
+        if not np.array_equal(sampled[0], sampled[-1]):
+            sampled = np.vstack([sampled, sampled[:1]])
+        result.append(sampled.astype(np.float32))
+    return sorted(result, key=len, reverse=True)
+
+
+def build_gsps(
+    source: Dataset,
+    anatomy: dict[str, np.ndarray],
+    findings: Sequence[tuple[FindingPrediction, np.ndarray]],
+    device: Device,
+) -> hd.pr.GrayscaleSoftcopyPresentationState:
+    """GSPS with anatomy contours and labelled hot-region outlines; maps and masks at source geometry."""
+    uid = str(source.SOPInstanceUID)
+    anatomy_layer = hd.pr.GraphicLayer(layer_name="ANATOMY", order=1, description="Lungs and heart (AI)")
+    findings_layer = hd.pr.GraphicLayer(
+        layer_name="FINDINGS", order=2, description="Hottest heat-map regions (AI)"
+    )
+    anatomy_objects: list[hd.pr.GraphicObject] = []
+    for name, mask in anatomy.items():
+        for outline in outlines(mask)[:2]:  # a lung is one region; keep a second for a split mask
+            role = f"anatomy:{name}:{len(anatomy_objects)}"
+            anatomy_objects.append(
+                hd.pr.GraphicObject(
+                    graphic_type="POLYLINE",
+                    graphic_data=outline,
+                    units="PIXEL",
+                    tracking_id=name,
+                    tracking_uid=result_uid(uid, device.content_hash, "gsps", role),
+                )
+            )
+    annotations = []
+    if anatomy_objects:
+        annotations.append(hd.pr.GraphicAnnotation([source], anatomy_layer, graphic_objects=anatomy_objects))
+    finding_objects: list[hd.pr.GraphicObject] = []
+    texts: list[hd.pr.TextObject] = []
+    for finding, heat in findings:
+        normalised = heat / heat.max() if heat.max() > 0 else heat
+        hot = outlines(normalised, HOT_LEVEL)
+        if not hot:
+            continue
+        outline = hot[0]
+        label = f"{finding.name} p={finding.probability:.2f}"
+        finding_objects.append(
+            hd.pr.GraphicObject(
+                graphic_type="POLYLINE", graphic_data=outline, units="PIXEL", tracking_id=label,
+                tracking_uid=result_uid(uid, device.content_hash, "gsps", f"finding:{finding.name}"),
+            )
+        )  # fmt: skip
+        left, top = float(outline[:, 0].min()), float(outline[:, 1].min())
+        texts.append(
+            hd.pr.TextObject(
+                text_value=label,
+                units="PIXEL",
+                anchor_point=(left, max(top - 2.0, 0.0)),
+                anchor_point_visible=False,
+            )
+        )
+    if finding_objects:
+        annotations.append(
+            hd.pr.GraphicAnnotation(
+                [source], findings_layer, graphic_objects=finding_objects, text_objects=texts
+            )
+        )
+    number = SERIES["gsps"][0]
+    gsps = hd.pr.GrayscaleSoftcopyPresentationState(
+        referenced_images=[source],
+        series_instance_uid=result_uid(uid, device.content_hash, "gsps", "series"),
+        series_number=number,
+        sop_instance_uid=result_uid(uid, device.content_hash, "gsps", "instance"),
+        instance_number=1,
+        manufacturer=device.manufacturer,
+        manufacturer_model_name=device.name,
+        software_versions=device.version,
+        device_serial_number=device.content_hash.removeprefix("sha256:")[:16],
+        content_label="CXRXAI",
+        content_description="AI outlines - not for diagnostic use",
+        graphic_annotations=annotations,
+        graphic_layers=[anatomy_layer, findings_layer],
+        # a presentation state replaces the photometric inversion: MONOCHROME1 needs INVERSE to look right
+        presentation_lut_transformation=hd.PresentationLUTTransformation(
+            presentation_lut_shape="INVERSE"
+            if source.get("PhotometricInterpretation") == "MONOCHROME1"
+            else "IDENTITY"
+        ),
+    )
+    finish_result(gsps, source, device, "gsps")
+    return gsps
