@@ -165,7 +165,9 @@ def test_pages_are_burned_in_rgb(explainer, tmp_path):
     )
     assert len(pages) == 2
     for page in pages:
-        assert page.PhotometricInterpretation == "RGB" and page.BurnedInAnnotation == "YES"
+        assert (
+            page.PhotometricInterpretation == "YBR_RCT" and page.BurnedInAnnotation == "YES"
+        )  # lossless J2K
         assert page.pixel_array.shape[2] == 3 and page.pixel_array.shape[1] == 1024
         assert "not for diagnostic use" in page.DerivationDescription
 
@@ -225,3 +227,14 @@ def test_presentation_state_outlines_anatomy_and_hot_regions(explainer, tmp_path
         pydicom.dcmread(path).ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID
         == source.SOPInstanceUID
     )
+
+
+def test_page_pixels_round_trip_losslessly(explainer, tmp_path):
+    from cxrxai.dicom.results import device_of
+    from cxrxai.dicom.sc import build_sc, summary_page
+
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    page = summary_page(explanation.findings, explanation.ctr, "model 1")
+    sc = build_sc(radiograph.dataset, page, device_of(explanation), "summary", 1)
+    sc.save_as(tmp_path / "sc.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "sc.dcm").pixel_array, page)
