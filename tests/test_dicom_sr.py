@@ -116,6 +116,17 @@ def test_ihe_ai_results_attributes(explainer, tmp_path):
     assert equipment.SoftwareVersions == explanation.model["version"] and equipment.DeviceUID
     assert {s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence} >= {"99CXRXAI", "99IHE"}
     assert "not for diagnostic use" in sr.SeriesDescription
+    texts = [
+        str(item.TextValue)
+        for group in sr.ContentSequence[-1].ContentSequence
+        for item in group.ContentSequence
+        if item.ValueType == "TEXT"
+    ]
+    assert "AI-generated - not for diagnostic use" in " ".join(texts)  # in the report content itself
+    observer = {
+        item.ConceptNameCodeSequence[0].CodeValue: item for item in sr.ContentSequence if "TextValue" in item
+    }
+    assert observer["121016"].TextValue == explanation.model["content_hash"]  # Device Observer Serial Number
 
 
 def test_uids_are_deterministic_per_source_and_model(explainer, tmp_path):

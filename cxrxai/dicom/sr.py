@@ -17,7 +17,7 @@ from pydicom.sr.codedict import codes as codes_dict
 from pydicom.sr.coding import Code
 
 from cxrxai.dicom import codes
-from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
+from cxrxai.dicom.common import DISCLAIMER, SERIES, Device, finish_result, result_uid
 from cxrxai.labels import FINDINGS
 from cxrxai.results import FindingPrediction
 
@@ -65,12 +65,18 @@ def build_sr(
     if [f.name for f in findings] != list(FINDINGS):
         raise ValueError("an SR must report all 14 findings in CheXpert order")
     algorithm = hd.sr.AlgorithmIdentification(
-        name=device.name, version=device.version, parameters=[f"bundle content hash {device.content_hash}"]
+        name=device.name,
+        version=device.version,
+        parameters=[f"bundle content hash {device.content_hash}", DISCLAIMER],
     )
     observer = hd.sr.ObserverContext(
         observer_type=hd.sr.CodedConcept.from_code(codes_dict.DCM.Device),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=device.uid, name=device.name, manufacturer_name=device.manufacturer, model_name=device.version
+            uid=device.uid,
+            name=device.name,
+            manufacturer_name=device.manufacturer,
+            model_name=device.version,
+            serial_number=device.content_hash,
         ),
     )
     source_uid = str(source.SOPInstanceUID)
