@@ -73,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.set_defaults(run=run_explain)
 
+    phantoms = commands.add_parser("phantoms", help="synthetic chest radiographs with ground-truth masks")
+    phantoms.add_argument("--count", type=int, required=True)
+    phantoms.add_argument("--out", type=Path, required=True)
+    phantoms.add_argument("--seed", type=int, default=0)
+    phantoms.add_argument("--format", choices=("dicom", "png", "both"), default="png")
+    phantoms.add_argument("--size", type=int, default=512, help="image rows (columns vary with the aspect)")
+    phantoms.add_argument("--workers", type=int, default=2)
+    phantoms.set_defaults(run=run_phantoms)
+
     bundle = commands.add_parser("bundle", help="model bundle tools")
     bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)
     untrained = bundle_commands.add_parser(
@@ -200,6 +209,17 @@ def _report(progress, line: str) -> None:
         progress.write(line, file=sys.stderr)
     else:
         print(line, file=sys.stderr)
+
+
+def run_phantoms(args: argparse.Namespace) -> int:
+    from cxrxai.phantoms.cli import generate
+
+    if args.count < 1 or args.size < 64 or args.workers < 1:
+        raise CXRXAIError("--count and --workers must be at least 1, --size at least 64")
+    formats = {"dicom", "png"} if args.format == "both" else {args.format}
+    written = generate(args.count, args.out, args.seed, formats, args.size, args.workers)
+    print(f"{written} phantoms in {args.out} (train.csv in the CheXpert layout, masks/, ground_truth.json)")
+    return 0
 
 
 def run_create_untrained(args: argparse.Namespace) -> int:

@@ -56,6 +56,7 @@ def radiograph_dataset(
     study_uid: str | None = None,
     pixel_spacing: tuple[float, float] | None = (0.2, 0.2),
     uid_seed: str | None = None,
+    view_position: str = "PA",
 ) -> Dataset:
     """A single-frame greyscale radiograph dataset; `pixels` in [0, 1] with bright = dense.
 
@@ -98,7 +99,7 @@ def radiograph_dataset(
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.BodyPartExamined = "CHEST"
-    ds.ViewPosition = "PA"
+    ds.ViewPosition = view_position
     ds.PatientOrientation = ["L", "F"]
     ds.Manufacturer = "CXR-XAI samples"
     if sop_class == DX_PRESENTATION_STORAGE:
@@ -113,6 +114,18 @@ def radiograph_dataset(
         ds.RescaleSlope = 1
         ds.RescaleType = "US"
         ds.LossyImageCompression = "00"
+        # DX Anatomy Imaged, DX Positioning, DX Image, Acquisition Context (PS3.3 C.8.11): a chest PA / AP
+        ds.ImageLaterality = "U"
+        ds.AnatomicRegionSequence = [_code_item("816094009", "SCT", "Chest")]
+        view = (
+            ("272479007", "postero-anterior") if view_position == "PA" else ("399348003", "antero-posterior")
+        )
+        ds.ViewCodeSequence = [_code_item(view[0], "SCT", view[1])]
+        ds.PositionerType = ""
+        ds.AcquisitionContextSequence = []
+        ds.PresentationLUTShape = "IDENTITY" if photometric == "MONOCHROME2" else "INVERSE"
+        ds.WindowCenter = 1 << (bits - 1)
+        ds.WindowWidth = 1 << bits
     elif pixel_spacing is not None:
         ds.PixelSpacing = list(pixel_spacing)
     ds.SamplesPerPixel = 1
@@ -124,6 +137,12 @@ def radiograph_dataset(
     ds.PixelRepresentation = 0
     ds.PixelData = stored.tobytes()
     return ds
+
+
+def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
 
 
 def write_samples(folder: str | Path, count: int = 2, seed: int = 0) -> list[Path]:

@@ -1,0 +1,255 @@
+"""Chest anatomy of one synthetic patient, as projected thickness maps (cm) and ground-truth masks.
+
+PA view conventions: the patient's right is on the image left; rows run head to feet. Coordinates below
+are fractions of the image height (v) and width (u) before patient position (shift, rotation) is applied.
+Tissues are projected through an elliptical chest: a structure's projected thickness is largest at its
+centre line and falls off like the chord of an ellipse, which is what gives lungs, heart and body their
+smooth radiographic edges. Why not a 3-D voxel phantom: 2-D chord projections are ~100x cheaper and give
+the same radiographic cues the 14 observations depend on (silhouettes, densities, lines, angles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from skimage.draw import polygon as fill_polygon
+
+
+@dataclass(frozen=True)
+class Patient:
+    """Sampled patient and positioning variability."""
+
+    thorax_width: float  # fraction of image width between outer rib margins
+    thorax_top: float  # lung apex level (fraction of height)
+    inspiration: float  # lung height as a fraction of image height
+    heart_width: float  # fraction of thorax width (cardiothoracic ratio before findings)
+    heart_height: float
+    mediastinum_width: float  # fraction of image width at the aortic-knob level
+    shift: tuple[float, float]  # (dv, du) position of the patient in the field
+    rotation: float  # degrees, in-plane
+    body_depth: float  # antero-posterior chest thickness, cm
+    breasts: bool
+    ap: bool  # AP projection (magnified heart) instead of PA
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> Patient:
+        return cls(
+            thorax_width=float(rng.uniform(0.68, 0.8)),
+            thorax_top=float(rng.uniform(0.1, 0.16)),
+            inspiration=float(rng.uniform(0.5, 0.62)),
+            heart_width=float(rng.uniform(0.36, 0.47)),
+            heart_height=float(rng.uniform(0.2, 0.25)),
+            mediastinum_width=float(rng.uniform(0.09, 0.12)),
+            shift=(float(rng.normal(0, 0.015)), float(rng.normal(0, 0.02))),
+            rotation=float(rng.normal(0, 2.0)),
+            body_depth=float(rng.uniform(18, 30)),
+            breasts=bool(rng.random() < 0.45),
+            ap=bool(rng.random() < 0.2),
+        )
+
+
+@dataclass
+class Anatomy:
+    """Projected thicknesses (cm) per tissue and the masks derived from the same geometry."""
+
+    shape: tuple[int, int]
+    soft: np.ndarray  # soft tissue / water-equivalent thickness
+    bone: np.ndarray
+    air: np.ndarray  # air thickness inside the lungs (replaces soft tissue)
+    right_lung: np.ndarray  # bool, the visible lung fields (heart excluded)
+    left_lung: np.ndarray
+    heart: np.ndarray
+    mediastinum: np.ndarray
+    vessels: np.ndarray | None = None  # vessel markings (cm), added to `soft` when the image is formed
+    ribs: list[np.ndarray] = field(default_factory=list)  # each rib's centre line, (N, 2) rows, columns
+    hila: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
+    patient: Patient | None = None
+
+    @property
+    def lungs(self) -> np.ndarray:
+        return self.right_lung | self.left_lung
+
+
+def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    rows, columns = shape
+    v, u = np.mgrid[0:rows, 0:columns].astype(np.float32)
+    return (v + 0.5) / rows, (u + 0.5) / columns
+
+
+def _chord(mask: np.ndarray, depth: float) -> np.ndarray:
+    """Projected thickness of a convex-ish body: depth x sqrt(1 - (1 - d/dmax)^2), d: distance to edge."""
+    distance = ndimage.distance_transform_edt(mask).astype(np.float32)
+    peak = float(distance.max()) or 1.0
+    x = np.clip(distance / peak, 0, 1)
+    return depth * np.sqrt(np.clip(1 - (1 - x) ** 2, 0, 1)).astype(np.float32)
+
+
+def _polygon_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """points: (N, 2) in (v, u) fractions."""
+    mask = np.zeros(shape, bool)
+    rr, cc = fill_polygon(points[:, 0] * shape[0], points[:, 1] * shape[1], shape)
+    mask[rr, cc] = True
+    return mask
+
+
+def lung_outline(side: int, p: Patient) -> np.ndarray:
+    """Outline of one lung, in (v, u): a rounded apex, the lateral rib margin bulging outwards, a sharp
+    costophrenic angle, the domed hemidiaphragm, and a medial border drawn generously into the mediastinum
+    (the heart and mediastinum masks cut the visible lung field, so the cardiac silhouette is the heart's
+    own border). side -1: right lung (image left), +1: left lung."""
+    top, height = p.thorax_top, p.inspiration
+    bottom = top + height - (0.015 if side < 0 else 0.0)  # the liver lifts the right dome a little
+    lateral = 0.5 + side * p.thorax_width / 2
+    medial = 0.5 + side * 0.01
+    apex_u = 0.5 + side * (p.mediastinum_width / 2 + 0.07)
+    t = np.linspace(0, 1, 48)
+    # apex: a half-ellipse dome from the medial side over to the start of the lateral margin
+    apex_half = abs(apex_u - medial) + 0.02
+    arc = np.pi * t
+    apex_v = top + 0.06 - 0.06 * np.sin(arc)
+    apex_w = medial + side * apex_half * (1 - np.cos(arc))
+    start_u = apex_w[-1]
+    # lateral margin: out to the ribs, down to the costophrenic angle
+    lat_v = apex_v[-1] + (bottom - apex_v[-1]) * t
+    lat_u = start_u + (lateral - start_u) * np.sin(np.clip(t * 1.3, 0, 1) * np.pi / 2) ** 0.7
+    # hemidiaphragm: a dome from the (sharp) costophrenic angle back to the medial base
+    dome = top + height * 0.84
+    dia_u = lateral + (medial - lateral) * t
+    dia_v = bottom - (bottom - dome) * np.sin(np.pi / 2 * np.clip(t * 1.6, 0, 1)) ** 0.5
+    med_v = dia_v[-1] + (apex_v[0] - dia_v[-1]) * t
+    med_u = np.full_like(t, medial)
+    return np.concatenate(
+        [
+            np.stack([apex_v, apex_w], 1),
+            np.stack([lat_v, lat_u], 1),
+            np.stack([dia_v, dia_u], 1),
+            np.stack([med_v, med_u], 1),
+        ]
+    )
+
+
+def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) -> Anatomy:
+    """All normal anatomy for patient `p` on an image of `shape` (rows, columns)."""
+    v, u = _grid(shape)
+    soft = np.zeros(shape, np.float32)
+    bone = np.zeros(shape, np.float32)
+    # body: a near-cylinder (thickness varies across, barely down), neck above; below the hemidiaphragms
+    # the liver and abdomen are the densest soft tissue on the film
+    half_body = p.thorax_width / 2 + 0.1
+    body = ((u - 0.5) / half_body) ** 2 + ((v - 0.62) / 0.95) ** 2 <= 1.0
+    body |= (np.abs(u - 0.5) < 0.09) & (v < 0.2)  # neck
+    across = np.sqrt(np.clip(1 - ((u - 0.5) / half_body) ** 2, 0, 1))
+    soft += (p.body_depth * across * body).astype(np.float32)
+    diaphragm = p.thorax_top + p.inspiration * 0.86
+    soft += (4.0 * across * body / (1 + np.exp(-(v - diaphragm) * shape[0] / 6))).astype(np.float32)
+    # heart: an ellipse left of the midline (image right), sitting on the left hemidiaphragm
+    magnify = 1.12 if p.ap else 1.0
+    heart_half_width = p.heart_width * p.thorax_width / 2 * magnify
+    heart_centre = (p.thorax_top + p.inspiration * 0.74, 0.5 + heart_half_width * 0.32)
+    heart = ((u - heart_centre[1]) / heart_half_width) ** 2 + (
+        (v - heart_centre[0]) / (p.heart_height / 2)
+    ) ** 2 <= 1
+    heart &= (
+        v < p.thorax_top + p.inspiration * 0.86
+    )  # the heart sits on the diaphragm; below it, no silhouette
+    # mediastinum: a band between the lungs, wider at the top, with the aortic knob on the left
+    knob_v = p.thorax_top + 0.1
+    mediastinum = (
+        (np.abs(u - 0.5) < p.mediastinum_width / 2) & (v > p.thorax_top - 0.04) & (v < heart_centre[0])
+    )
+    mediastinum |= ((u - (0.5 + p.mediastinum_width / 2)) / 0.03) ** 2 + ((v - knob_v) / 0.03) ** 2 <= 1
+    right = _polygon_mask(lung_outline(-1, p), shape)
+    left = _polygon_mask(lung_outline(+1, p), shape)
+    right &= ~heart & ~mediastinum
+    left &= ~heart & ~mediastinum
+    air = _chord(right, p.body_depth * 0.55) + _chord(left, p.body_depth * 0.55)
+    # heart and mediastinum are water-dense like the rest of the body: they show only as the absence of
+    # lung air, which is how their silhouettes appear on a real radiograph
+    soft = np.maximum(soft - air, 0)
+    # spine: vertebral bodies with end plates, faint behind the mediastinum and heart
+    spine = np.abs(u - 0.5) < 0.032
+    vertebra = 0.5 + 0.5 * np.cos(2 * np.pi * v * shape[0] / (shape[0] * 0.045))
+    bone += spine * (0.7 + 0.35 * vertebra) * np.clip(1 - np.abs(u - 0.5) / 0.032, 0, 1) ** 0.3
+    # ribs: posterior arcs from the spine, descending laterally; one centre line per rib
+    ribs = []
+    for side in (-1, 1):
+        for k in range(10):
+            start_v = p.thorax_top - 0.02 + k * p.inspiration * 0.095
+            s = np.linspace(0, 1, 60)
+            rib_u = 0.5 + side * (0.03 + s * (p.thorax_width / 2 + 0.02))
+            rib_v = start_v + 0.05 * s + 0.07 * s**2 - 0.02 * np.sin(np.pi * s)
+            ribs.append(np.stack([rib_v * shape[0], rib_u * shape[1]], 1))
+    rib_lines = np.zeros(shape, bool)
+    for line in ribs:
+        rr = np.clip(np.round(line[:, 0]).astype(int), 0, shape[0] - 1)
+        cc = np.clip(np.round(line[:, 1]).astype(int), 0, shape[1] - 1)
+        rib_lines[rr, cc] = True
+    rib_distance = ndimage.distance_transform_edt(~rib_lines).astype(np.float32)
+    rib_half = max(shape[0] * 0.009, 1.0)
+    rib_profile = np.clip(1 - (rib_distance / rib_half) ** 2, 0, 1)
+    cortex = np.exp(-(((rib_distance - rib_half * 0.8) / (rib_half * 0.25)) ** 2))  # bright cortical edges
+    bone += (0.5 * rib_profile + 0.35 * cortex * (rib_distance < rib_half)) * body
+    # clavicles: S-shaped bands from the sternal notch to the shoulders
+    for side in (-1, 1):
+        s = np.linspace(0, 1, 50)
+        cl_u = 0.5 + side * (0.04 + 0.33 * s)
+        cl_v = p.thorax_top + 0.02 - 0.05 * s + 0.02 * np.sin(2 * np.pi * s)
+        line = np.zeros(shape, bool)
+        line[
+            np.clip((cl_v * shape[0]).astype(int), 0, shape[0] - 1),
+            np.clip((cl_u * shape[1]).astype(int), 0, shape[1] - 1),
+        ] = True
+        bone += 1.1 * (ndimage.distance_transform_edt(np.logical_not(line)) < shape[0] * 0.012)
+    # scapulae: faint plates over the lateral upper lung fields
+    for side in (-1, 1):
+        scap = ((u - (0.5 + side * (p.thorax_width / 2 - 0.02))) / 0.07) ** 2 + (
+            (v - (p.thorax_top + 0.14)) / 0.12
+        ) ** 2 <= 1
+        bone += 0.35 * scap
+    if p.breasts:
+        # lateral over the lower zones: a sharp inferior border, the upper edge fading into the chest wall
+        centre_v = p.thorax_top + p.inspiration * 0.8
+        for side in (-1, 1):
+            breast = ((u - (0.5 + side * 0.25)) / 0.17) ** 2 + ((v - centre_v) / 0.12) ** 2 <= 1
+            fade = np.clip((v - (centre_v - 0.12)) / 0.24, 0, 1)
+            soft += (_chord(breast, 3.0) * fade).astype(np.float32)
+    hila = (
+        (p.thorax_top + p.inspiration * 0.45, 0.5 - p.mediastinum_width / 2 - 0.03),
+        (p.thorax_top + p.inspiration * 0.42, 0.5 + p.mediastinum_width / 2 + 0.03),
+    )
+    anatomy = Anatomy(
+        shape, soft, bone.astype(np.float32), air, right, left, heart, mediastinum, None, ribs, hila, p
+    )
+    anatomy.vessels = vessel_markings(anatomy, rng)
+    return anatomy
+
+
+def vessel_markings(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
+    """Branching vessel markings from each hilum, tapering towards the periphery (they are absent beyond a
+    pneumothorax's pleural line, one of its radiographic signs)."""
+    rows, columns = anatomy.shape
+    lungs = anatomy.lungs
+    markings = np.zeros(anatomy.shape, np.float32)
+    for hilum in anatomy.hila:
+        stack = [(hilum[0] * rows, hilum[1] * columns, float(rng.uniform(0, 2 * np.pi)), rows * 0.12, 1.0)]
+        for _ in range(6):
+            angle = float(rng.uniform(0, 2 * np.pi))
+            stack.append((hilum[0] * rows, hilum[1] * columns, angle, rows * 0.1, 1.0))
+        while stack:
+            r, c, angle, length, width = stack.pop()
+            if length < rows * 0.015 or width < 0.2:
+                continue
+            steps = max(int(length), 2)
+            rr = r + np.sin(angle) * np.arange(steps)
+            cc = c + np.cos(angle) * np.arange(steps)
+            inside = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < columns)
+            markings[rr[inside].astype(int), cc[inside].astype(int)] += width
+            end_r, end_c = rr[-1], cc[-1]
+            for turn in (-0.45, 0.45):
+                stack.append(
+                    (end_r, end_c, angle + turn + float(rng.normal(0, 0.2)), length * 0.72, width * 0.7)
+                )
+    markings = ndimage.gaussian_filter(markings, sigma=max(rows / 400, 0.6)) * 1.6
+    return (markings * lungs).astype(np.float32)

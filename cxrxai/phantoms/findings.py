@@ -1,0 +1,339 @@
+"""The 14 observations: which are present (with realistic co-occurrence), how each looks on the film,
+and where it is (a ground-truth mask for every localised finding).
+
+Mechanisms add or remove water-equivalent thickness (or bone / metal) in the anatomy's projected maps:
+- Cardiomegaly / Enlarged Cardiomediastinum: the heart / mediastinum are drawn larger (chosen before the
+  anatomy is built); Cardiomegaly means a true cardiothoracic ratio above 0.5.
+- Lung Lesion: a nodule or mass (sphere projection). Consolidation: a dense homogeneous region with air
+  bronchograms. Pneumonia: patchy, inhomogeneous consolidation. Edema: bilateral perihilar haze with
+  Kerley B lines. Atelectasis: a plate-like band at a lung base. Lung Opacity: any of these, or a faint
+  patchy opacity on its own (the CheXpert hierarchy).
+- Pneumothorax: a visceral pleural line, lucent space outside it with no vessel markings.
+- Pleural Effusion: dependent fluid with a meniscus that blunts the costophrenic angle.
+- Pleural Other: pleural thickening / plaques along the chest wall.
+- Fracture: a cortical break with a step in one rib.
+- Support Devices: endotracheal tube, central line, pacemaker with lead, nasogastric tube.
+No Finding is present exactly when none of the other 13 is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from cxrxai.labels import FINDINGS
+from cxrxai.phantoms.anatomy import Anatomy, Patient
+
+BASE_RATE = {
+    "Enlarged Cardiomediastinum": 0.08,
+    "Cardiomegaly": 0.15,
+    "Lung Lesion": 0.1,
+    "Edema": 0.1,
+    "Consolidation": 0.1,
+    "Pneumonia": 0.08,
+    "Atelectasis": 0.12,
+    "Pneumothorax": 0.08,
+    "Pleural Effusion": 0.15,
+    "Pleural Other": 0.05,
+    "Fracture": 0.06,
+    "Support Devices": 0.15,
+    "Lung Opacity": 0.05,  # on its own, besides the opacity-type findings that imply it
+}
+OPACITY_TYPES = ("Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis")
+# (if present, then also) with probability: heart failure, infection and ICU patterns
+CO_OCCURRENCE = (
+    ("Edema", "Cardiomegaly", 0.5),
+    ("Edema", "Pleural Effusion", 0.5),
+    ("Pneumonia", "Consolidation", 0.6),
+    ("Pleural Effusion", "Atelectasis", 0.3),
+    ("Edema", "Support Devices", 0.3),
+)
+
+
+@dataclass
+class FindingSet:
+    present: dict[str, bool]
+    masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, int]:
+        return {name: int(self.present[name]) for name in FINDINGS}
+
+
+def sample_findings(rng: np.random.Generator, normal_fraction: float = 0.3) -> dict[str, bool]:
+    """Which observations are present; about `normal_fraction` of images have none."""
+    present = {name: False for name in FINDINGS}
+    if rng.random() >= normal_fraction:
+        for name, rate in BASE_RATE.items():
+            present[name] = bool(rng.random() < rate * 1.6)
+        for cause, effect, probability in CO_OCCURRENCE:
+            if present[cause] and rng.random() < probability:
+                present[effect] = True
+    if any(present[name] for name in OPACITY_TYPES):
+        present["Lung Opacity"] = True
+    present["No Finding"] = not any(v for k, v in present.items() if k != "No Finding")
+    return present
+
+
+def adjust_patient(patient: Patient, present: dict[str, bool], rng: np.random.Generator) -> Patient:
+    """Findings that change the anatomy itself are applied to the patient before it is built."""
+    changes: dict[str, float] = {}
+    if present["Cardiomegaly"]:
+        changes["heart_width"] = float(rng.uniform(0.53, 0.66))
+    if present["Enlarged Cardiomediastinum"]:
+        changes["mediastinum_width"] = float(rng.uniform(0.16, 0.22))
+    return Patient(**{**patient.__dict__, **changes})
+
+
+def _blob(shape, centre, radius, rng, roughness=0.5) -> np.ndarray:
+    """A smooth irregular region around `centre` (pixels) of about `radius` pixels."""
+    v, u = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    distance = np.hypot(v - centre[0], u - centre[1]) / radius
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=radius / 3)
+    noise /= float(np.abs(noise).max()) or 1.0
+    return distance + roughness * noise < 1.0
+
+
+def _point_in(
+    mask: np.ndarray, rng: np.random.Generator, rows: tuple[float, float] = (0.0, 1.0)
+) -> tuple[int, int]:
+    candidates = np.argwhere(mask)
+    lo, hi = np.quantile(candidates[:, 0], rows)
+    candidates = candidates[(candidates[:, 0] >= lo) & (candidates[:, 0] <= hi)]
+    r, c = candidates[rng.integers(len(candidates))]
+    return int(r), int(c)
+
+
+def _line_mask(shape, points: np.ndarray, half_width: float) -> np.ndarray:
+    """Pixels within half_width of a polyline given as (N, 2) rows, columns."""
+    canvas = np.zeros(shape, bool)
+    for (r0, c0), (r1, c1) in zip(points[:-1], points[1:], strict=True):
+        n = int(max(abs(r1 - r0), abs(c1 - c0))) + 2
+        rr = np.clip(np.round(np.linspace(r0, r1, n)).astype(int), 0, shape[0] - 1)
+        cc = np.clip(np.round(np.linspace(c0, c1, n)).astype(int), 0, shape[1] - 1)
+        canvas[rr, cc] = True
+    if half_width <= 0.5:
+        return canvas
+    return ndimage.distance_transform_edt(~canvas) <= half_width
+
+
+def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.Generator) -> FindingSet:
+    """Draw every present observation into the anatomy; return the masks of the localised ones."""
+    shape = anatomy.shape
+    rows = shape[0]
+    lungs = anatomy.lungs
+    sides = [anatomy.right_lung, anatomy.left_lung]
+    result = FindingSet(present=dict(present))
+    masks = result.masks
+    if present["Cardiomegaly"]:
+        masks["Cardiomegaly"] = anatomy.heart.copy()
+    if present["Enlarged Cardiomediastinum"]:
+        masks["Enlarged Cardiomediastinum"] = anatomy.mediastinum.copy()
+    if present["Lung Lesion"]:
+        lung = sides[rng.integers(2)]
+        centre = _point_in(lung, rng, (0.1, 0.85))
+        radius = rows * (rng.uniform(0.012, 0.03) if rng.random() < 0.6 else rng.uniform(0.03, 0.06))
+        v, u = np.mgrid[0 : shape[0], 0 : shape[1]]
+        d = np.hypot(v - centre[0], u - centre[1]) / radius
+        anatomy.soft += (2.4 * radius / rows * 100 * np.sqrt(np.clip(1 - d**2, 0, 1))).astype(
+            np.float32
+        ) * 0.25
+        masks["Lung Lesion"] = d <= 1.0
+    if present["Consolidation"]:
+        lung = sides[rng.integers(2)]
+        region = _blob(shape, _point_in(lung, rng, (0.35, 0.95)), rows * rng.uniform(0.06, 0.11), rng) & lung
+        density = ndimage.gaussian_filter(region.astype(np.float32), sigma=rows / 200) * rng.uniform(4.0, 7.0)
+        bronchi = _air_bronchograms(region, rng)
+        anatomy.soft += density - 2.0 * bronchi
+        masks["Consolidation"] = region
+    if present["Pneumonia"]:
+        lung = sides[rng.integers(2)]
+        region = (
+            _blob(shape, _point_in(lung, rng, (0.3, 0.95)), rows * rng.uniform(0.07, 0.12), rng, 0.8) & lung
+        )
+        patchy = ndimage.gaussian_filter(rng.random(shape).astype(np.float32), sigma=rows / 120)
+        patchy = (patchy - patchy.min()) / (np.ptp(patchy) or 1.0)
+        anatomy.soft += ndimage.gaussian_filter(region * (0.4 + patchy), sigma=rows / 250) * rng.uniform(
+            3.0, 5.5
+        )
+        masks["Pneumonia"] = region
+    if present["Edema"]:
+        haze = np.zeros(shape, np.float32)
+        v, u = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+        for hilum in anatomy.hila:
+            haze += np.exp(-(((v / rows - hilum[0]) / 0.12) ** 2 + ((u / shape[1] - hilum[1]) / 0.1) ** 2))
+        haze *= lungs
+        kerley = np.zeros(shape, bool)
+        for lung in sides:
+            for _ in range(6):  # short horizontal septal lines at the lateral lung bases
+                r, c = _point_in(lung, rng, (0.7, 0.95))
+                kerley |= _line_mask(shape, np.array([[r, c - rows * 0.02], [r, c + rows * 0.02]]), 0.5)
+        kerley &= lungs
+        anatomy.soft += haze * rng.uniform(2.5, 4.0) + 1.5 * ndimage.gaussian_filter(
+            kerley.astype(np.float32), 0.7
+        )
+        masks["Edema"] = (haze > 0.35) | kerley
+    if present["Atelectasis"]:
+        lung = sides[rng.integers(2)]
+        r, c = _point_in(lung, rng, (0.65, 0.9))
+        length = rows * rng.uniform(0.06, 0.12)
+        tilt = rng.uniform(-0.25, 0.25)
+        band = _line_mask(
+            shape,
+            np.array([[r - tilt * length, c - length], [r + tilt * length, c + length]]),
+            rows * rng.uniform(0.006, 0.014),
+        )
+        band &= lung
+        anatomy.soft += ndimage.gaussian_filter(band.astype(np.float32), sigma=rows / 300) * rng.uniform(
+            3.0, 5.0
+        )
+        masks["Atelectasis"] = band
+    if present["Pneumothorax"]:
+        side = int(rng.integers(2))
+        lung = sides[side]
+        depth = rows * rng.uniform(0.03, 0.08)
+        inside = ndimage.distance_transform_edt(lung)
+        # the apical / lateral rim of the lung, up to `depth` from its outer edge, becomes pleural gas
+        gas = (
+            lung
+            & (inside <= depth)
+            & (np.arange(shape[0])[:, None] < np.quantile(np.argwhere(lung)[:, 0], 0.7))
+        )
+        medial = (
+            np.abs(np.arange(shape[1])[None, :] - shape[1] / 2) < abs(anatomy.hila[side][1] - 0.5) * shape[1]
+        )
+        gas &= ~medial
+        vessels = anatomy.vessels if anatomy.vessels is not None else np.zeros(shape, np.float32)
+        anatomy.vessels = np.where(gas, 0.0, vessels).astype(np.float32)  # no markings beyond the line
+        pleural_line = gas & ~ndimage.binary_erosion(gas, iterations=1) & (inside > 1)
+        anatomy.soft -= gas * rng.uniform(0.8, 1.5)
+        anatomy.soft += 1.2 * ndimage.gaussian_filter(pleural_line.astype(np.float32), 0.6)
+        masks["Pneumothorax"] = gas
+    if present["Pleural Effusion"]:
+        fluid = np.zeros(shape, bool)
+        for i in rng.permutation(2)[: 1 + int(rng.random() < 0.4)]:
+            lung = sides[i]
+            coords = np.argwhere(lung)
+            level = np.quantile(coords[:, 0], rng.uniform(0.72, 0.9))
+            columns = np.arange(shape[1])
+            lateral = columns.max() if i == 1 else 0
+            span = float(np.ptp(coords[:, 1])) or 1.0
+            # meniscus: higher at the lateral chest wall, curving down medially
+            meniscus = level - rows * 0.05 * np.exp(-np.abs(columns - lateral) / (0.35 * span))
+            below = np.arange(shape[0])[:, None] >= meniscus[None, :]
+            hull = ndimage.binary_dilation(lung, iterations=int(rows * 0.01)) & below
+            fluid |= hull
+        fluid &= ~anatomy.heart
+        depth = ndimage.gaussian_filter(fluid.astype(np.float32), sigma=rows / 150)
+        anatomy.soft += depth * rng.uniform(6.0, 10.0)
+        masks["Pleural Effusion"] = fluid
+    if present["Pleural Other"]:
+        plaques = np.zeros(shape, bool)
+        for lung in sides:
+            rim = lung & ~ndimage.binary_erosion(lung, iterations=max(int(rows * 0.012), 1))
+            for _ in range(int(rng.integers(1, 4))):
+                plaques |= _blob(
+                    shape, _point_in(rim, rng, (0.2, 0.9)), rows * rng.uniform(0.015, 0.03), rng, 0.3
+                ) & ndimage.binary_dilation(rim, iterations=3)
+        anatomy.soft += ndimage.gaussian_filter(plaques.astype(np.float32), 0.8) * rng.uniform(2.5, 4.0)
+        masks["Pleural Other"] = plaques
+    if present["Fracture"]:
+        rib = anatomy.ribs[int(rng.integers(len(anatomy.ribs)))]
+        index = int(rng.integers(len(rib) // 3, 4 * len(rib) // 5))
+        r, c = rib[index]
+        gap = np.zeros(shape, bool)
+        half = rows * 0.012
+        v, u = np.mgrid[0 : shape[0], 0 : shape[1]]
+        gap |= (np.abs(v - r) < half * 2.2) & (np.abs(u - c) < max(half * 0.35, 1.0))
+        anatomy.bone = np.where(gap, 0.0, anatomy.bone).astype(np.float32)  # cortical break
+        step = np.roll(anatomy.bone, int(round(half * 0.6)), axis=0)  # displaced fragment beyond the break
+        beyond = (np.abs(v - r) < half * 2.2) & (u > c) & (u < c + half * 3)
+        anatomy.bone = np.where(beyond, step, anatomy.bone).astype(np.float32)
+        masks["Fracture"] = (np.abs(v - r) < half * 3) & (np.abs(u - c) < half * 3)
+    if present["Support Devices"]:
+        masks["Support Devices"] = _devices(anatomy, rng)
+    if present["Lung Opacity"]:
+        own = np.zeros(shape, bool)
+        if not any(present[name] for name in OPACITY_TYPES):
+            lung = sides[rng.integers(2)]
+            own = (
+                _blob(shape, _point_in(lung, rng, (0.2, 0.9)), rows * rng.uniform(0.05, 0.09), rng, 0.7)
+                & lung
+            )
+            anatomy.soft += ndimage.gaussian_filter(own.astype(np.float32), sigma=rows / 150) * rng.uniform(
+                2.0, 3.5
+            )
+        union = own.copy()
+        for name in OPACITY_TYPES:
+            if name in masks:
+                union |= masks[name]
+        masks["Lung Opacity"] = union
+    return result
+
+
+def _air_bronchograms(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Branching lucent tubes inside a consolidation."""
+    shape = region.shape
+    tree = np.zeros(shape, bool)
+    coords = np.argwhere(region)
+    if len(coords) == 0:
+        return tree.astype(np.float32)
+    for _ in range(3):
+        r, c = coords[rng.integers(len(coords))]
+        angle = rng.uniform(0, 2 * np.pi)
+        for _ in range(3):
+            length = shape[0] * rng.uniform(0.02, 0.05)
+            end = (r + np.sin(angle) * length, c + np.cos(angle) * length)
+            tree |= _line_mask(shape, np.array([[r, c], end]), 0.5)
+            r, c = end
+            angle += rng.normal(0, 0.5)
+    return ndimage.gaussian_filter((tree & region).astype(np.float32), 0.7)
+
+
+def _devices(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
+    """1-3 of: endotracheal tube, central venous line, pacemaker with lead, nasogastric tube (metal /
+    radio-opaque stripes as bone-equivalent thickness)."""
+    shape = anatomy.shape
+    rows, columns = shape
+    p = anatomy.patient
+    top = (p.thorax_top if p else 0.12) * rows
+    mask = np.zeros(shape, bool)
+    kinds = rng.permutation(["ett", "line", "pacemaker", "ng"])[: int(rng.integers(1, 4))]
+    for kind in kinds:
+        if kind == "ett":
+            path = np.array([[0, columns * 0.5], [top + rows * 0.12, columns * 0.5]])
+            # a tube shows as two radio-opaque walls: at least one pixel of lumen between them
+            outer, inner = max(rows * 0.006, 1.5), max(rows * 0.003, 0.5)
+            stripe = _line_mask(shape, path, outer) & ~_line_mask(shape, path, inner)
+        elif kind == "ng":
+            path = np.array(
+                [[0, columns * 0.49], [top + rows * 0.5, columns * 0.5], [top + rows * 0.62, columns * 0.58]]
+            )
+            stripe = _line_mask(shape, path, rows * 0.003)
+        elif kind == "line":
+            side = rng.choice([-1, 1])
+            path = np.array(
+                [
+                    [top + rows * 0.02, columns * (0.5 + side * 0.3)],
+                    [top + rows * 0.05, columns * (0.5 + side * 0.12)],
+                    [top + rows * 0.2, columns * (0.5 + side * 0.03)],
+                ]
+            )
+            stripe = _line_mask(shape, path, rows * 0.0025)
+        else:  # pacemaker generator in the left upper chest, lead into the heart
+            r0, c0 = top + rows * 0.06, columns * 0.72
+            box = np.zeros(shape, bool)
+            box[int(r0) : int(r0 + rows * 0.05), int(c0) : int(c0 + columns * 0.07)] = True
+            heart = np.argwhere(anatomy.heart)
+            target = heart[len(heart) // 2] if len(heart) else (rows * 0.6, columns * 0.55)
+            lead = _line_mask(
+                shape,
+                np.array([[r0 + rows * 0.02, c0], [top + rows * 0.12, columns * 0.56], list(target)]),
+                rows * 0.003,
+            )
+            anatomy.bone += box * 4.0
+            stripe = box | lead
+        anatomy.bone += (stripe * 2.0).astype(np.float32)
+        mask |= stripe
+    return ndimage.binary_dilation(mask, iterations=2)

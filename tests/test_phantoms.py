@@ -1,0 +1,147 @@
+"""Phantoms: deterministic, labels consistent with masks and each other, files readable and valid."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from cxrxai.cli import main
+from cxrxai.io import read_radiograph
+from cxrxai.labels import FINDINGS
+from cxrxai.phantoms.findings import OPACITY_TYPES
+from cxrxai.phantoms.generator import make_phantom
+from cxrxai.phantoms.writer import CHEXPERT_COLUMNS
+from tests.dicom_validation import dciodvfy_errors, needs_dciodvfy
+
+SIZE = 160
+ALWAYS_LOCALISED = (
+    "Lung Lesion",
+    "Consolidation",
+    "Pneumonia",
+    "Edema",
+    "Atelectasis",
+    "Pleural Effusion",
+    "Pneumothorax",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+    "Cardiomegaly",
+)
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    return [make_phantom(11, i, rows=SIZE) for i in range(40)]
+
+
+def test_deterministic_for_seed_and_index():
+    a, b, c = make_phantom(3, 5, rows=SIZE), make_phantom(3, 5, rows=SIZE), make_phantom(3, 6, rows=SIZE)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert a.labels == b.labels
+    assert not np.array_equal(a.image, c.image) if a.image.shape == c.image.shape else True
+
+
+def test_label_logic(phantoms):
+    seen = set()
+    for phantom in phantoms:
+        labels = phantom.labels
+        others = [labels[name] for name in FINDINGS if name != "No Finding"]
+        assert labels["No Finding"] == int(not any(others))  # No Finding exactly when none is present
+        if any(labels[name] for name in OPACITY_TYPES):
+            assert labels["Lung Opacity"] == 1  # CheXpert hierarchy
+        seen |= {name for name, value in labels.items() if value}
+    assert len(seen) >= 10  # 40 images cover most observations
+
+
+def test_masks_match_labels_and_image(phantoms):
+    for phantom in phantoms:
+        assert phantom.image.dtype == np.float32 and phantom.image.min() >= 0 and phantom.image.max() <= 1
+        for name in ("Right Lung", "Left Lung", "Heart"):
+            assert phantom.masks[name].shape == phantom.image.shape and phantom.masks[name].sum() > 50
+        assert not (phantom.masks["Right Lung"] & phantom.masks["Left Lung"]).any()
+        # the patient's right lung is on the image left (PA convention)
+        right_c = np.argwhere(phantom.masks["Right Lung"])[:, 1].mean()
+        left_c = np.argwhere(phantom.masks["Left Lung"])[:, 1].mean()
+        assert right_c < left_c
+        for name in ALWAYS_LOCALISED:
+            if phantom.labels[name]:
+                assert name in phantom.masks and phantom.masks[name].any(), name
+            else:
+                assert name not in phantom.masks
+
+
+def test_cardiomegaly_means_ctr_above_one_half_on_pa(phantoms):
+    pa = [p for p in phantoms if not p.patient.ap]
+    assert pa
+    for phantom in pa:
+        assert (phantom.ctr > 0.5) == bool(phantom.labels["Cardiomegaly"]), (
+            phantom.ctr,
+            phantom.labels["Cardiomegaly"],
+        )
+
+
+def test_findings_change_the_image():
+    """A finding is visible: the same patient and exposure with and without it differ inside its mask."""
+    from cxrxai.phantoms.anatomy import Patient, build_anatomy
+    from cxrxai.phantoms.findings import render_findings
+
+    rng = np.random.default_rng(0)
+    patient = Patient.sample(rng)
+    for name in ("Pleural Effusion", "Lung Lesion", "Pneumothorax", "Consolidation"):
+        base = build_anatomy(patient, (SIZE, SIZE), np.random.default_rng(1))
+        sick = build_anatomy(patient, (SIZE, SIZE), np.random.default_rng(1))
+        present = {f: f == name for f in FINDINGS}
+        mask = render_findings(sick, present, np.random.default_rng(2)).masks[name]
+        difference = np.abs((sick.soft + sick.vessels) - (base.soft + base.vessels))
+        assert difference[mask].mean() > 0.3, name
+
+
+@needs_dciodvfy
+def test_cli_writes_chexpert_layout_dicom_and_png(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert (
+        main(
+            [
+                "phantoms",
+                "--count",
+                "6",
+                "--out",
+                str(out),
+                "--seed",
+                "2",
+                "--format",
+                "both",
+                "--size",
+                "128",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    with open(out / "train.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == CHEXPERT_COLUMNS and len(rows) == 6
+    for row in rows:
+        assert all(row[name] in ("1.0", "0.0", "-1.0", "") for name in FINDINGS)
+    truth = json.loads((out / "ground_truth.json").read_text())
+    for record in truth:
+        png = read_radiograph(out / record["files"]["png"])
+        dicom = read_radiograph(out / record["files"]["dicom"])
+        assert png.pixels.shape == dicom.pixels.shape
+        assert (
+            np.corrcoef(png.pixels.ravel(), dicom.pixels.ravel())[0, 1] > 0.99
+        )  # same image, any photometric
+        errors = [e for e in dciodvfy_errors(out / record["files"]["dicom"])]
+        assert errors == [], errors
+        for name, path in record["masks"].items():
+            assert (out / path).is_file(), name
+    assert "6 phantoms" in capsys.readouterr().out
+
+
+def test_cli_refuses_bad_counts(tmp_path, capsys):
+    assert main(["phantoms", "--count", "0", "--out", str(tmp_path)]) == 2
+    assert "at least 1" in capsys.readouterr().err
