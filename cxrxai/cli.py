@@ -82,6 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     phantoms.add_argument("--workers", type=int, default=2)
     phantoms.set_defaults(run=run_phantoms)
 
+    training = commands.add_parser("train", help="train the two-head U-Net and write a MONAI bundle")
+    training.add_argument("--data", type=Path, required=True, help="data folder in the chosen layout")
+    training.add_argument("--layout", choices=("chexpert", "mimic"), default="chexpert")
+    training.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    training.add_argument("--epochs", type=int, default=10)
+    training.add_argument("--batch-size", type=int, default=16)
+    training.add_argument("--learning-rate", type=float, default=2e-3)
+    training.add_argument("--input-size", type=int, default=256)
+    training.add_argument("--channels", type=int, nargs="+", default=None, help="U-Net channels per level")
+    training.add_argument("--uncertain", choices=("ignore", "ones", "zeros"), default="ones")
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--device", default="cpu")
+    training.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    training.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    training.add_argument("--name", default="cxrxai_unet")
+    training.set_defaults(run=run_train)
+
     bundle = commands.add_parser("bundle", help="model bundle tools")
     bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)
     untrained = bundle_commands.add_parser(
@@ -219,6 +236,35 @@ def run_phantoms(args: argparse.Namespace) -> int:
     formats = {"dicom", "png"} if args.format == "both" else {args.format}
     written = generate(args.count, args.out, args.seed, formats, args.size, args.workers)
     print(f"{written} phantoms in {args.out} (train.csv in the CheXpert layout, masks/, ground_truth.json)")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from cxrxai.model.network import NetworkConfig
+    from cxrxai.train.trainer import TrainConfig, train
+
+    network = NetworkConfig()
+    if args.channels:
+        network = NetworkConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1))
+    digest = train(
+        TrainConfig(
+            data=args.data,
+            layout=args.layout,
+            out=args.out,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            input_size=args.input_size,
+            network=network,
+            uncertain=args.uncertain,
+            seed=args.seed,
+            device=args.device,
+            workers=args.workers,
+            resume=args.resume,
+            name=args.name,
+        )
+    )
+    print(f"{args.out}: trained bundle, content hash {digest}")
     return 0
 
 

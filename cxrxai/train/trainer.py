@@ -1,0 +1,279 @@
+"""`cxrxai train`: the two-head U-Net on CheXpert / MIMIC-CXR layouts, written as a complete MONAI bundle.
+
+Joint loss: multi-label BCE on the findings (uncertain labels ignored, or mapped to 1 / 0, by policy;
+positive weights for class balance) plus Dice + BCE on the anatomy masks for the samples that have them.
+Augmentation is geometric and photometric but never a left-right flip: the heart and the left / right
+lung labels depend on the side. Preprocessing is the bundle's own (`cxrxai.model.preprocess`), so the
+trained model sees exactly what inference feeds it. Checkpoints every epoch; `--resume` continues from
+the last one with the optimiser and random state; the same seed gives the same model.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.losses import DiceLoss
+from monai.transforms import Compose, RandAdjustContrastd, RandAffined, RandGaussianNoised
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cxrxai.errors import CXRXAIError
+from cxrxai.io import read_radiograph
+from cxrxai.labels import ANATOMY, FINDINGS
+from cxrxai.model.bundle import BundleSpec, Preprocessing, write_bundle
+from cxrxai.model.network import NetworkConfig, build_network
+from cxrxai.model.preprocess import prepare, preprocessing_transform
+from cxrxai.train.data import Sample, load_samples, positive_weights
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    layout: str
+    out: Path
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    input_size: int = 256
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    uncertain: str = "ones"
+    segmentation_weight: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 0
+    resume: bool = False
+    name: str = "cxrxai_unet"
+    version: str = "1.0.0"
+    progress: bool = True
+
+
+class RadiographDataset(Dataset):
+    """Preprocessed image (1 x N x N), labels (14, NaN = ignore), masks (3 x N x N), has-masks flag."""
+
+    def __init__(self, samples: list[Sample], preprocessing: Preprocessing, augment: bool) -> None:
+        self.samples = samples
+        self.preprocessing = preprocessing
+        size = preprocessing.input_size
+        self.geometry_only = Compose(preprocessing_transform(preprocessing).transforms[1:])
+        self.augment = (
+            Compose(
+                [
+                    RandAffined(
+                        keys=("image", "masks"),
+                        prob=0.8,
+                        rotate_range=0.08,
+                        scale_range=0.08,
+                        translate_range=(size * 0.04, size * 0.04),
+                        mode=("bilinear", "nearest"),
+                        padding_mode="zeros",
+                    ),
+                    RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.8, 1.25)),
+                    RandGaussianNoised(keys="image", prob=0.3, std=0.02),
+                ]
+            )
+            if augment
+            else None
+        )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = self.samples[index]
+        radiograph = read_radiograph(sample.image)
+        image, _ = prepare(radiograph.pixels, self.preprocessing)
+        size = self.preprocessing.input_size
+        if sample.masks is not None:
+            planes = [np.asarray(Image.open(path)) > 0 for path in sample.masks]
+            stacked = torch.as_tensor(np.stack(planes).astype(np.float32))
+            masks = torch.as_tensor(self.geometry_only(stacked), dtype=torch.float32)
+            masks = (masks > 0.5).float()
+        else:
+            masks = torch.zeros((len(ANATOMY), size, size))
+        item = {"image": image[0], "masks": masks}
+        if self.augment is not None:
+            item = self.augment(item)
+            item = {key: torch.as_tensor(value, dtype=torch.float32) for key, value in item.items()}
+        item["masks"] = (item["masks"] > 0.5).float()
+        item["labels"] = torch.tensor(sample.labels, dtype=torch.float32)
+        item["has_masks"] = torch.tensor(sample.masks is not None)
+        return item
+
+
+class JointLoss(nn.Module):
+    pos_weight: torch.Tensor
+
+    def __init__(self, pos_weight: torch.Tensor, segmentation_weight: float) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight)
+        self.segmentation_weight = segmentation_weight
+        self.dice = DiceLoss(sigmoid=True, reduction="none")
+
+    def forward(self, logits, anatomy, labels, masks, has_masks) -> tuple[torch.Tensor, dict[str, float]]:
+        known = ~torch.isnan(labels)
+        targets = torch.nan_to_num(labels, nan=0.0)
+        bce = nn.functional.binary_cross_entropy_with_logits(
+            logits, targets, pos_weight=self.pos_weight, reduction="none"
+        )
+        classification = (bce * known).sum() / known.sum().clamp(min=1)
+        segmentation = torch.zeros((), device=logits.device)
+        if has_masks.any():
+            chosen = has_masks.bool()
+            dice = self.dice(anatomy[chosen], masks[chosen]).mean()
+            pixel = nn.functional.binary_cross_entropy_with_logits(anatomy[chosen], masks[chosen])
+            segmentation = dice + pixel
+        total = classification + self.segmentation_weight * segmentation
+        return total, {
+            "classification": float(classification.detach()),
+            "segmentation": float(segmentation.detach()),
+        }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def tune_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Per finding, the threshold maximising Youden's J on the validation split (0.5 where a finding has
+    no positives or no negatives there)."""
+    thresholds = {}
+    for j, name in enumerate(FINDINGS):
+        known = ~np.isnan(labels[:, j])
+        y, p = labels[known, j], probabilities[known, j]
+        if y.size == 0 or y.min() == y.max():
+            thresholds[name] = 0.5
+            continue
+        candidates = np.unique(p)
+        best, best_j = 0.5, -1.0
+        for t in candidates:
+            predicted = p >= t
+            tpr = (predicted & (y == 1)).sum() / (y == 1).sum()
+            fpr = (predicted & (y == 0)).sum() / (y == 0).sum()
+            if tpr - fpr > best_j:
+                best, best_j = float(t), float(tpr - fpr)
+        thresholds[name] = best
+    return thresholds
+
+
+@torch.no_grad()
+def predict(network: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    network.eval()
+    probabilities, labels = [], []
+    for batch in loader:
+        logits, _ = network(batch["image"].to(device))
+        probabilities.append(torch.sigmoid(logits).cpu().numpy())
+        labels.append(batch["labels"].numpy())
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
+def train(config: TrainConfig) -> str:
+    """Train, tune thresholds on the validation split, write the bundle; return its content hash."""
+    seed_everything(config.seed)
+    device = torch.device(config.device)
+    preprocessing = Preprocessing(input_size=config.input_size)
+    train_samples = load_samples(config.data, config.layout, "train", config.uncertain)
+    try:
+        valid_samples = load_samples(config.data, config.layout, "valid", config.uncertain)
+    except CXRXAIError:
+        valid_samples = []
+    if not valid_samples:  # hold out a seeded tenth of the training set
+        order = np.random.default_rng(config.seed).permutation(len(train_samples))
+        cut = max(1, len(order) // 10)
+        valid_samples = [train_samples[i] for i in order[:cut]]
+        train_samples = [train_samples[i] for i in order[cut:]]
+    if len(train_samples) < 2:
+        raise CXRXAIError(f"{config.data}: too few training images ({len(train_samples)})")
+    generator = torch.Generator().manual_seed(config.seed)
+    train_dataset = RadiographDataset(train_samples, preprocessing, augment=True)
+    if train_dataset.augment is not None:  # MONAI's random transforms carry their own generator
+        train_dataset.augment.set_random_state(seed=config.seed)
+    train_loader = DataLoader(
+        train_dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=config.workers,
+        drop_last=len(train_samples) > config.batch_size,
+    )
+    valid_loader = DataLoader(
+        RadiographDataset(valid_samples, preprocessing, augment=False), batch_size=config.batch_size
+    )
+    network = build_network(config.network).to(device)
+    loss_function = JointLoss(
+        torch.as_tensor(positive_weights(train_samples)), config.segmentation_weight
+    ).to(device)
+    optimiser = torch.optim.AdamW(
+        network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.epochs, 1))
+    checkpoint = config.out / "checkpoints" / "last.pt"
+    start = 0
+    if config.resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch"])
+        start = int(state["epoch"])
+    for epoch in range(start, config.epochs):
+        network.train()
+        batches = _progress(train_loader, f"epoch {epoch + 1}/{config.epochs}", config.progress)
+        for batch in batches:
+            logits, anatomy = network(batch["image"].to(device))
+            loss, parts = loss_function(
+                logits,
+                anatomy,
+                batch["labels"].to(device),
+                batch["masks"].to(device),
+                batch["has_masks"].to(device),
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if hasattr(batches, "set_postfix"):
+                batches.set_postfix(loss=f"{float(loss.detach()):.3f}", seg=f"{parts['segmentation']:.3f}")
+        schedule.step()
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "network": network.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "generator": generator.get_state(),
+                "torch": torch.get_rng_state(),
+                "epoch": epoch + 1,
+            },
+            checkpoint,
+        )
+    probabilities, labels = predict(network, valid_loader, device)
+    spec = BundleSpec(
+        name=config.name,
+        version=config.version,
+        network=config.network,
+        preprocessing=preprocessing,
+        thresholds=tune_thresholds(probabilities, labels),
+        trained=True,
+        description=(
+            f"Trained by cxrxai train on {config.layout} layout data ({len(train_samples)} training images, "
+            f"{config.epochs} epochs, seed {config.seed}, uncertain labels: {config.uncertain})."
+        ),
+    )
+    return write_bundle(config.out, spec, network.cpu())
+
+
+def _progress(loader, description: str, enabled: bool):
+    if not enabled:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=description, unit="batch", file=sys.stderr, leave=False)
