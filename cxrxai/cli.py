@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--name", default="cxrxai_unet")
     training.set_defaults(run=run_train)
 
+    evaluation = commands.add_parser("evaluate", help="classification, anatomy and localisation metrics")
+    evaluation.add_argument("--data", type=Path, required=True)
+    evaluation.add_argument("--bundle", type=Path, required=True)
+    evaluation.add_argument("--out", type=Path, required=True, help="report folder (report.md, report.json)")
+    evaluation.add_argument("--layout", choices=("chexpert", "mimic"), default="chexpert")
+    evaluation.add_argument("--methods", nargs="+", default=["gradcam", "hirescam", "crm", "saliency"])
+    evaluation.set_defaults(run=run_evaluate)
+
     bundle = commands.add_parser("bundle", help="model bundle tools")
     bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)
     untrained = bundle_commands.add_parser(
@@ -265,6 +273,16 @@ def run_train(args: argparse.Namespace) -> int:
         )
     )
     print(f"{args.out}: trained bundle, content hash {digest}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from cxrxai.evaluate import evaluate
+
+    report = evaluate(args.data, args.bundle, args.out, args.layout, tuple(args.methods))
+    mean = report["mean_auroc"]
+    print(f"{report['images']} images; mean AUROC {mean:.3f}" if mean is not None else "mean AUROC n/a")
+    print(f"report in {args.out / 'report.md'}")
     return 0
 
 

@@ -1,0 +1,219 @@
+"""`cxrxai evaluate`: how well a bundle classifies, segments and localises, with bootstrap intervals.
+
+Classification: per-finding AUROC with a 95 % bootstrap interval, mean AUROC, expected calibration error.
+Anatomy: Dice of lungs and heart, cardiothoracic-ratio error. Localisation, per method and layer (the
+layer-wise question: which depth localises each finding best), on images where the finding is present
+and has a ground-truth mask: pointing game (hit if the map's maximum falls in the mask), IoU of the map
+thresholded with Otsu's method (CheXlocalize's default), and the share of map energy inside the mask;
+lung-masked maps (`+lungmask`) side by side with unmasked ones. Exact labels come from
+`ground_truth.json` when the set has one (our phantoms), otherwise from the CSV (uncertain ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage.filters import threshold_otsu
+from sklearn.metrics import roc_auc_score
+
+from cxrxai.anatomy import cardiothoracic_ratio
+from cxrxai.errors import CXRXAIError
+from cxrxai.explain import DEFAULT_METHODS
+from cxrxai.explain.engine import Explainer
+from cxrxai.io import read_radiograph
+from cxrxai.labels import ANATOMY, FINDINGS
+from cxrxai.phantoms.writer import slug
+from cxrxai.train.data import load_samples
+
+BOOTSTRAP = 1000
+
+
+@dataclass
+class Case:
+    image: Path
+    labels: np.ndarray  # 14, NaN = unknown
+    masks: dict[str, Path]  # anatomy and localised findings, when known
+    ctr: float | None
+
+
+def load_cases(root: Path, layout: str) -> list[Case]:
+    truth_file = root / "ground_truth.json"
+    if truth_file.is_file():
+        cases = []
+        for record in json.loads(truth_file.read_text()):
+            image = record["files"].get("png") or record["files"]["dicom"]
+            labels = np.array([record["labels"][name] for name in FINDINGS], dtype=np.float64)
+            masks = {name: root / path for name, path in record["masks"].items()}
+            cases.append(Case(root / image, labels, masks, record.get("ctr")))
+        return cases
+    split = "valid" if (root / "valid.csv").is_file() or layout == "mimic" else "train"
+    samples = load_samples(root, layout, split, "ignore")
+    cases = []
+    for sample in samples:
+        masks = dict(zip(ANATOMY, sample.masks, strict=True)) if sample.masks else {}
+        cases.append(Case(sample.image, np.array(sample.labels, dtype=np.float64), masks, None))
+    return cases
+
+
+def bootstrap_interval(values: np.ndarray, statistic, rng: np.random.Generator) -> tuple[float, float]:
+    estimates = []
+    n = len(values)
+    with warnings.catch_warnings():  # scikit-learn warns (and returns NaN) on one-class resamples
+        warnings.simplefilter("ignore")
+        for _ in range(BOOTSTRAP):
+            sample = values[rng.integers(0, n, n)]
+            try:
+                estimate = float(statistic(sample))
+            except ValueError:  # older scikit-learn raises on a resample with one class only
+                continue
+            if np.isfinite(estimate):
+                estimates.append(estimate)
+    if not estimates:
+        return (float("nan"), float("nan"))
+    return float(np.percentile(estimates, 2.5)), float(np.percentile(estimates, 97.5))
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
+    edges = np.linspace(0, 1, bins + 1)
+    error = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        chosen = (probabilities >= lo) & ((probabilities < hi) | (hi == 1.0))
+        if chosen.any():
+            error += chosen.mean() * abs(probabilities[chosen].mean() - labels[chosen].mean())
+    return float(error)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
+def evaluate(
+    data: Path, bundle: Path, out: Path, layout: str = "chexpert", methods=DEFAULT_METHODS, seed: int = 0
+) -> dict:
+    cases = load_cases(Path(data), layout)
+    if not cases:
+        raise CXRXAIError(f"{data}: no evaluation images")
+    explainer = Explainer.from_bundle(bundle)
+    rng = np.random.default_rng(seed)
+    probabilities = []
+    segmentation: dict[str, list[float]] = defaultdict(list)
+    ctr_errors = []
+    localisation: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for case in cases:
+        radiograph = read_radiograph(case.image)
+        localised = [f for j, f in enumerate(FINDINGS) if case.labels[j] == 1 and f in case.masks]
+        explanation = explainer.explain(
+            radiograph,
+            findings=localised or ["No Finding"],
+            methods=methods if localised else (),
+            lung_mask=bool(localised),
+        )
+        probabilities.append([f.probability for f in explanation.findings])
+        predicted = explanation.anatomy_at_source()
+        if all(name in case.masks for name in ANATOMY):
+            truth = [np.asarray(Image.open(case.masks[name])) > 0 for name in ANATOMY]
+            segmentation["Lungs"].append(dice(predicted[0] | predicted[1], truth[0] | truth[1]))
+            for k, name in enumerate(ANATOMY):
+                segmentation[name].append(dice(predicted[k], truth[k]))
+            true_ctr = (
+                case.ctr if case.ctr is not None else cardiothoracic_ratio(truth[2], truth[0] | truth[1])
+            )
+            if true_ctr is not None and explanation.ctr is not None:
+                ctr_errors.append(abs(explanation.ctr - true_ctr))
+        for finding in localised:
+            mask = np.asarray(Image.open(case.masks[finding])) > 0
+            for key, heatmap in explanation.heatmaps.items():
+                if heatmap.target != finding:
+                    continue
+                values = explanation.map_at_source(key)
+                scores = localisation[f"{heatmap.method}/{heatmap.layer}"]
+                scores["pointing_game"].append(float(mask.flat[int(np.argmax(values))]))
+                threshold = threshold_otsu(values) if np.ptp(values) > 0 else 1.0
+                scores["iou_otsu"].append(_iou(values >= threshold, mask))
+                total = float(values.sum())
+                scores["energy_in_mask"].append(float(values[mask].sum() / total) if total > 0 else 0.0)
+    probabilities_array = np.array(probabilities)
+    labels = np.array([c.labels for c in cases])
+    report: dict = {
+        "images": len(cases),
+        "bundle": str(bundle),
+        "findings": {},
+        "anatomy": {},
+        "localisation": {},
+    }
+    aurocs = []
+    for j, name in enumerate(FINDINGS):
+        known = ~np.isnan(labels[:, j])
+        y, p = labels[known, j], probabilities_array[known, j]
+        entry: dict = {"positives": int(y.sum()), "negatives": int((y == 0).sum())}
+        if 0 < y.sum() < len(y):
+            auroc = float(roc_auc_score(y, p))
+            pairs = np.stack([y, p], 1)
+            entry["auroc"] = auroc
+            entry["auroc_ci95"] = bootstrap_interval(pairs, lambda s: roc_auc_score(s[:, 0], s[:, 1]), rng)
+            aurocs.append(auroc)
+        entry["ece"] = expected_calibration_error(p, y) if len(y) else None
+        report["findings"][name] = entry
+    report["mean_auroc"] = float(np.mean(aurocs)) if aurocs else None
+    for name, dice_scores in segmentation.items():
+        array = np.array(dice_scores)
+        report["anatomy"][f"dice_{slug(name)}"] = {
+            "mean": float(array.mean()),
+            "ci95": bootstrap_interval(array, np.mean, rng),
+        }
+    if ctr_errors:
+        array = np.array(ctr_errors)
+        report["anatomy"]["ctr_abs_error"] = {
+            "mean": float(array.mean()),
+            "ci95": bootstrap_interval(array, np.mean, rng),
+        }
+    for method_layer, metrics in sorted(localisation.items()):
+        report["localisation"][method_layer] = {
+            metric: {
+                "mean": float(np.mean(v)),
+                "ci95": bootstrap_interval(np.array(v), np.mean, rng),
+                "n": len(v),
+            }
+            for metric, v in metrics.items()
+        }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(markdown_report(report))
+    return report
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 0.0
+
+
+def markdown_report(report: dict) -> str:
+    lines = [f"# Evaluation of {report['bundle']}", "", f"{report['images']} images.", ""]
+    lines += ["## Findings", "", "| finding | positives | AUROC | 95% CI | ECE |", "|---|---:|---:|---|---:|"]
+    for name, entry in report["findings"].items():
+        ci = entry.get("auroc_ci95")
+        auroc = f"{entry['auroc']:.3f}" if "auroc" in entry else "n/a"
+        interval = f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else ""
+        ece = f"{entry['ece']:.3f}" if entry.get("ece") is not None else ""
+        lines.append(f"| {name} | {entry['positives']} | {auroc} | {interval} | {ece} |")
+    mean = report["mean_auroc"]
+    lines += ["", f"Mean AUROC: {mean:.3f}" if mean is not None else "Mean AUROC: n/a", "", "## Anatomy", ""]
+    for name, entry in report["anatomy"].items():
+        lines.append(f"- {name}: {entry['mean']:.3f} (95% CI {entry['ci95'][0]:.3f}-{entry['ci95'][1]:.3f})")
+    lines += ["", "## Localisation (images where the finding is present)", ""]
+    lines += [
+        "| method / layer | n | pointing game | IoU (Otsu) | energy in mask |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for method_layer, metrics in report["localisation"].items():
+        cells = [f"{metrics[m]['mean']:.3f}" for m in ("pointing_game", "iou_otsu", "energy_in_mask")]
+        lines.append(f"| {method_layer} | {metrics['pointing_game']['n']} | {' | '.join(cells)} |")
+    return "\n".join(lines) + "\n"
