@@ -145,3 +145,28 @@ def test_cli_writes_chexpert_layout_dicom_and_png(tmp_path, capsys):
 def test_cli_refuses_bad_counts(tmp_path, capsys):
     assert main(["phantoms", "--count", "0", "--out", str(tmp_path)]) == 2
     assert "at least 1" in capsys.readouterr().err
+
+
+def test_shape_model_samples_real_looking_lungs():
+    from cxrxai.phantoms.shape_prior import LANDMARKS, load_model, sample_lungs
+
+    model = load_model()
+    assert int(model["count"]) > 400 and model["mean"].shape == (4 * LANDMARKS,)
+    right, left = sample_lungs(np.random.default_rng(0))
+    assert right.shape == left.shape == (LANDMARKS, 2)
+    # thorax coordinates: the right lung (image left) lies left of the left lung, both within the thorax box
+    assert right[:, 1].mean() < 0.5 < left[:, 1].mean()
+    assert min(right.min(), left.min()) >= -0.05 and max(right.max(), left.max()) <= 1.05
+    # the first landmark is the apex, the highest point of each lung
+    assert right[0, 0] == pytest.approx(right[:, 0].min(), abs=0.02)
+
+
+def test_shape_vector_reads_a_two_lung_mask():
+    from cxrxai.phantoms.shape_prior import shape_vector
+
+    mask = np.zeros((100, 100), bool)
+    mask[10:90, 10:40] = True
+    mask[15:85, 60:90] = True
+    vector = shape_vector(mask)
+    assert vector is not None and vector.shape == (256,)
+    assert shape_vector(np.zeros((50, 50), bool)) is None  # a lateral view has no lung pair

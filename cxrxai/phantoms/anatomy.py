@@ -1,7 +1,8 @@
 """Chest anatomy of one synthetic patient, as projected thickness maps (cm) and ground-truth masks.
 
 PA view conventions: the patient's right is on the image left; rows run head to feet. Coordinates below
-are fractions of the image height (v) and width (u) before patient position (shift, rotation) is applied.
+are fractions of the image height (v) and width (u). Lung outlines are real shapes from a statistical
+shape model (`shape_prior`); the rest is built from anatomical proportions.
 Tissues are projected through an elliptical chest: a structure's projected thickness is largest at its
 centre line and falls off like the chord of an ellipse, which is what gives lungs, heart and body their
 smooth radiographic edges. Why not a 3-D voxel phantom: 2-D chord projections are ~100x cheaper and give
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
+
+from cxrxai.phantoms.shape_prior import sample_lungs
 
 
 @dataclass(frozen=True)
@@ -94,40 +97,16 @@ def _polygon_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def lung_outline(side: int, p: Patient) -> np.ndarray:
-    """Outline of one lung, in (v, u): a rounded apex, the lateral rib margin bulging outwards, a sharp
-    costophrenic angle, the domed hemidiaphragm, and a medial border drawn generously into the mediastinum
-    (the heart and mediastinum masks cut the visible lung field, so the cardiac silhouette is the heart's
-    own border). side -1: right lung (image left), +1: left lung."""
-    top, height = p.thorax_top, p.inspiration
-    bottom = top + height - (0.015 if side < 0 else 0.0)  # the liver lifts the right dome a little
-    lateral = 0.5 + side * p.thorax_width / 2
-    medial = 0.5 + side * 0.01
-    apex_u = 0.5 + side * (p.mediastinum_width / 2 + 0.07)
-    t = np.linspace(0, 1, 48)
-    # apex: a half-ellipse dome from the medial side over to the start of the lateral margin
-    apex_half = abs(apex_u - medial) + 0.02
-    arc = np.pi * t
-    apex_v = top + 0.06 - 0.06 * np.sin(arc)
-    apex_w = medial + side * apex_half * (1 - np.cos(arc))
-    start_u = apex_w[-1]
-    # lateral margin: out to the ribs, down to the costophrenic angle
-    lat_v = apex_v[-1] + (bottom - apex_v[-1]) * t
-    lat_u = start_u + (lateral - start_u) * np.sin(np.clip(t * 1.3, 0, 1) * np.pi / 2) ** 0.7
-    # hemidiaphragm: a dome from the (sharp) costophrenic angle back to the medial base
-    dome = top + height * 0.84
-    dia_u = lateral + (medial - lateral) * t
-    dia_v = bottom - (bottom - dome) * np.sin(np.pi / 2 * np.clip(t * 1.6, 0, 1)) ** 0.5
-    med_v = dia_v[-1] + (apex_v[0] - dia_v[-1]) * t
-    med_u = np.full_like(t, medial)
-    return np.concatenate(
-        [
-            np.stack([apex_v, apex_w], 1),
-            np.stack([lat_v, lat_u], 1),
-            np.stack([dia_v, dia_u], 1),
-            np.stack([med_v, med_u], 1),
-        ]
-    )
+def lung_outlines(p: Patient, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Right and left lung outlines in image fractions (v, u): real lung shapes from the statistical
+    shape model (shape_prior), placed in this patient's thorax (apex level, height, width)."""
+    right, left = sample_lungs(rng)
+    placed = []
+    for outline in (right, left):
+        v = p.thorax_top + outline[:, 0] * p.inspiration
+        u = 0.5 + (outline[:, 1] - 0.5) * p.thorax_width
+        placed.append(np.stack([v, u], axis=1))
+    return placed[0], placed[1]
 
 
 def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) -> Anatomy:
@@ -160,8 +139,9 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
         (np.abs(u - 0.5) < p.mediastinum_width / 2) & (v > p.thorax_top - 0.04) & (v < heart_centre[0])
     )
     mediastinum |= ((u - (0.5 + p.mediastinum_width / 2)) / 0.03) ** 2 + ((v - knob_v) / 0.03) ** 2 <= 1
-    right = _polygon_mask(lung_outline(-1, p), shape)
-    left = _polygon_mask(lung_outline(+1, p), shape)
+    right_outline, left_outline = lung_outlines(p, rng)
+    right = _polygon_mask(right_outline, shape)
+    left = _polygon_mask(left_outline, shape)
     right &= ~heart & ~mediastinum
     left &= ~heart & ~mediastinum
     air = _chord(right, p.body_depth * 0.55) + _chord(left, p.body_depth * 0.55)
