@@ -170,3 +170,17 @@ def test_shape_vector_reads_a_two_lung_mask():
     vector = shape_vector(mask)
     assert vector is not None and vector.shape == (256,)
     assert shape_vector(np.zeros((50, 50), bool)) is None  # a lateral view has no lung pair
+
+
+def test_positioning_moves_image_and_masks_together():
+    from cxrxai.phantoms.generator import Positioning
+
+    mask = np.zeros((100, 80), bool)
+    mask[20:40, 10:30] = True
+    np.testing.assert_array_equal(Positioning((0.0, 0.0), 0.0, (100, 80)).apply(mask), mask)
+    moved = Positioning((0.1, 0.125), 0.0, (100, 80)).apply(mask)
+    np.testing.assert_array_equal(np.argwhere(moved).min(axis=0), [30, 20])  # 10 rows down, 10 columns right
+    values = mask.astype(np.float32)
+    np.testing.assert_allclose(
+        Positioning((0.1, 0.125), 0.0, (100, 80)).apply(values), moved.astype(np.float32)
+    )

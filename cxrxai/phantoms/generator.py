@@ -5,11 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from cxrxai.anatomy import cardiothoracic_ratio
 from cxrxai.phantoms.anatomy import Patient, build_anatomy
 from cxrxai.phantoms.findings import adjust_patient, render_findings, sample_findings
 from cxrxai.phantoms.xray import Exposure, form_image
+
+
+@dataclass(frozen=True)
+class Positioning:
+    """The patient's place in the field: an in-plane rotation about the image centre and a shift, applied
+    to the projected thickness maps and to every mask alike, so the ground truth stays aligned."""
+
+    shift: tuple[float, float]  # (rows, columns) as fractions of the image size
+    rotation: float  # degrees
+    shape: tuple[int, int]
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        """Output x samples the input at R (x - c) + c - shift: the content moves by shift and turns by angle."""
+        rows, columns = self.shape
+        angle = np.deg2rad(self.rotation)
+        rotate = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        centre = np.array([rows / 2, columns / 2])
+        shift = np.array([self.shift[0] * rows, self.shift[1] * columns])
+        offset = centre - rotate @ centre - shift
+        if array.dtype == bool:
+            return ndimage.affine_transform(array.astype(np.uint8), rotate, offset=offset, order=0).astype(
+                bool
+            )
+        return ndimage.affine_transform(array, rotate, offset=offset, order=1, mode="nearest").astype(
+            np.float32
+        )
 
 
 @dataclass
@@ -31,17 +58,19 @@ def make_phantom(seed: int, index: int, rows: int = 512) -> Phantom:
     anatomy = build_anatomy(patient, shape, rng)
     findings = render_findings(anatomy, present, rng)
     soft = np.maximum(anatomy.soft + (anatomy.vessels if anatomy.vessels is not None else 0.0), 0.0)
-    image = form_image(soft, anatomy.bone, Exposure.sample(rng), rng)
     masks = {
         "Right Lung": anatomy.right_lung,
         "Left Lung": anatomy.left_lung,
         "Heart": anatomy.heart,
         **findings.masks,
     }
+    position = Positioning(patient.shift, patient.rotation, shape)
+    masks = {name: position.apply(mask) for name, mask in masks.items()}
+    image = form_image(position.apply(soft), position.apply(anatomy.bone), Exposure.sample(rng), rng)
     return Phantom(
         image=image,
         labels=findings.labels(),
         masks=masks,
         patient=patient,
-        ctr=cardiothoracic_ratio(anatomy.heart, anatomy.lungs),
+        ctr=cardiothoracic_ratio(masks["Heart"], masks["Right Lung"] | masks["Left Lung"]),
     )
