@@ -23,7 +23,7 @@ class Positioning:
     shape: tuple[int, int]
 
     def apply(self, array: np.ndarray) -> np.ndarray:
-        """Output x samples the input at R (x - c) + c - shift: the content moves by shift and turns by angle."""
+        """Output x samples the input at R (x - c) + c - shift: content moves by shift, turns by angle."""
         rows, columns = self.shape
         angle = np.deg2rad(self.rotation)
         rotate = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
