@@ -71,9 +71,6 @@ class Explanation:
     source: dict[str, Any]
     heatmaps: dict[str, HeatMap] = field(default_factory=dict)
 
-    def probability(self, finding: str) -> float:
-        return next(f.probability for f in self.findings if f.name == finding)
-
     def map_at_source(self, key: str, normalised: bool = True) -> np.ndarray:
         """A map resampled to the source rows x columns, aligned with the source pixels."""
         heatmap = self.heatmaps[key]
