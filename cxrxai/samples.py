@@ -67,8 +67,8 @@ def radiograph_dataset(
     def uid(role: str) -> UID:
         return generate_uid(entropy_srcs=[uid_seed, role]) if uid_seed else generate_uid()
 
-    if bits not in (8, 12, 16):
-        raise ValueError(f"bits must be 8, 12 or 16, got {bits}")
+    if not 8 <= bits <= 16:
+        raise ValueError(f"bits stored must be 8 to 16, got {bits}")
     maximum = (1 << bits) - 1
     values = np.clip(pixels, 0, 1)
     if photometric == "MONOCHROME1":

@@ -39,7 +39,7 @@ def _expected(bits: int, pixels: np.ndarray = PIXELS) -> np.ndarray:
     return np.round(np.clip(pixels, 0, 1) * ((1 << bits) - 1))
 
 
-@pytest.mark.parametrize("bits", [8, 12, 16])
+@pytest.mark.parametrize("bits", [8, 10, 12, 14, 16])
 @pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
 def test_uncompressed_bits_and_photometric(tmp_path, bits, photometric):
     path = _save(radiograph_dataset(PIXELS, photometric=photometric, bits=bits), tmp_path / "a.dcm")

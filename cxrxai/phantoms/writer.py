@@ -57,7 +57,7 @@ def write_phantom(phantom: Phantom, root: Path, index: int, seed: int, formats: 
         ds = radiograph_dataset(
             phantom.image,
             photometric=photometric,
-            bits=16 if bits > 12 else 12 if bits > 8 else 8,
+            bits=bits,
             sop_class=sop_class,
             patient_name=f"PHANTOM^{patient_id.upper()}",
             patient_id=patient_id,
