@@ -106,6 +106,7 @@ def evaluate(
     segmentation: dict[str, list[float]] = defaultdict(list)
     ctr_errors = []
     localisation: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    example = None  # the first case with a localised finding, for the heat-map figure
     for case in cases:
         radiograph = read_radiograph(case.image)
         localised = [f for j, f in enumerate(FINDINGS) if case.labels[j] == 1 and f in case.masks]
@@ -127,6 +128,13 @@ def evaluate(
             )
             if true_ctr is not None and explanation.ctr is not None:
                 ctr_errors.append(abs(explanation.ctr - true_ctr))
+        if localised and example is None:
+            example = (
+                radiograph.pixels,
+                explanation,
+                localised[0],
+                np.asarray(Image.open(case.masks[localised[0]])) > 0,
+            )
         for finding in localised:
             mask = np.asarray(Image.open(case.masks[finding])) > 0
             for key, heatmap in explanation.heatmaps.items():
@@ -185,9 +193,75 @@ def evaluate(
         }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    roc_figure(probabilities_array, labels, figures / "roc.png")
+    if example is not None:
+        heatmap_grid(*example, figures / "heatmaps.png")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown_report(report))
     return report
+
+
+def roc_figure(probabilities: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """ROC curve of every finding with both classes present, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    figure, axes = plt.subplots(3, 5, figsize=(15, 9))
+    for j, (name, axis) in enumerate(zip(FINDINGS, axes.ravel(), strict=False)):
+        known = ~np.isnan(labels[:, j])
+        y, p = labels[known, j], probabilities[known, j]
+        axis.plot([0, 1], [0, 1], color="0.7", linewidth=0.8)
+        if 0 < y.sum() < len(y):
+            fpr, tpr, _ = roc_curve(y, p)
+            axis.plot(fpr, tpr, linewidth=1.5)
+            axis.set_title(f"{name}\nAUROC {roc_auc_score(y, p):.2f}", fontsize=9)
+        else:
+            axis.set_title(f"{name}\n(one class only)", fontsize=9)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+    axes.ravel()[-1].axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def heatmap_grid(pixels: np.ndarray, explanation, finding: str, mask: np.ndarray, path: Path) -> None:
+    """One case's maps for one finding: a row per method, a column per layer, ground truth outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from cxrxai.render import layer_order
+
+    maps = {k: h for k, h in explanation.heatmaps.items() if h.target == finding}
+    methods = sorted({h.method for h in maps.values()})
+    present = {h.layer for h in maps.values()}
+    special = [layer for layer in ("fused", "input") if layer in present]
+    layers = sorted(present - set(special), key=layer_order) + special  # encoder ... decoder, then the rest
+    figure, axes = plt.subplots(
+        len(methods), len(layers), figsize=(2 * len(layers), 2.2 * len(methods)), squeeze=False
+    )
+    for r, method in enumerate(methods):
+        for c, layer in enumerate(layers):
+            axis = axes[r, c]
+            axis.axis("off")
+            key = f"{method}/{layer}/{finding}"
+            if key not in maps:
+                continue
+            axis.imshow(pixels, cmap="gray")
+            axis.imshow(explanation.map_at_source(key), cmap="inferno", alpha=0.5, vmin=0, vmax=1)
+            axis.contour(mask, levels=[0.5], colors="cyan", linewidths=0.6)
+            axis.set_title(f"{method}\n{layer}", fontsize=7)
+    figure.suptitle(f"{finding}: heat maps by method and layer (cyan: ground truth)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=70)
+    plt.close(figure)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -46,4 +46,6 @@ def test_evaluate_report(tiny_bundle, tmp_path, capsys):
         for metric in ("pointing_game", "iou_otsu", "energy_in_mask"):
             assert 0 <= metrics[metric]["mean"] <= 1
     assert "| Cardiomegaly |" in (out / "report.md").read_text()
+    assert (out / "figures" / "roc.png").stat().st_size > 5000
+    assert (out / "figures" / "heatmaps.png").stat().st_size > 5000
     assert "mean AUROC" in capsys.readouterr().out
