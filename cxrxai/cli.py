@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--out", type=Path, required=True, help="report folder (report.md, report.json)")
     evaluation.add_argument("--layout", choices=("chexpert", "mimic"), default="chexpert")
     evaluation.add_argument("--methods", nargs="+", default=["gradcam", "hirescam", "crm", "saliency"])
+    evaluation.add_argument(
+        "--faithfulness",
+        action="store_true",
+        help="also deletion / insertion AUC (22 forward passes per map)",
+    )
     evaluation.set_defaults(run=run_evaluate)
 
     bundle = commands.add_parser("bundle", help="model bundle tools")
@@ -279,7 +284,9 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from cxrxai.evaluate import evaluate
 
-    report = evaluate(args.data, args.bundle, args.out, args.layout, tuple(args.methods))
+    report = evaluate(
+        args.data, args.bundle, args.out, args.layout, tuple(args.methods), faithfulness=args.faithfulness
+    )
     mean = report["mean_auroc"]
     print(f"{report['images']} images; mean AUROC {mean:.3f}" if mean is not None else "mean AUROC n/a")
     print(f"report in {args.out / 'report.md'}")

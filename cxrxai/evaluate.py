@@ -4,7 +4,8 @@ Classification: per-finding AUROC with a 95 % bootstrap interval, mean AUROC, ex
 Anatomy: Dice of lungs and heart, cardiothoracic-ratio error. Localisation, per method and layer (the
 layer-wise question: which depth localises each finding best), on images where the finding is present
 and has a ground-truth mask: pointing game (hit if the map's maximum falls in the mask), IoU of the map
-thresholded with Otsu's method (CheXlocalize's default), and the share of map energy inside the mask;
+thresholded with Otsu's method (CheXlocalize's default), the share of map energy inside the mask, and
+(opt-in, `--faithfulness`) deletion / insertion AUC;
 lung-masked maps (`+lungmask`) side by side with unmasked ones. Exact labels come from
 `ground_truth.json` when the set has one (our phantoms), otherwise from the CSV (uncertain ignored).
 """
@@ -28,6 +29,7 @@ from cxrxai.explain import DEFAULT_METHODS
 from cxrxai.explain.engine import Explainer
 from cxrxai.io import read_radiograph
 from cxrxai.labels import ANATOMY, FINDINGS
+from cxrxai.model.preprocess import prepare
 from cxrxai.phantoms.writer import slug
 from cxrxai.train.data import load_samples
 
@@ -94,8 +96,54 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / total) if total else 1.0
 
 
+def deletion_insertion(
+    explainer: Explainer, x, finding: int, saliency: np.ndarray, steps: int = 10
+) -> tuple[float, float]:
+    """Deletion and insertion AUC (Petsiuk et al. 2018) of one map on the working grid.
+
+    Deletion replaces the most salient pixels first with a blurred copy of the image and follows the
+    finding's probability (lower area = more faithful map); insertion starts from the blurred copy and
+    restores the most salient pixels first (higher area = more faithful). Both curves have steps + 1
+    points, evaluated in one batched forward pass.
+    """
+    import torch
+    import torch.nn.functional as F
+    from scipy import ndimage
+
+    size = x.shape[-1]
+    image = x[0, 0].cpu().numpy()
+    blurred = ndimage.gaussian_filter(image, sigma=size / 16)
+    grid = F.interpolate(
+        torch.as_tensor(saliency, dtype=torch.float32)[None, None], size=(size, size), mode="bilinear"
+    )
+    order = np.argsort(-grid[0, 0].numpy().ravel(), kind="stable")
+    fractions = np.linspace(0, 1, steps + 1)
+    deleted, inserted = [], []
+    for fraction in fractions:
+        chosen = order[: int(round(fraction * order.size))]
+        removed = image.copy().ravel()
+        removed[chosen] = blurred.ravel()[chosen]
+        restored = blurred.copy().ravel()
+        restored[chosen] = image.ravel()[chosen]
+        deleted.append(removed.reshape(size, size))
+        inserted.append(restored.reshape(size, size))
+    batch = torch.as_tensor(
+        np.stack(deleted + inserted)[:, None], dtype=torch.float32, device=explainer.device
+    )
+    with torch.no_grad():
+        probabilities = torch.sigmoid(explainer.network(batch)[0][:, finding]).cpu().numpy()
+    curve_deletion, curve_insertion = probabilities[: steps + 1], probabilities[steps + 1 :]
+    return float(np.trapezoid(curve_deletion, fractions)), float(np.trapezoid(curve_insertion, fractions))
+
+
 def evaluate(
-    data: Path, bundle: Path, out: Path, layout: str = "chexpert", methods=DEFAULT_METHODS, seed: int = 0
+    data: Path,
+    bundle: Path,
+    out: Path,
+    layout: str = "chexpert",
+    methods=DEFAULT_METHODS,
+    seed: int = 0,
+    faithfulness: bool = False,
 ) -> dict:
     cases = load_cases(Path(data), layout)
     if not cases:
@@ -135,6 +183,7 @@ def evaluate(
                 localised[0],
                 np.asarray(Image.open(case.masks[localised[0]])) > 0,
             )
+        working = prepare(radiograph.pixels, explainer.bundle.spec.preprocessing)[0] if faithfulness else None
         for finding in localised:
             mask = np.asarray(Image.open(case.masks[finding])) > 0
             for key, heatmap in explanation.heatmaps.items():
@@ -147,6 +196,12 @@ def evaluate(
                 scores["iou_otsu"].append(_iou(values >= threshold, mask))
                 total = float(values.sum())
                 scores["energy_in_mask"].append(float(values[mask].sum() / total) if total > 0 else 0.0)
+                if working is not None:
+                    deletion, insertion = deletion_insertion(
+                        explainer, working, FINDINGS.index(finding), heatmap.values
+                    )
+                    scores["deletion_auc"].append(deletion)
+                    scores["insertion_auc"].append(insertion)
     probabilities_array = np.array(probabilities)
     labels = np.array([c.labels for c in cases])
     report: dict = {
@@ -283,11 +338,17 @@ def markdown_report(report: dict) -> str:
     for name, entry in report["anatomy"].items():
         lines.append(f"- {name}: {entry['mean']:.3f} (95% CI {entry['ci95'][0]:.3f}-{entry['ci95'][1]:.3f})")
     lines += ["", "## Localisation (images where the finding is present)", ""]
-    lines += [
-        "| method / layer | n | pointing game | IoU (Otsu) | energy in mask |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    titles = {
+        "pointing_game": "pointing game",
+        "iou_otsu": "IoU (Otsu)",
+        "energy_in_mask": "energy in mask",
+        "deletion_auc": "deletion AUC (lower better)",
+        "insertion_auc": "insertion AUC (higher better)",
+    }
+    columns = [c for c in titles if any(c in metrics for metrics in report["localisation"].values())]
+    lines += ["| method / layer | n | " + " | ".join(titles[c] for c in columns) + " |"]
+    lines += ["|---|---:|" + "---:|" * len(columns)]
     for method_layer, metrics in report["localisation"].items():
-        cells = [f"{metrics[m]['mean']:.3f}" for m in ("pointing_game", "iou_otsu", "energy_in_mask")]
+        cells = [f"{metrics[c]['mean']:.3f}" for c in columns]
         lines.append(f"| {method_layer} | {metrics['pointing_game']['n']} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"

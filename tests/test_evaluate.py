@@ -11,6 +11,14 @@ from cxrxai.cli import main
 from cxrxai.evaluate import bootstrap_interval, dice, expected_calibration_error
 
 
+def _phantom_set(tmp_path, count: int, seed: int):
+    """A small phantom set at 96 px and the report folder to evaluate it into."""
+    data = tmp_path / "set"
+    command = ["phantoms", "--count", str(count), "--out", str(data), "--size", "96", "--workers", "1"]
+    assert main([*command, "--seed", str(seed)]) == 0
+    return data, tmp_path / "report"
+
+
 def test_metric_helpers():
     assert dice(np.ones((3, 3), bool), np.ones((3, 3), bool)) == 1.0
     assert dice(np.eye(3, dtype=bool), ~np.eye(3, dtype=bool)) == 0.0
@@ -21,14 +29,7 @@ def test_metric_helpers():
 
 
 def test_evaluate_report(tiny_bundle, tmp_path, capsys):
-    data = tmp_path / "set"
-    assert (
-        main(
-            ["phantoms", "--count", "12", "--out", str(data), "--size", "96", "--workers", "1", "--seed", "8"]
-        )
-        == 0
-    )
-    out = tmp_path / "report"
+    data, out = _phantom_set(tmp_path, count=12, seed=8)
     assert main(["evaluate", "--data", str(data), "--bundle", str(tiny_bundle), "--out", str(out),
                  "--methods", "gradcam", "crm"]) == 0  # fmt: skip
     report = json.loads((out / "report.json").read_text())
@@ -49,3 +50,44 @@ def test_evaluate_report(tiny_bundle, tmp_path, capsys):
     assert (out / "figures" / "roc.png").stat().st_size > 5000
     assert (out / "figures" / "heatmaps.png").stat().st_size > 5000
     assert "mean AUROC" in capsys.readouterr().out
+
+
+def test_deletion_insertion_endpoints(explainer):
+    """With one step each curve has just its end points: both areas are (p(image) + p(blurred)) / 2."""
+    import torch
+    from scipy import ndimage
+
+    from cxrxai.evaluate import deletion_insertion
+
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    saliency = np.random.default_rng(0).random((16, 16))
+    deletion, insertion = deletion_insertion(explainer, x, 2, saliency, steps=1)
+    blurred = torch.as_tensor(ndimage.gaussian_filter(x[0, 0].numpy(), sigma=2.0))[None, None]
+    with torch.no_grad():
+        p_image = float(torch.sigmoid(explainer.network(x)[0][0, 2]))
+        p_blur = float(torch.sigmoid(explainer.network(blurred)[0][0, 2]))
+    assert deletion == pytest.approx((p_image + p_blur) / 2, abs=1e-6)
+    assert insertion == pytest.approx(deletion, abs=1e-6)
+    many = deletion_insertion(explainer, x, 2, saliency, steps=10)
+    assert all(0.0 <= value <= 1.0 for value in many)
+
+
+def test_evaluate_faithfulness_columns(tiny_bundle, tmp_path):
+    data, out = _phantom_set(tmp_path, count=4, seed=5)
+    args = [
+        "evaluate",
+        "--data",
+        str(data),
+        "--bundle",
+        str(tiny_bundle),
+        "--out",
+        str(out),
+        "--methods",
+        "gradcam",
+    ]
+    assert main([*args, "--faithfulness"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["localisation"]  # seed 5: the first four phantoms carry localised findings
+    for metrics in report["localisation"].values():
+        assert 0 <= metrics["deletion_auc"]["mean"] <= 1 and 0 <= metrics["insertion_auc"]["mean"] <= 1
+    assert "deletion AUC (lower better)" in (out / "report.md").read_text()
