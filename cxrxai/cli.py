@@ -154,7 +154,6 @@ def run_explain(args: argparse.Namespace) -> int:
         findings = resolve_findings(args.findings)
         methods = check_methods(args.methods)
         selection = HeatmapSelection(args.dicom_heatmaps)
-        selection.choose([])
     except ValueError as exc:
         raise CXRXAIError(str(exc)) from None
     bundle = args.bundle or DEFAULT_BUNDLE

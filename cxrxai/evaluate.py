@@ -28,9 +28,8 @@ from cxrxai.errors import CXRXAIError
 from cxrxai.explain import DEFAULT_METHODS
 from cxrxai.explain.engine import Explainer
 from cxrxai.io import read_radiograph
-from cxrxai.labels import ANATOMY, FINDINGS
+from cxrxai.labels import ANATOMY, FINDINGS, slug
 from cxrxai.model.preprocess import prepare
-from cxrxai.phantoms.writer import slug
 from cxrxai.train.data import load_samples
 
 BOOTSTRAP = 1000

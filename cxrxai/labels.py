@@ -5,6 +5,8 @@ bundle whose labels differ from these is refused by the loader, because downstre
 Slicer colours) are keyed on these names.
 """
 
+import re
+
 FINDINGS: tuple[str, ...] = (
     "No Finding",
     "Enlarged Cardiomediastinum",
@@ -60,3 +62,8 @@ def resolve_findings(requested: list[str] | tuple[str, ...] | None) -> tuple[str
 
 def _key(name: str) -> str:
     return name.strip().lower().replace("_", " ").replace("-", " ")
+
+
+def slug(name: str) -> str:
+    """File-name form of a label: 'Right Lung' -> 'right_lung' (mask files, report keys)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")

@@ -12,6 +12,7 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -116,11 +117,11 @@ def radiograph_dataset(
         ds.LossyImageCompression = "00"
         # DX Anatomy Imaged, DX Positioning, DX Image, Acquisition Context (PS3.3 C.8.11): a chest PA / AP
         ds.ImageLaterality = "U"
-        ds.AnatomicRegionSequence = [_code_item("816094009", "SCT", "Chest")]
+        ds.AnatomicRegionSequence = [CodedConcept("816094009", "SCT", "Chest")]
         view = (
             ("272479007", "postero-anterior") if view_position == "PA" else ("399348003", "antero-posterior")
         )
-        ds.ViewCodeSequence = [_code_item(view[0], "SCT", view[1])]
+        ds.ViewCodeSequence = [CodedConcept(view[0], "SCT", view[1])]
         ds.PositionerType = ""
         ds.AcquisitionContextSequence = []
         ds.PresentationLUTShape = "IDENTITY" if photometric == "MONOCHROME2" else "INVERSE"
@@ -137,12 +138,6 @@ def radiograph_dataset(
     ds.PixelRepresentation = 0
     ds.PixelData = stored.tobytes()
     return ds
-
-
-def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
-    return item
 
 
 def write_samples(folder: str | Path, count: int = 2, seed: int = 0) -> list[Path]:

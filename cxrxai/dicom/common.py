@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, generate_uid
@@ -52,14 +53,7 @@ def add_contributing_equipment(result: Dataset, device: Device) -> None:
     item.DeviceSerialNumber = device.content_hash.removeprefix("sha256:")[:16]
     item.DeviceUID = device.uid
     item.ContributionDescription = DISCLAIMER
-    purpose = Dataset()
-    code = codes.PROCESSING_ALGORITHM.code
-    purpose.CodeValue, purpose.CodingSchemeDesignator, purpose.CodeMeaning = (
-        code.value,
-        code.scheme_designator,
-        code.meaning,
-    )
-    item.PurposeOfReferenceCodeSequence = Sequence([purpose])
+    item.PurposeOfReferenceCodeSequence = Sequence([CodedConcept.from_code(codes.PROCESSING_ALGORITHM.code)])
     existing = list(result.get("ContributingEquipmentSequence", []))
     result.ContributingEquipmentSequence = Sequence([*existing, item])
 

@@ -27,14 +27,19 @@ class HeatmapSelection:
 
     mode: str = "above-threshold"
 
+    def __post_init__(self) -> None:
+        top_k = self.mode.startswith("top-") and self.mode[4:].isdigit()
+        if self.mode not in ("all", "above-threshold") and not top_k:
+            raise ValueError(
+                f"heatmap selection {self.mode!r}: use above-threshold, top-K (e.g. top-3) or all"
+            )
+
     def choose(self, findings: list[FindingPrediction]) -> list[FindingPrediction]:
         if self.mode == "all":
             return list(findings)
         if self.mode == "above-threshold":
             return [f for f in findings if f.present]
-        if self.mode.startswith("top-") and self.mode[4:].isdigit():
-            return sorted(findings, key=lambda f: f.probability, reverse=True)[: int(self.mode[4:])]
-        raise ValueError(f"heatmap selection {self.mode!r}: use above-threshold, top-K (e.g. top-3) or all")
+        return sorted(findings, key=lambda f: f.probability, reverse=True)[: int(self.mode[4:])]
 
 
 def device_of(explanation: Explanation) -> Device:

@@ -140,12 +140,7 @@ def build_anatomy_seg(source: Dataset, masks: np.ndarray, device: Device) -> hd.
         if laterality is not None:
             # laterality as a modifier of the segmented property type (PS3.3 C.8.20.2 Segmented Property Type
             # Modifier Code Sequence)
-            modifier = Dataset()
-            modifier.CodeValue, modifier.CodingSchemeDesignator, modifier.CodeMeaning = (
-                laterality.value,
-                laterality.scheme_designator,
-                laterality.meaning,
-            )
+            modifier = hd.sr.CodedConcept.from_code(laterality)
             descriptions[-1].SegmentedPropertyTypeCodeSequence[
                 0
             ].SegmentedPropertyTypeModifierCodeSequence = [modifier]

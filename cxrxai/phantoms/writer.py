@@ -10,23 +10,18 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from cxrxai.labels import FINDINGS
+from cxrxai.labels import FINDINGS, slug
 from cxrxai.phantoms.generator import Phantom
 from cxrxai.samples import CR_IMAGE_STORAGE, DX_PRESENTATION_STORAGE, radiograph_dataset
 
 CHEXPERT_COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *FINDINGS]
 SYNTAXES = (None, RLELossless, JPEGLSLossless, JPEG2000Lossless)  # None: explicit VR little endian
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def chexpert_label(present: int, rng: np.random.Generator) -> str:

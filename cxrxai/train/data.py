@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from cxrxai.errors import CXRXAIError
-from cxrxai.labels import ANATOMY, FINDINGS
+from cxrxai.labels import ANATOMY, FINDINGS, slug
 
 UNCERTAIN_POLICIES = ("ignore", "ones", "zeros")
-ANATOMY_FILES = tuple(name.lower().replace(" ", "_") for name in ANATOMY)
+ANATOMY_FILES = tuple(slug(name) for name in ANATOMY)
 MIMIC_LABELS = "mimic-cxr-2.0.0-chexpert.csv"
 MIMIC_SPLIT = "mimic-cxr-2.0.0-split.csv"
 MIMIC_METADATA = "mimic-cxr-2.0.0-metadata.csv"
