@@ -10,7 +10,7 @@ DEB_PACKAGES := dcmtk dicom3tools
 DEB_COMMANDS := dcmcjpeg dciodvfy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo lint bench debs clean samples
+.PHONY: test demo lint bench debs clean samples model
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: $(BENCH_STAMP)
 # The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
 samples: $(STAMP)
 	$(PY) -c "from cxrxai.samples import write_samples; write_samples('resources/samples', count=2)"
+
+# The shipped default bundle (resources/bundles/default): phantoms, training, held-out evaluation, model card.
+model: $(STAMP)
+	$(PY) -m cxrxai.train.default_model build/model
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--device", default="cpu")
     training.add_argument("--workers", type=int, default=0, help="data-loading processes")
     training.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    training.add_argument(
+        "--no-cache", action="store_true", help="decode images every epoch instead of keeping them in memory"
+    )
     training.add_argument("--name", default="cxrxai_unet")
     training.set_defaults(run=run_train)
 
@@ -103,7 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--data", type=Path, required=True)
     evaluation.add_argument("--bundle", type=Path, required=True)
     evaluation.add_argument("--out", type=Path, required=True, help="report folder (report.md, report.json)")
-    evaluation.add_argument("--layout", choices=("chexpert", "mimic"), default="chexpert")
+    evaluation.add_argument(
+        "--layout",
+        choices=("chexpert", "mimic", "chexlocalize"),
+        default="chexpert",
+        help="phantom sets are recognised by their ground_truth.json; chexlocalize: real radiographs with "
+        "a gt_segmentations_<split>.json of pixel masks",
+    )
     evaluation.add_argument("--methods", nargs="+", default=["gradcam", "hirescam", "crm", "saliency"])
     evaluation.add_argument(
         "--faithfulness",
@@ -272,6 +281,7 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
             workers=args.workers,
+            cache=not args.no_cache,
             resume=args.resume,
             name=args.name,
         )

@@ -11,7 +11,7 @@ Mechanisms add or remove water-equivalent thickness (or bone / metal) in the ana
 - Pneumothorax: a visceral pleural line, lucent space outside it with no vessel markings.
 - Pleural Effusion: dependent fluid with a meniscus that blunts the costophrenic angle.
 - Pleural Other: pleural thickening / plaques along the chest wall.
-- Fracture: a cortical break with a step in one rib.
+- Fracture: a cortical break with a step in one rib, often with a healing callus.
 - Support Devices: endotracheal tube, central line, pacemaker with lead, nasogastric tube.
 No Finding is present exactly when none of the other 13 is.
 """
@@ -133,12 +133,12 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
     if present["Lung Lesion"]:
         lung = sides[rng.integers(2)]
         centre = _point_in(lung, rng, (0.1, 0.85))
-        radius = rows * (rng.uniform(0.012, 0.03) if rng.random() < 0.6 else rng.uniform(0.03, 0.06))
+        radius = rows * (rng.uniform(0.025, 0.045) if rng.random() < 0.6 else rng.uniform(0.045, 0.075))
         v, u = np.mgrid[0 : shape[0], 0 : shape[1]]
         d = np.hypot(v - centre[0], u - centre[1]) / radius
-        anatomy.soft += (2.4 * radius / rows * 100 * np.sqrt(np.clip(1 - d**2, 0, 1))).astype(
-            np.float32
-        ) * 0.25
+        # a solid sphere's chord length; a 40 cm field makes `rows` pixels 40 cm
+        chord = 2 * radius / rows * 40 * np.sqrt(np.clip(1 - d**2, 0, 1))
+        anatomy.soft += (chord * rng.uniform(1.0, 1.4)).astype(np.float32)
         masks["Lung Lesion"] = d <= 1.0
     if present["Consolidation"]:
         lung = sides[rng.integers(2)]
@@ -192,7 +192,7 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
     if present["Pneumothorax"]:
         side = int(rng.integers(2))
         lung = sides[side]
-        depth = rows * rng.uniform(0.03, 0.08)
+        depth = rows * rng.uniform(0.05, 0.11)
         inside = ndimage.distance_transform_edt(lung)
         # the apical / lateral rim of the lung, up to `depth` from its outer edge, becomes pleural gas
         gas = (
@@ -207,8 +207,8 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
         vessels = anatomy.vessels if anatomy.vessels is not None else np.zeros(shape, np.float32)
         anatomy.vessels = np.where(gas, 0.0, vessels).astype(np.float32)  # no markings beyond the line
         pleural_line = gas & ~ndimage.binary_erosion(gas, iterations=1) & (inside > 1)
-        anatomy.soft -= gas * rng.uniform(0.8, 1.5)
-        anatomy.soft += 1.2 * ndimage.gaussian_filter(pleural_line.astype(np.float32), 0.6)
+        anatomy.soft -= gas * rng.uniform(1.5, 2.5)
+        anatomy.soft += 2.5 * ndimage.gaussian_filter(pleural_line.astype(np.float32), 0.8)
         masks["Pneumothorax"] = gas
     if present["Pleural Effusion"]:
         fluid = np.zeros(shape, bool)
@@ -234,9 +234,11 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
             rim = lung & ~ndimage.binary_erosion(lung, iterations=max(int(rows * 0.012), 1))
             for _ in range(int(rng.integers(1, 4))):
                 plaques |= _blob(
-                    shape, _point_in(rim, rng, (0.2, 0.9)), rows * rng.uniform(0.015, 0.03), rng, 0.3
-                ) & ndimage.binary_dilation(rim, iterations=3)
-        anatomy.soft += ndimage.gaussian_filter(plaques.astype(np.float32), 0.8) * rng.uniform(2.5, 4.0)
+                    shape, _point_in(rim, rng, (0.2, 0.9)), rows * rng.uniform(0.025, 0.045), rng, 0.3
+                ) & ndimage.binary_dilation(rim, iterations=max(int(rows * 0.008), 3))
+        # plaques calcify: part of their density is bone-equivalent
+        anatomy.soft += ndimage.gaussian_filter(plaques.astype(np.float32), 0.8) * rng.uniform(4.0, 6.0)
+        anatomy.bone += ndimage.gaussian_filter(plaques.astype(np.float32), 0.8) * rng.uniform(0.3, 0.8)
         masks["Pleural Other"] = plaques
     if present["Fracture"]:
         rib = anatomy.ribs[int(rng.integers(len(anatomy.ribs)))]
@@ -245,11 +247,16 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
         gap = np.zeros(shape, bool)
         half = rows * 0.012
         v, u = np.mgrid[0 : shape[0], 0 : shape[1]]
-        gap |= (np.abs(v - r) < half * 2.2) & (np.abs(u - c) < max(half * 0.35, 1.0))
+        gap |= (np.abs(v - r) < half * 2.2) & (np.abs(u - c) < max(half * 0.6, 1.0))
         anatomy.bone = np.where(gap, 0.0, anatomy.bone).astype(np.float32)  # cortical break
-        step = np.roll(anatomy.bone, int(round(half * 0.6)), axis=0)  # displaced fragment beyond the break
-        beyond = (np.abs(v - r) < half * 2.2) & (u > c) & (u < c + half * 3)
+        step = np.roll(anatomy.bone, int(round(half * 1.2)), axis=0)  # displaced fragment beyond the break
+        beyond = (np.abs(v - r) < half * 2.2) & (u > c) & (u < c + half * 4)
         anatomy.bone = np.where(beyond, step, anatomy.bone).astype(np.float32)
+        if rng.random() < 0.6:  # a healing fracture: a fusiform callus of new bone around the break
+            callus = ((v - r) / (half * 1.8)) ** 2 + ((u - c) / (half * 2.8)) ** 2 < 1.0
+            anatomy.bone += ndimage.gaussian_filter(callus.astype(np.float32), half / 3) * rng.uniform(
+                0.6, 1.0
+            )
         masks["Fracture"] = (np.abs(v - r) < half * 3) & (np.abs(u - c) < half * 3)
     if present["Support Devices"]:
         masks["Support Devices"] = _devices(anatomy, rng)
