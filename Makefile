@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
-# Debian packages the tests use: DCMTK (JPEG lossless encoder, storescp/storescu), dicom3tools (dciodvfy).
-DEB_PACKAGES := dcmtk dicom3tools
-DEB_COMMANDS := dcmcjpeg dciodvfy
+# Debian packages the tests use: DCMTK (JPEG lossless encoder, storescp/storescu), dicom3tools (dciodvfy),
+# Orthanc (the PACS the node talks to in tests).
+DEB_PACKAGES := dcmtk dicom3tools orthanc
+DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo lint bench debs clean samples model
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch on this machine's disk; never a CUDA build or torchvision in the default install.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[model,test]'
+	$(PY) -m pip install --quiet -e '.[model,node,test]'
 	touch $(STAMP)
 
 debs:
@@ -28,7 +29,7 @@ debs:
 	fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cxrxai tests bench
+	$(VENV)/bin/ruff check cxrxai dicom_node tests bench
 	$(VENV)/bin/mypy
 
 test: $(STAMP) debs lint

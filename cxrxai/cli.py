@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--hash", default=None, help="also require this content hash")
     verify.set_defaults(run=run_verify)
+    from dicom_node.cli import add_commands
+
+    add_commands(commands)
     return parser
 
 

@@ -1,0 +1,352 @@
+"""The node's configuration: one TOML file, overridable by environment variables, validated at start.
+
+Environment overrides use `CXRXAI_NODE_<SECTION>_<KEY>` (upper case), e.g. `CXRXAI_NODE_NODE_PORT=11113`
+or `CXRXAI_NODE_PROCESSING_WORKERS=2`; values are parsed as TOML values when they can be (numbers,
+booleans, arrays) and taken as strings otherwise. Every problem is reported at once, one readable line
+each, with the key that has it, so an operator fixes the file in one go.
+
+Example (`docs/node.md` has every key):
+
+    [node]
+    ae_title = "CXRXAI"
+    port = 11112
+    allowed_calling_ae_titles = ["ORTHANC"]
+    allowed_networks = ["10.0.0.0/8"]
+
+    [[destinations]]
+    name = "pacs"
+    ae_title = "ORTHANC"
+    host = "10.1.2.3"
+    port = 4242
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CXRXAI_NODE_"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message lists every problem, one per line."""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    enabled: bool = False
+    certificate: Path | None = None  # the node's server certificate (PEM)
+    private_key: Path | None = None
+    ca_certificates: Path | None = None  # CAs that sign client certificates (and destinations' servers)
+    require_client_certificate: bool = False
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    ae_title: str = "CXRXAI"
+    bind_address: str = "0.0.0.0"
+    port: int = 11112
+    allowed_calling_ae_titles: tuple[str, ...] = ()  # empty: any calling AE title
+    allowed_networks: tuple[str, ...] = ()  # empty: any source address
+    max_associations: int = 10
+    # refuse new associations (transient, local limit exceeded) above this share of the spool disk used
+    max_disk_use_percent: float = 90.0
+    study_quiet_seconds: float = 5.0  # a study is complete when nothing arrived for this long
+    tls: TLSConfig = field(default_factory=TLSConfig)
+
+
+@dataclass(frozen=True)
+class PathsSection:
+    spool: Path = Path("node-data/spool")
+    database: Path = Path("node-data/node.sqlite")
+    results: Path = Path("node-data/results")  # every result object is also kept here
+    audit_log: Path = Path("node-data/audit.log")
+
+
+@dataclass(frozen=True)
+class ProcessingSection:
+    workers: int = 1
+    device: str = "cpu"
+    bundle: Path | None = None  # None: the shipped default bundle
+    bundle_hash: str | None = None  # pin the bundle: refuse to start with any other
+    methods: tuple[str, ...] = ("gradcam",)
+    heatmaps: str = "above-threshold"  # which findings get heatmap objects (see HeatmapSelection)
+    max_attempts: int = 2  # a job that fails this often is marked failed with its error
+
+
+@dataclass(frozen=True)
+class RoutingSection:
+    modalities: tuple[str, ...] = ("CR", "DX")
+    body_parts: tuple[str, ...] = ("CHEST", "THORAX", "LUNG", "RIB", "RIBS")
+    views: tuple[str, ...] = ("PA", "AP")
+    # when Body Part Examined / View Position are missing, look for these words in the descriptions
+    description_keywords: tuple[str, ...] = ("CHEST", "THORAX", "THX", "CXR", "LUNG", "TORAX", "THORAX")
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    tls: bool = False
+    folder: Path | None = None  # a folder destination instead of a DICOM one (host / port ignored)
+
+
+@dataclass(frozen=True)
+class RetrySection:
+    max_attempts: int = 8  # then the delivery is dead-lettered until `cxrxai node resend`
+    initial_delay_seconds: float = 5.0
+    max_delay_seconds: float = 600.0
+    multiplier: float = 2.0
+
+
+@dataclass(frozen=True)
+class TriageRule:
+    finding: str
+    min_probability: float
+
+
+@dataclass(frozen=True)
+class TriageSection:
+    rules: tuple[TriageRule, ...] = ()
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    port: int | None = None  # None: no HTTP endpoint; 0: any free port
+    bind_address: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node: NodeSection = field(default_factory=NodeSection)
+    paths: PathsSection = field(default_factory=PathsSection)
+    processing: ProcessingSection = field(default_factory=ProcessingSection)
+    routing: RoutingSection = field(default_factory=RoutingSection)
+    destinations: tuple[Destination, ...] = ()
+    retry: RetrySection = field(default_factory=RetrySection)
+    triage: TriageSection = field(default_factory=TriageSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+
+
+SECTIONS: dict[str, type] = {
+    "node": NodeSection,
+    "paths": PathsSection,
+    "processing": ProcessingSection,
+    "routing": RoutingSection,
+    "retry": RetrySection,
+    "triage": TriageSection,
+    "metrics": MetricsSection,
+}
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read the TOML file (if any), apply environment overrides, validate; raise ConfigError listing all
+    problems. Relative paths in the file are relative to the file's folder."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        base = path.resolve().parent
+    problems: list[str] = []
+    _apply_environment(raw, environ, problems)
+    config = _build(raw, base, problems)
+    if config is not None:
+        problems.extend(validate(config))
+    if problems:
+        where = f"{path}: " if path else ""
+        raise ConfigError("\n".join(f"{where}{problem}" for problem in problems))
+    assert config is not None
+    return config
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            problems.append(f"{name}: no section {rest.split('_')[0]!r} (use one of {', '.join(SECTIONS)})")
+            continue
+        key = rest[len(section) + 1 :]
+        if section == "node" and key.startswith("tls_"):
+            raw.setdefault("node", {}).setdefault("tls", {})[key[4:]] = _parse_value(text)
+        else:
+            raw.setdefault(section, {})[key] = _parse_value(text)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _build(raw: dict[str, Any], base: Path, problems: list[str]) -> NodeConfig | None:
+    unknown = set(raw) - set(SECTIONS) - {"destinations"}
+    for name in sorted(unknown):
+        problems.append(f"unknown section [{name}] (known: {', '.join([*SECTIONS, 'destinations'])})")
+    built: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        section = raw.get(name, {})
+        if not isinstance(section, dict):
+            problems.append(f"[{name}] must be a table")
+            continue
+        built[name] = _section(cls, section, name, base, problems)
+    destinations = []
+    for index, entry in enumerate(raw.get("destinations", [])):
+        destinations.append(_section(Destination, entry, f"destinations[{index}]", base, problems))
+    if problems:
+        return None
+    return NodeConfig(**built, destinations=tuple(destinations))
+
+
+def _section(cls: type, values: dict[str, Any], where: str, base: Path, problems: list[str]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            problems.append(f"{where}.{key}: unknown key (known: {', '.join(known)})")
+            continue
+        kind = str(known[key].type)
+        try:
+            kwargs[key] = _convert(kind, value, base, where, key, problems)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{where}.{key}: {exc}")
+    missing = [
+        f.name
+        for f in fields(cls)
+        if f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING
+    ]
+    for name in missing:
+        problems.append(f"{where}.{name}: required")
+    if missing:
+        return None
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+def _convert(kind: str, value: Any, base: Path, where: str, key: str, problems: list[str]) -> Any:
+    if kind == "TLSConfig":
+        if not isinstance(value, dict):
+            raise TypeError("must be a table")
+        return _section(TLSConfig, value, f"{where}.tls", base, problems)
+    if kind == "tuple[TriageRule, ...]":
+        if not isinstance(value, list):
+            raise TypeError("must be an array of tables with finding and min_probability")
+        return tuple(
+            _section(TriageRule, rule, f"{where}.{key}[{i}]", base, problems) for i, rule in enumerate(value)
+        )
+    if kind.startswith("tuple[str"):
+        if isinstance(value, str) or not isinstance(value, list):
+            raise TypeError(f"must be an array of strings, got {value!r}")
+        return tuple(str(v) for v in value)
+    if "Path" in kind:
+        if value is None or value == "":
+            return None
+        path = Path(str(value)).expanduser()
+        return path if path.is_absolute() else base / path
+    if kind.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"must be a whole number, got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"must be a number, got {value!r}")
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError(f"must be true or false, got {value!r}")
+        return value
+    if kind.startswith("str"):
+        if not isinstance(value, str):
+            raise TypeError(f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def validate(config: NodeConfig) -> list[str]:
+    """Problems with values that parse but cannot work."""
+    from cxrxai.labels import FINDINGS
+
+    problems = []
+    node = config.node
+    if not 1 <= len(node.ae_title.strip()) <= 16:
+        problems.append(f"node.ae_title: {node.ae_title!r} must be 1-16 characters")
+    if not 0 <= node.port <= 65535:
+        problems.append(f"node.port: {node.port} is not a TCP port")
+    for network in node.allowed_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            problems.append(
+                f"node.allowed_networks: {network!r} is not an address or network (e.g. 10.0.0.0/8)"
+            )
+    if not 0 < node.max_disk_use_percent <= 100:
+        problems.append("node.max_disk_use_percent: must be above 0 and at most 100")
+    if node.study_quiet_seconds < 0:
+        problems.append("node.study_quiet_seconds: must not be negative")
+    tls = node.tls
+    if tls.enabled:
+        for name in ("certificate", "private_key"):
+            value = getattr(tls, name)
+            if value is None or not value.is_file():
+                problems.append(f"node.tls.{name}: TLS is enabled but {value} is not a file")
+        if tls.require_client_certificate and (
+            tls.ca_certificates is None or not tls.ca_certificates.is_file()
+        ):
+            problems.append("node.tls.ca_certificates: needed to verify client certificates")
+    processing = config.processing
+    if processing.workers < 1:
+        problems.append("processing.workers: at least 1")
+    if processing.max_attempts < 1:
+        problems.append("processing.max_attempts: at least 1")
+    if processing.bundle is not None and not (processing.bundle / "configs" / "metadata.json").is_file():
+        problems.append(
+            f"processing.bundle: {processing.bundle} is not a MONAI bundle (no configs/metadata.json)"
+        )
+    from cxrxai.dicom.results import HeatmapSelection
+
+    try:
+        HeatmapSelection(processing.heatmaps)
+    except ValueError as exc:
+        problems.append(f"processing.heatmaps: {exc}")
+    names = set()
+    for destination in config.destinations:
+        if destination.name in names:
+            problems.append(f"destinations: the name {destination.name!r} is used twice")
+        names.add(destination.name)
+        if destination.folder is None:
+            if not 1 <= len(destination.ae_title.strip()) <= 16:
+                problems.append(f"destinations.{destination.name}.ae_title: must be 1-16 characters")
+            if not 1 <= destination.port <= 65535:
+                problems.append(f"destinations.{destination.name}.port: {destination.port} is not a TCP port")
+    retry = config.retry
+    if retry.max_attempts < 1 or retry.initial_delay_seconds < 0 or retry.multiplier < 1:
+        problems.append("retry: max_attempts >= 1, initial_delay_seconds >= 0 and multiplier >= 1")
+    for rule in config.triage.rules:
+        if rule is None:
+            continue
+        if rule.finding not in FINDINGS:
+            problems.append(f"triage.rules: unknown finding {rule.finding!r} (one of: {', '.join(FINDINGS)})")
+        if not 0 <= rule.min_probability <= 1:
+            problems.append(f"triage.rules: {rule.finding} min_probability must be between 0 and 1")
+    return problems

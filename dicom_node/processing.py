@@ -1,0 +1,205 @@
+"""A worker: load the model once, then take study jobs from the store and explain them.
+
+For each new instance of a claimed study: route it (skip non-chest / lateral with the reason), read
+it, explain it, write the DICOM results (SR, SEG, SC, GSPS) under `results/<study>/<source SOP>/`
+(fsync'ed), then in one transaction record it in the results index, queue one delivery per result
+object and destination, and mark the instance done. A crash anywhere before that commit leaves the
+instance new; the job is re-run and, because result UIDs are derived from the source and the bundle
+(`cxrxai.dicom.common.result_uid`), produces the same objects, which the outbox's unique key will not
+queue twice. One bad image fails only itself; a job whose infrastructure fails (database, disk) is
+retried, then marked failed with the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from pydicom import dcmread
+
+from cxrxai.errors import CXRXAIError
+from dicom_node.config import NodeConfig
+from dicom_node.metrics import Metrics
+from dicom_node.routing import route
+from dicom_node.spool import durable_write
+from dicom_node.store import Job, ResultRecord, Store
+
+LOG = logging.getLogger("dicom_node.worker")
+
+
+class Worker:
+    def __init__(self, config: NodeConfig, store: Store, metrics: Metrics, name: str) -> None:
+        from cxrxai.cli import DEFAULT_BUNDLE
+        from cxrxai.dicom.results import HeatmapSelection
+        from cxrxai.explain import Explainer
+
+        processing = config.processing
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.name = name
+        self.explainer = Explainer.from_bundle(
+            processing.bundle or DEFAULT_BUNDLE, processing.bundle_hash, processing.device
+        )
+        self.selection = HeatmapSelection(processing.heatmaps)
+        self.destinations = [(d.name, "folder" if d.folder else "dicom") for d in config.destinations]
+
+    def run_once(self) -> bool:
+        """Process one job if there is one; return whether there was."""
+        job = self.store.claim_job(self.name)
+        if job is None:
+            return False
+        try:
+            outcome = self.process(job)
+        except Exception as exc:  # infrastructure failure: recorded on the job, retried, never lost
+            LOG.exception("job for study %s failed", job.study_instance_uid)
+            state = self.store.retry_or_fail_job(
+                job, f"{type(exc).__name__}: {exc}", self.config.processing.max_attempts
+            )
+            if state == "failed":
+                self.metrics.studies.labels(outcome="failed").inc()
+            return True
+        self.store.finish_job(job.study_instance_uid, outcome)
+        self.metrics.studies.labels(outcome=outcome).inc()
+        return True
+
+    def process(self, job: Job) -> str:
+        instances = self.store.new_instances(job.study_instance_uid)
+        outcomes = []
+        for row in instances:
+            self.metrics.stage_seconds.labels(stage="queue_wait").observe(time.time() - row["received_at"])
+            outcomes.append(self.process_instance(job, row))
+        if any(o == "done" for o in outcomes):
+            return "done"
+        if outcomes and all(o == "skipped" for o in outcomes):
+            return "skipped"
+        return "failed" if outcomes else "done"
+
+    def process_instance(self, job: Job, row) -> str:
+        from cxrxai.dicom.results import build_dicom_results
+        from cxrxai.io import read_radiograph
+
+        sop = row["sop_instance_uid"]
+        path = Path(row["path"])
+        header = dcmread(path, stop_before_pixels=True)
+        decision = route(header, self.config.routing)
+        if not decision.process:
+            self.store.finish_instance(sop, "skipped", decision.reason)
+            self.metrics.instances_processed.labels(outcome="skipped").inc()
+            return "skipped"
+        started = time.perf_counter()
+        try:
+            radiograph = read_radiograph(path)
+            explanation = self.explainer.explain(
+                radiograph, methods=self.config.processing.methods, lung_mask=False
+            )
+        except CXRXAIError as exc:  # this image cannot be explained: fail it alone, keep the reason
+            self.store.finish_instance(sop, "failed", str(exc))
+            self.metrics.instances_processed.labels(outcome="failed").inc()
+            return "failed"
+        inference = time.perf_counter() - started
+        self.metrics.stage_seconds.labels(stage="inference").observe(inference)
+        started = time.perf_counter()
+        assert radiograph.dataset is not None  # the spool holds DICOM only
+        objects = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
+        folder = self.config.paths.results / job.study_instance_uid / sop
+        written = []
+        for dataset in objects:
+            target = folder / f"{dataset.Modality}-{dataset.SOPInstanceUID}.dcm"
+            durable_write(target, _encode(dataset))
+            written.append((str(dataset.SOPInstanceUID), target))
+        self.metrics.stage_seconds.labels(stage="encoding").observe(time.perf_counter() - started)
+        urgent = job.urgent or self._triage(explanation)
+        if urgent and not job.urgent:
+            self.store.mark_urgent(job.study_instance_uid)
+        webhook = None
+        if urgent and self.config.triage.webhook_url:
+            webhook = (self.config.triage.webhook_url, self._notification(job, header, explanation))
+        self.store.commit_results(
+            _record(header, explanation, inference, objects),
+            written,
+            self.destinations,
+            urgent,
+            webhook,
+        )
+        self.metrics.instances_processed.labels(outcome="done").inc()
+        return "done"
+
+    def _triage(self, explanation) -> bool:
+        probabilities = {f.name: f.probability for f in explanation.findings}
+        return any(
+            probabilities.get(rule.finding, 0.0) >= rule.min_probability for rule in self.config.triage.rules
+        )
+
+    def _notification(self, job: Job, header, explanation) -> dict:
+        """What the triage webhook receives: UIDs and findings, no names, IDs or dates."""
+        rules = {rule.finding: rule.min_probability for rule in self.config.triage.rules}
+        return {
+            "event": "urgent-study",
+            "study_instance_uid": job.study_instance_uid,
+            "sop_instance_uid": str(header.SOPInstanceUID),
+            "findings": [
+                {"name": f.name, "probability": round(f.probability, 4)}
+                for f in explanation.findings
+                if f.name in rules and f.probability >= rules[f.name]
+            ],
+            "model": {k: explanation.model[k] for k in ("name", "version", "content_hash")},
+        }
+
+
+def _encode(dataset) -> bytes:
+    from io import BytesIO
+
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _record(header, explanation, seconds: float, objects) -> ResultRecord:
+    uids: dict[str, list[str]] = {}
+    for dataset in objects:
+        uids.setdefault(str(dataset.Modality), []).append(str(dataset.SOPInstanceUID))
+    return ResultRecord(
+        source_sop_instance_uid=str(header.SOPInstanceUID),
+        study_instance_uid=str(header.StudyInstanceUID),
+        series_instance_uid=str(header.SeriesInstanceUID),
+        patient_id=str(header.get("PatientID", "")) or None,
+        study_date=str(header.get("StudyDate", "")) or None,
+        modality=str(header.get("Modality", "")) or None,
+        view_position=str(header.get("ViewPosition", "")) or None,
+        model_name=str(explanation.model["name"]),
+        model_version=str(explanation.model["version"]),
+        model_hash=str(explanation.model["content_hash"]),
+        processing_seconds=seconds,
+        cardiothoracic_ratio=explanation.ctr,
+        result_uids=uids,
+        findings=[(f.name, f.probability, f.threshold, f.present) for f in explanation.findings],
+    )
+
+
+def worker_main(config: NodeConfig, name: str, poll_seconds: float = 0.2) -> None:
+    """Entry point of a worker process: load the model once, run jobs until SIGTERM.
+
+    SIGTERM lets the current job finish (graceful shutdown); SIGKILL loses nothing either, since the
+    service re-queues a dead worker's job.
+    """
+    from dicom_node.logs import configure_logging
+
+    configure_logging()
+    stopping = False
+
+    def stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service decides; Ctrl-C reaches the whole group
+    store = Store(config.paths.database)
+    worker = Worker(config, store, Metrics(), name)
+    LOG.info("worker %s ready (pid %d)", name, os.getpid())
+    while not stopping:
+        if not worker.run_once():
+            time.sleep(poll_seconds)

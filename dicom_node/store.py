@@ -1,0 +1,461 @@
+"""The node's durable state in one SQLite file (WAL): received instances, study jobs, the outbox of
+deliveries, and the local results index.
+
+Why SQLite: every state change is one short transaction that survives `kill -9` and power loss
+(`synchronous=FULL`), several processes (the receiver, the workers, the sender) share it safely, and
+an operator can inspect it with the `sqlite3` shell. Job and delivery claims are single `UPDATE ...
+RETURNING` statements, so two workers never take the same job.
+
+States:
+- instance: new -> done | skipped | failed (the reason is kept).
+- study: receiving -> queued (after the quiet period) -> processing -> done | skipped | failed;
+  a new instance for a finished study sends it back to receiving (only new instances are processed).
+- delivery: pending -> sent | dead (after the retry policy's attempts; `resend` makes it pending again).
+  One row per (result SOP Instance UID, destination): a job that is re-run after a crash re-creates the
+  same objects with the same UIDs and cannot queue them twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    path TEXT NOT NULL,
+    calling_ae_title TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'new',
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_instance_uid, state);
+CREATE TABLE IF NOT EXISTS studies (
+    study_instance_uid TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    first_received_at REAL NOT NULL,
+    last_received_at REAL NOT NULL,
+    urgent INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    reason TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state, urgent, last_received_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_instance_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    path TEXT,
+    payload TEXT,
+    urgent INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    sent_at REAL,
+    UNIQUE (sop_instance_uid, destination)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, urgent DESC, next_attempt_at);
+CREATE TABLE IF NOT EXISTS results (
+    source_sop_instance_uid TEXT PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    patient_id TEXT,
+    study_date TEXT,
+    modality TEXT,
+    view_position TEXT,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    model_hash TEXT NOT NULL,
+    processing_seconds REAL NOT NULL,
+    cardiothoracic_ratio REAL,
+    result_uids TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS result_findings (
+    source_sop_instance_uid TEXT NOT NULL,
+    finding TEXT NOT NULL,
+    probability REAL NOT NULL,
+    threshold REAL NOT NULL,
+    present INTEGER NOT NULL,
+    PRIMARY KEY (source_sop_instance_uid, finding)
+);
+"""
+
+FINISHED = ("done", "skipped", "failed")
+
+
+@dataclass(frozen=True)
+class Job:
+    study_instance_uid: str
+    attempts: int
+    urgent: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    study_instance_uid: str
+    sop_instance_uid: str
+    destination: str
+    kind: str
+    path: str | None
+    payload: str | None
+    urgent: bool
+    state: str
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One processed radiograph, for the results index."""
+
+    source_sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    patient_id: str | None
+    study_date: str | None
+    modality: str | None
+    view_position: str | None
+    model_name: str
+    model_version: str
+    model_hash: str
+    processing_seconds: float
+    cardiothoracic_ratio: float | None
+    result_uids: dict[str, list[str]]
+    findings: list[tuple[str, float, float, bool]]  # name, probability, threshold, present
+
+
+class Store:
+    """Thread-safe access (one connection per thread) to the node's SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connection().executescript(SCHEMA)  # executescript commits on its own
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA busy_timeout=30000")
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: the writer lock is taken up front, so no transaction fails late."""
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    # -- receiving ---------------------------------------------------------------------------------
+
+    def record_instance(
+        self,
+        sop_instance_uid: str,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_class_uid: str,
+        path: Path,
+        calling_ae_title: str,
+    ) -> bool:
+        """Record a spooled instance; return False if it was already known (a re-send changes nothing)."""
+        now = time.time()
+        with self.transaction() as db:
+            known = db.execute(
+                "SELECT 1 FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+            ).fetchone()
+            if known is None:
+                db.execute(
+                    "INSERT INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, "
+                    "sop_class_uid, path, calling_ae_title, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, str(path),
+                     calling_ae_title, now),
+                )  # fmt: skip
+            db.execute(
+                "INSERT INTO studies (study_instance_uid, state, first_received_at, last_received_at, "
+                "updated_at) VALUES (?, 'receiving', ?, ?, ?) ON CONFLICT (study_instance_uid) DO UPDATE "
+                "SET last_received_at = excluded.last_received_at, updated_at = excluded.updated_at, "
+                "state = CASE WHEN ? AND state IN ('done', 'skipped', 'failed') THEN 'receiving' "
+                "ELSE state END",
+                (study_instance_uid, now, now, now, known is None),
+            )
+        return known is None
+
+    # -- jobs --------------------------------------------------------------------------------------
+
+    def promote_quiet_studies(self, quiet_seconds: float, now: float | None = None) -> int:
+        """Queue every study that received nothing for `quiet_seconds`; return how many."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE studies SET state = 'queued', updated_at = ? "
+                "WHERE state = 'receiving' AND last_received_at <= ?",
+                (now, now - quiet_seconds),
+            )
+            return cursor.rowcount
+
+    def claim_job(self, worker: str) -> Job | None:
+        """Take the next queued study (urgent first, then oldest) for `worker`, or None."""
+        with self.transaction() as db:
+            row = db.execute(
+                "UPDATE studies SET state = 'processing', worker = ?, attempts = attempts + 1, "
+                "updated_at = ? WHERE study_instance_uid = (SELECT study_instance_uid FROM studies "
+                "WHERE state = 'queued' ORDER BY urgent DESC, last_received_at LIMIT 1) "
+                "RETURNING study_instance_uid, attempts, urgent",
+                (worker, time.time()),
+            ).fetchone()
+        return Job(row[0], row[1], bool(row[2])) if row else None
+
+    def new_instances(self, study_instance_uid: str) -> list[sqlite3.Row]:
+        return (
+            self._connection()
+            .execute(
+                "SELECT * FROM instances WHERE study_instance_uid = ? AND state = 'new' ORDER BY received_at",
+                (study_instance_uid,),
+            )
+            .fetchall()
+        )
+
+    def finish_instance(self, sop_instance_uid: str, state: str, reason: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE instances SET state = ?, reason = ? WHERE sop_instance_uid = ?",
+                (state, reason, sop_instance_uid),
+            )
+
+    def finish_job(self, study_instance_uid: str, state: str, reason: str | None = None) -> None:
+        """Close a job; a study that received new instances meanwhile goes back to receiving."""
+        with self.transaction() as db:
+            pending = db.execute(
+                "SELECT COUNT(*) FROM instances WHERE study_instance_uid = ? AND state = 'new'",
+                (study_instance_uid,),
+            ).fetchone()[0]
+            final = "receiving" if pending and state == "done" else state
+            db.execute(
+                "UPDATE studies SET state = ?, reason = ?, worker = NULL, updated_at = ? "
+                "WHERE study_instance_uid = ?",
+                (final, reason, time.time(), study_instance_uid),
+            )
+
+    def retry_or_fail_job(self, job: Job, error: str, max_attempts: int) -> str:
+        """After a failed attempt: queue the job again, or mark it failed when attempts are used up."""
+        state = "failed" if job.attempts >= max_attempts else "queued"
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE studies SET state = ?, reason = ?, worker = NULL, updated_at = ? "
+                "WHERE study_instance_uid = ?",
+                (state, error, time.time(), job.study_instance_uid),
+            )
+            if state == "failed":
+                db.execute(
+                    "UPDATE instances SET state = 'failed', reason = ? "
+                    "WHERE study_instance_uid = ? AND state = 'new'",
+                    (error, job.study_instance_uid),
+                )
+        return state
+
+    def requeue_in_flight(self, worker: str | None = None) -> int:
+        """Jobs left in processing (by a crashed worker, or by everyone after a restart) are queued again."""
+        with self.transaction() as db:
+            if worker is None:
+                cursor = db.execute(
+                    "UPDATE studies SET state = 'queued', worker = NULL WHERE state = 'processing'"
+                )
+            else:
+                cursor = db.execute(
+                    "UPDATE studies SET state = 'queued', worker = NULL "
+                    "WHERE state = 'processing' AND worker = ?",
+                    (worker,),
+                )
+            return cursor.rowcount
+
+    def mark_urgent(self, study_instance_uid: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE studies SET urgent = 1 WHERE study_instance_uid = ?", (study_instance_uid,))
+
+    # -- results and outbox ------------------------------------------------------------------------
+
+    def commit_results(
+        self,
+        record: ResultRecord,
+        objects: list[tuple[str, Path]],
+        destinations: list[tuple[str, str]],
+        urgent: bool,
+        webhook: tuple[str, dict] | None = None,
+    ) -> None:
+        """In one transaction: the results-index rows, one delivery per (object, destination), an
+        optional webhook notification, and the source instance marked done. `objects` are (SOP
+        Instance UID, file) already on disk; `destinations` are (name, kind)."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.source_sop_instance_uid, record.study_instance_uid, record.series_instance_uid,
+                 record.patient_id, record.study_date, record.modality, record.view_position,
+                 record.model_name, record.model_version, record.model_hash, record.processing_seconds,
+                 record.cardiothoracic_ratio, json.dumps(record.result_uids), now),
+            )  # fmt: skip
+            db.executemany(
+                "INSERT OR REPLACE INTO result_findings VALUES (?, ?, ?, ?, ?)",
+                [(record.source_sop_instance_uid, name, p, t, int(present))
+                 for name, p, t, present in record.findings],
+            )  # fmt: skip
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries (study_instance_uid, sop_instance_uid, destination, kind, "
+                "path, urgent, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(record.study_instance_uid, uid, name, kind, str(path), int(urgent), now, now)
+                 for uid, path in objects for name, kind in destinations],
+            )  # fmt: skip
+            if webhook is not None:
+                url, body = webhook
+                db.execute(
+                    "INSERT OR IGNORE INTO deliveries (study_instance_uid, sop_instance_uid, destination, "
+                    "kind, payload, urgent, next_attempt_at, created_at) "
+                    "VALUES (?, ?, ?, 'webhook', ?, 1, ?, ?)",
+                    (record.study_instance_uid, f"webhook:{record.source_sop_instance_uid}", url,
+                     json.dumps(body), now, now),
+                )  # fmt: skip
+            db.execute(
+                "UPDATE instances SET state = 'done', reason = NULL WHERE sop_instance_uid = ?",
+                (record.source_sop_instance_uid,),
+            )
+
+    def due_deliveries(self, limit: int = 100, now: float | None = None) -> list[Delivery]:
+        now = time.time() if now is None else now
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT * FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ? "
+                "ORDER BY urgent DESC, id LIMIT ?",
+                (now, limit),
+            )
+            .fetchall()
+        )
+        return [_delivery(row) for row in rows]
+
+    def delivery_sent(self, delivery_id: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET state = 'sent', sent_at = ?, last_error = NULL, "
+                "attempts = attempts + 1 WHERE id = ?",
+                (time.time(), delivery_id),
+            )
+
+    def delivery_failed(self, delivery_id: int, error: str, delay: float, max_attempts: int) -> str:
+        """Record a failed attempt; the delivery waits `delay` seconds, or is dead after max_attempts."""
+        with self.transaction() as db:
+            row = db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? "
+                "WHERE id = ? RETURNING attempts",
+                (error, time.time() + delay, delivery_id),
+            ).fetchone()
+            state = "dead" if row[0] >= max_attempts else "pending"
+            db.execute("UPDATE deliveries SET state = ? WHERE id = ?", (state, delivery_id))
+        return state
+
+    def deliveries(self, states: tuple[str, ...] = ("pending", "dead")) -> list[Delivery]:
+        marks = ", ".join("?" * len(states))
+        rows = (
+            self._connection()
+            .execute(f"SELECT * FROM deliveries WHERE state IN ({marks}) ORDER BY id", states)
+            .fetchall()
+        )
+        return [_delivery(row) for row in rows]
+
+    def resend(self, ids: list[int] | None = None) -> int:
+        """Make dead deliveries (all, or those with these ids) pending again with a fresh attempt count."""
+        with self.transaction() as db:
+            if ids is None:
+                cursor = db.execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ? "
+                    "WHERE state = 'dead'",
+                    (time.time(),),
+                )
+            else:
+                marks = ", ".join("?" * len(ids))
+                cursor = db.execute(
+                    f"UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ? "
+                    f"WHERE state IN ('dead', 'sent') AND id IN ({marks})",
+                    (time.time(), *ids),
+                )
+            return cursor.rowcount
+
+    # -- observation -------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """State -> count for studies and deliveries (metrics, health, tests)."""
+        db = self._connection()
+        return {
+            table: {
+                row[0]: row[1] for row in db.execute(f"SELECT state, COUNT(*) FROM {table} GROUP BY state")
+            }
+            for table in ("studies", "deliveries", "instances")
+        }
+
+    def study(self, study_instance_uid: str) -> sqlite3.Row | None:
+        return (
+            self._connection()
+            .execute("SELECT * FROM studies WHERE study_instance_uid = ?", (study_instance_uid,))
+            .fetchone()
+        )
+
+    def instance_states(self, study_instance_uid: str) -> dict[str, tuple[str, str | None]]:
+        rows = self._connection().execute(
+            "SELECT sop_instance_uid, state, reason FROM instances WHERE study_instance_uid = ?",
+            (study_instance_uid,),
+        )
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def findings(self, source_sop_instance_uid: str) -> dict[str, float]:
+        rows = self._connection().execute(
+            "SELECT finding, probability FROM result_findings WHERE source_sop_instance_uid = ?",
+            (source_sop_instance_uid,),
+        )
+        return {row[0]: row[1] for row in rows}
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        study_instance_uid=row["study_instance_uid"],
+        sop_instance_uid=row["sop_instance_uid"],
+        destination=row["destination"],
+        kind=row["kind"],
+        path=row["path"],
+        payload=row["payload"],
+        urgent=bool(row["urgent"]),
+        state=row["state"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+    )

@@ -1,0 +1,159 @@
+"""Real DICOM peers for the node tests: DCMTK storescp / echoscu / storescu and Orthanc, on loopback
+ports chosen at run time, plus helpers to write node configurations and sample radiographs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cxrxai.samples import chest_image, radiograph_dataset
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 60.0, every: float = 0.1, what: str = ""
+) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or condition}")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def storescp(folder: Path, port: int, ae_title: str = "STORESCP") -> Iterator[subprocess.Popen]:
+    """DCMTK storescp writing every received object to `folder`, verbose log at folder/../storescp-*.log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"storescp-{port}.log", "ab") as log:
+        command = ["storescp", "-v", "-aet", ae_title, "-od", str(folder), "-uf", str(port)]
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+        try:
+            wait_for(lambda: listening(port), 20, what=f"storescp on {port}")
+            yield process
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def received_store_requests(folder: Path, port: int) -> int:
+    """How many C-STORE requests storescp on `port` has received (duplicates counted)."""
+    log = folder.parent / f"storescp-{port}.log"
+    return log.read_text(errors="replace").count("Received Store Request") if log.is_file() else 0
+
+
+def dcmtk(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(command), capture_output=True, text=True, timeout=60)
+
+
+@contextmanager
+def orthanc(root: Path, modalities: dict[str, tuple[str, str, int]]) -> Iterator[dict]:
+    """Orthanc (the Debian package) with its own storage, DICOM and HTTP ports; yields its addresses."""
+    root.mkdir(parents=True, exist_ok=True)
+    http_port, dicom_port = free_port(), free_port()
+    config = {
+        "Name": "cxrxai-test",
+        "StorageDirectory": str(root / "storage"),
+        "IndexDirectory": str(root / "index"),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomModalities": {name: list(entry) for name, entry in modalities.items()},
+        "Plugins": [],
+        "StableAge": 1,
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    with open(root / "orthanc.log", "ab") as log:
+        process = subprocess.Popen(["Orthanc", str(root / "orthanc.json")], stdout=log, stderr=log)
+        try:
+            wait_for(lambda: listening(http_port) and listening(dicom_port), 30, what="Orthanc")
+            yield {"http": f"http://127.0.0.1:{http_port}", "dicom_port": dicom_port, "ae_title": "ORTHANC"}
+        finally:
+            process.terminate()
+            process.wait(20)
+
+
+def rest(url: str, data: bytes | None = None, method: str | None = None):
+    request = urllib.request.Request(url, data=data, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def write_radiograph(path: Path, seed: int, **tags) -> Path:
+    """A small chest CR (new UIDs) with any tags overridden or, given None, removed."""
+    dataset = radiograph_dataset(chest_image(96, 80, seed=seed), bits=12)
+    for keyword, value in tags.items():
+        if value is None:
+            if keyword in dataset:
+                delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def node_toml(root: Path, bundle: Path, port: int, destinations: list[dict], **sections) -> Path:
+    """A node.toml under `root`: quick quiet period and retries, the given destinations and sections."""
+    config = {
+        "node": {
+            "ae_title": "CXRXAI",
+            "bind_address": "127.0.0.1",
+            "port": port,
+            "study_quiet_seconds": 0.5,
+            "allowed_calling_ae_titles": ["STORESCU", "ECHOSCU", "ORTHANC"],
+        },
+        "paths": {
+            "spool": "spool",
+            "database": "node.sqlite",
+            "results": "results",
+            "audit_log": "audit.log",
+        },
+        "processing": {"bundle": str(bundle), "workers": 1, "methods": ["gradcam"]},
+        "retry": {"initial_delay_seconds": 0.3, "max_delay_seconds": 1.0, "max_attempts": 50},
+    }
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in config.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
+    for destination in destinations:
+        lines.append("[[destinations]]")
+        lines += [f"{key} = {_toml(value)}" for key, value in destination.items()]
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "node.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))

@@ -1,0 +1,395 @@
+"""The DICOM node with real peers on loopback: DCMTK (echoscu, storescu, storescp) and Orthanc.
+
+One node runs for the module (its worker process loads the model once, as in production); each test
+sends its own studies. Crash recovery runs the node as a separate process group and kills it with
+SIGKILL mid-job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from dicom_node.config import ConfigError, load_config
+from dicom_node.routing import route
+from dicom_node.store import Store
+from tests.node_peers import (
+    dcmtk,
+    free_port,
+    node_toml,
+    orthanc,
+    received_store_requests,
+    rest,
+    storescp,
+    wait_for,
+    write_radiograph,
+)
+
+RESULT_MODALITIES = {"SR", "SEG", "OT", "PR"}  # SR, SEG (anatomy and heat maps), SC pages, GSPS
+
+
+class Webhook:
+    """A local HTTP endpoint that records the JSON bodies posted to it."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+
+
+@pytest.fixture(scope="module")
+def running(tiny_bundle, tmp_path_factory):
+    """A node sending to storescp and to a folder, with a triage rule that every study meets."""
+    from dicom_node.service import Node
+
+    root = tmp_path_factory.mktemp("node")
+    pacs_port = free_port()
+    webhook = Webhook()
+    config_path = node_toml(
+        root,
+        tiny_bundle,
+        free_port(),
+        [
+            {"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": pacs_port},
+            {"name": "archive", "folder": "archive"},
+        ],
+        metrics={"port": 0},
+        triage={"rules": [{"finding": "Cardiomegaly", "min_probability": 0.0}], "webhook_url": webhook.url},
+    )
+    config = load_config(config_path)
+    with storescp(root / "pacs", pacs_port):
+        node = Node(config)
+        node.start()
+        try:
+            yield {"node": node, "root": root, "config": config, "pacs": root / "pacs", "webhook": webhook}
+        finally:
+            node.stop()
+    webhook.server.shutdown()
+
+
+def _send(node, *paths: Path, calling: str = "STORESCU") -> subprocess.CompletedProcess:
+    return dcmtk("storescu", "-aet", calling, "-aec", "CXRXAI", "127.0.0.1", str(node.port), *map(str, paths))
+
+
+def _study_finished(store: Store, study: str):
+    row = store.study(study)
+    return row if row is not None and row["state"] in ("done", "skipped", "failed") else None
+
+
+def test_echo_store_explain_and_deliver(running, tmp_path):
+    node = running["node"]
+    assert dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "CXRXAI", "127.0.0.1", str(node.port)).returncode == 0
+    source = write_radiograph(tmp_path / "cr.dcm", seed=1)
+    study = str(dcmread(source).StudyInstanceUID)
+    sent = _send(node, source)
+    assert sent.returncode == 0, sent.stderr
+    assert wait_for(lambda: _study_finished(node.store, study), what="the study")["state"] == "done"
+    pending = lambda: [d for d in node.store.deliveries(("pending",)) if d.study_instance_uid == study]  # noqa: E731
+    wait_for(lambda: not pending(), what="deliveries")
+    delivered = [dcmread(p) for p in running["pacs"].iterdir()]
+    ours = [d for d in delivered if d.StudyInstanceUID == study]
+    assert {d.Modality for d in ours} == RESULT_MODALITIES  # the results join the source study
+    sr = next(d for d in ours if d.Modality == "SR")
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    archived = {dcmread(p).SOPInstanceUID for p in (running["root"] / "archive").iterdir()}
+    assert {d.SOPInstanceUID for d in ours} <= archived
+    # the results index has the image and its 14 findings
+    row = (
+        node.store._connection()
+        .execute("SELECT * FROM results WHERE study_instance_uid = ?", (study,))
+        .fetchone()
+    )
+    assert row["model_hash"].startswith("sha256:") and json.loads(row["result_uids"])["SR"]
+    assert len(node.store.findings(row["source_sop_instance_uid"])) == 14
+    # triage: urgent, webhook with UIDs and findings and no PHI
+    assert node.store.study(study)["urgent"] == 1
+    notes = wait_for(lambda: [n for n in running["webhook"].received if n["study_instance_uid"] == study])
+    assert notes[0]["findings"][0]["name"] == "Cardiomegaly"
+    assert "PHANTOM" not in json.dumps(notes) and "CXRXAI-0001" not in json.dumps(notes)
+    # the audit log names peers and studies, never patients
+    audit = (running["root"] / "audit.log").read_text()
+    assert '"calling_ae_title": "STORESCU"' in audit and study in audit and "PHANTOM" not in audit
+
+
+def test_stranger_is_rejected_and_node_keeps_serving(running):
+    node = running["node"]
+    refused = dcmtk("echoscu", "-aet", "STRANGER", "-aec", "CXRXAI", "127.0.0.1", str(node.port))
+    assert refused.returncode != 0 and "Calling AE Title Not Recognized" in refused.stderr
+    events = [json.loads(line) for line in (running["root"] / "audit.log").read_text().splitlines()]
+    assert any(e["event"] == "association-rejected" and e["calling_ae_title"] == "STRANGER" for e in events)
+    assert dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "CXRXAI", "127.0.0.1", str(node.port)).returncode == 0
+
+
+def test_lateral_non_chest_and_unreadable_images(running, tmp_path):
+    """Skips carry their reason; an image that cannot be explained fails alone; the node keeps going."""
+    node = running["node"]
+    study = generate_uid()
+    lateral = write_radiograph(tmp_path / "lat.dcm", seed=2, StudyInstanceUID=study, ViewPosition="LL")
+    knee = write_radiograph(tmp_path / "knee.dcm", seed=3, StudyInstanceUID=study, BodyPartExamined="KNEE")
+    assert _send(node, lateral, knee).returncode == 0
+    assert wait_for(lambda: _study_finished(node.store, study))["state"] == "skipped"
+    reasons = {state: reason for state, reason in node.store.instance_states(study).values()}
+    assert set(reasons) == {"skipped"}
+    states = node.store.instance_states(study)
+    assert "view position LL" in states[str(dcmread(lateral).SOPInstanceUID)][1]
+    assert "body part KNEE" in states[str(dcmread(knee).SOPInstanceUID)][1]
+    # a CR whose pixels are colour: accepted (it is a valid CR), then refused by the reader, on its own
+    broken = generate_uid()
+    colour = write_radiograph(tmp_path / "colour.dcm", seed=4, StudyInstanceUID=broken)
+    dataset = dcmread(colour)
+    dataset.PhotometricInterpretation = "RGB"
+    dataset.save_as(colour)
+    good = write_radiograph(tmp_path / "good.dcm", seed=5, StudyInstanceUID=broken)
+    assert _send(node, colour, good).returncode == 0
+    assert wait_for(lambda: _study_finished(node.store, broken))["state"] == "done"
+    states = node.store.instance_states(broken)
+    assert states[str(dcmread(colour).SOPInstanceUID)][0] == "failed"
+    assert states[str(dcmread(good).SOPInstanceUID)][0] == "done"
+
+
+def test_statuses_for_bad_input(running, tmp_path):
+    """Undecodable dataset: 0xC210; unwritable spool: 0xA700 (out of resources); unsupported SOP class:
+    no presentation context. The node answers an echo afterwards every time."""
+    from pynetdicom import AE
+
+    node = running["node"]
+    ae = AE(ae_title="STORESCU")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.1")
+    source = dcmread(write_radiograph(tmp_path / "a.dcm", seed=6))
+    del source.StudyInstanceUID
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="CXRXAI")
+    assert assoc.is_established
+    assert assoc.send_c_store(source).Status == 0xC210
+    blocked = dcmread(write_radiograph(tmp_path / "b.dcm", seed=7))
+    (running["config"].paths.spool / str(blocked.StudyInstanceUID)).write_text("a file where a folder goes")
+    assert assoc.send_c_store(blocked).Status == 0xA700
+    assoc.release()
+    ct = write_radiograph(tmp_path / "ct.dcm", seed=8, SOPClassUID="1.2.840.10008.5.1.4.1.1.2", Modality="CT")
+    refused = _send(node, ct)
+    assert refused.returncode != 0 and "presentation context" in refused.stderr.lower()
+    assert dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "CXRXAI", "127.0.0.1", str(node.port)).returncode == 0
+
+
+def test_health_and_metrics(running):
+    port = running["node"].metrics_port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health") as response:
+        health = json.loads(response.read())
+    assert health["status"] == "ok" and "studies" in health
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+        text = response.read().decode()
+    for name in ("cxrxai_instances_received_total", "cxrxai_queue_depth", "cxrxai_outbox_backlog",
+                 "cxrxai_stage_seconds_bucket"):  # fmt: skip
+        assert name in text
+
+
+def test_admission_control_refuses_when_spool_disk_is_too_full(tiny_bundle, tmp_path):
+    from dicom_node.service import Node
+
+    config = load_config(
+        node_toml(tmp_path, tiny_bundle, free_port(), [], node={"max_disk_use_percent": 0.001})
+    )
+    node = Node(config)
+    node.start()
+    try:
+        refused = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "CXRXAI", "127.0.0.1", str(node.port))
+        assert refused.returncode != 0 and "Local Limit Exceeded" in refused.stderr
+    finally:
+        node.stop()
+
+
+def test_kill_9_mid_job_and_destination_down(tiny_bundle, tmp_path):
+    """SIGKILL while a job runs, with the PACS down; restart; bring the PACS up: every result arrives
+    exactly once."""
+    pacs_port = free_port()
+    config_path = node_toml(
+        tmp_path,
+        tiny_bundle,
+        free_port(),
+        [{"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": pacs_port}],  # fmt: skip
+    )
+    config = load_config(config_path)
+    sources = [write_radiograph(tmp_path / "in" / f"{i}.dcm", seed=10 + i) for i in range(2)]
+    studies = {str(dcmread(p).StudyInstanceUID) for p in sources}
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dicom_node", "--config", str(config_path)],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "node.log", "ab"),
+        )
+
+    def state(query: str):
+        with sqlite3.connect(config.paths.database, timeout=30) as db:
+            return db.execute(query).fetchall()
+
+    first = start()
+    try:
+        wait_for(lambda: dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "CXRXAI", "127.0.0.1",
+                               str(config.node.port)).returncode == 0, 60)  # fmt: skip
+        assert dcmtk("storescu", "-aet", "STORESCU", "-aec", "CXRXAI", "127.0.0.1", str(config.node.port),
+                     *map(str, sources)).returncode == 0  # fmt: skip
+        wait_for(lambda: state("SELECT 1 FROM studies WHERE state = 'processing'"), 60, 0.02, "a job running")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the node and its workers, as a power cut would
+        first.wait()
+    second = start()
+    try:
+        done = "SELECT COUNT(*) FROM studies WHERE state = 'done'"
+        wait_for(lambda: state(done)[0][0] == len(studies), 120, what="both studies processed")
+        wait_for(lambda: state("SELECT 1 FROM deliveries WHERE attempts > 0"), 30, what="a failed attempt")
+        with storescp(tmp_path / "pacs", pacs_port):
+            wait_for(lambda: not state("SELECT 1 FROM deliveries WHERE state != 'sent'"), 60, what="delivery")
+            received = [dcmread(p) for p in (tmp_path / "pacs").iterdir()]
+            expected = state("SELECT COUNT(*) FROM deliveries")[0][0]
+            assert len({d.SOPInstanceUID for d in received}) == expected
+            assert received_store_requests(tmp_path / "pacs", pacs_port) == expected  # never twice
+            assert {d.StudyInstanceUID for d in received} == studies
+    finally:
+        second.send_signal(signal.SIGTERM)  # graceful stop
+        assert second.wait(60) == 0
+
+
+def test_orthanc_sends_to_node_and_gets_results_back(tiny_bundle, tmp_path):
+    node_port = free_port()
+    with orthanc(tmp_path / "orthanc", {"cxrxai": ("CXRXAI", "127.0.0.1", node_port)}) as pacs:
+        from dicom_node.service import Node
+
+        config = load_config(
+            node_toml(
+                tmp_path / "node",
+                tiny_bundle,
+                node_port,
+                [{"name": "orthanc", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs["dicom_port"]}],
+            )  # fmt: skip
+        )
+        node = Node(config)
+        node.start()
+        try:
+            source = write_radiograph(tmp_path / "cr.dcm", seed=20)
+            uploaded = rest(f"{pacs['http']}/instances", source.read_bytes())
+            rest(f"{pacs['http']}/modalities/cxrxai/store", json.dumps([uploaded["ID"]]).encode(), "POST")
+            study = uploaded["ParentStudy"]
+
+            def modalities() -> set[str]:
+                series = rest(f"{pacs['http']}/studies/{study}/series")
+                return {s["MainDicomTags"].get("Modality") for s in series}
+
+            wait_for(lambda: modalities() >= RESULT_MODALITIES, 120, 0.5, "our results in Orthanc")
+            wait_for(lambda: not node.store.deliveries(("pending",)), 60, what="every delivery sent")
+            instances = rest(f"{pacs['http']}/studies/{study}/instances")
+            assert len(instances) == 1 + node.store.counts()["deliveries"]["sent"]
+        finally:
+            node.stop()
+
+
+def test_config_errors_are_listed_together(tmp_path, monkeypatch):
+    path = tmp_path / "node.toml"
+    path.write_text(
+        '[node]\nport = 70000\nallowed_networks = ["10.0.0.0/33"]\ncolour = "blue"\n'
+        '[processing]\nworkers = 0\n[triage]\nrules = [{finding = "Headache", min_probability = 2}]\n'
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    message = str(error.value)
+    assert "node.colour: unknown key" in message
+    path.write_text('[node]\nport = 70000\nallowed_networks = ["10.0.0.0/33"]\n[processing]\nworkers = 0\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(path, environ={})
+    lines = str(error.value).splitlines()
+    assert any("node.port: 70000" in line for line in lines)
+    assert any("10.0.0.0/33" in line for line in lines)
+    assert any("processing.workers" in line for line in lines)
+
+
+def test_config_environment_overrides(tmp_path):
+    path = tmp_path / "node.toml"
+    path.write_text('[node]\nae_title = "FROMFILE"\nport = 104\n[paths]\nspool = "spool"\n')
+    config = load_config(
+        path,
+        environ={"CXRXAI_NODE_NODE_PORT": "11113", "CXRXAI_NODE_NODE_ALLOWED_CALLING_AE_TITLES": '["PACS"]',
+                 "CXRXAI_NODE_NODE_TLS_REQUIRE_CLIENT_CERTIFICATE": "false"},
+    )  # fmt: skip
+    assert config.node.port == 11113 and config.node.ae_title == "FROMFILE"
+    assert config.node.allowed_calling_ae_titles == ("PACS",)
+    assert config.paths.spool == tmp_path / "spool"  # relative to the file
+    with pytest.raises(ConfigError, match="CXRXAI_NODE_NOPE_X"):
+        load_config(path, environ={"CXRXAI_NODE_NOPE_X": "1"})
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
+    from cxrxai.cli import main
+
+    assert main(["serve", "--config", str(tmp_path / "missing.toml")]) != 0
+    assert "no such configuration file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("tags", "process", "reason"),
+    [
+        ({}, True, "chest radiograph"),
+        ({"Modality": "CT"}, False, "modality CT"),
+        ({"BodyPartExamined": None, "StudyDescription": "XR CHEST 2 VIEWS"}, True, "from the description"),
+        ({"BodyPartExamined": None}, True, "assumed chest"),
+        ({"ViewPosition": None, "SeriesDescription": "CHEST LAT"}, False, "lateral"),
+        ({"ViewPosition": None}, True, "assumed frontal"),
+        ({"ViewPosition": "LL"}, False, "view position LL"),
+    ],
+)
+def test_routing(tmp_path, tags, process, reason):
+    from dicom_node.config import RoutingSection
+
+    dataset = dcmread(write_radiograph(tmp_path / "x.dcm", seed=0, **tags))
+    decision = route(dataset, RoutingSection())
+    assert decision.process is process and reason in decision.reason
+
+
+def test_store_claims_each_job_once_and_queues_each_delivery_once(tmp_path):
+    from dicom_node.store import ResultRecord
+
+    store = Store(tmp_path / "s.sqlite")
+    for i in range(20):
+        store.record_instance(f"1.2.{i}", f"1.3.{i}", "1.4", "1.2.840.10008.5.1.4.1.1.1", tmp_path / "x", "A")
+    assert store.promote_quiet_studies(0.0, now=1e12) == 20
+    claimed: list[str] = []
+
+    def worker(name: str) -> None:
+        local = Store(tmp_path / "s.sqlite")
+        while (job := local.claim_job(name)) is not None:
+            claimed.append(job.study_instance_uid)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(f"1.3.{i}" for i in range(20))  # every job, each exactly once
+    record = ResultRecord("1.2.0", "1.3.0", "1.4", None, None, "CR", "PA", "m", "1", "sha256:x", 0.1, 0.4,
+                          {"SR": ["9.9"]}, [("Edema", 0.2, 0.5, False)])  # fmt: skip
+    for _ in range(2):  # a job re-run after a crash commits the same results again
+        store.commit_results(record, [("9.9", tmp_path / "sr.dcm")], [("pacs", "dicom")], urgent=False)
+    assert len(store.deliveries(("pending",))) == 1
+    assert store.requeue_in_flight() == 20
