@@ -36,7 +36,7 @@ test: $(STAMP) debs lint
 	$(PY) -m pytest -x -q
 
 demo: $(STAMP)
-	$(PY) -m cxrxai.demo
+	$(PY) -m dicom_node.demo
 
 # Benchmarks run in their own venv: pytorch-grad-cam needs torchvision, which does not load beside torch 2.13.
 $(BENCH_STAMP): pyproject.toml

@@ -76,7 +76,7 @@ class Sender:
             # ours first; uncompressed as the fall-back every storage SCP accepts (PS3.5 10.1)
             offered = list(dict.fromkeys([syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
             ae.add_requested_context(sop_class, offered)
-        tls = (client_tls_context(self.config), "") if destination.tls else None
+        tls = (client_tls_context(self.config), destination.host) if destination.tls else None
         assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls)
         if not assoc.is_established:
             for delivery in deliveries:
@@ -92,15 +92,20 @@ class Sender:
                 if not assoc.is_established:
                     self._failed(delivery, f"{destination.name} ended the association")
                     continue
-                if _context(dataset) not in accepted:
-                    if not any(sop == dataset.SOPClassUID for sop, _ in accepted):
-                        self._failed(
-                            delivery, f"{destination.name} does not accept {dataset.SOPClassUID.name}"
-                        )
-                        continue
-                    # the peer takes this SOP class uncompressed only; the object keeps its identity
-                    dataset.decompress(generate_instance_uid=False)
-                status = assoc.send_c_store(dataset)
+                if not any(sop == dataset.SOPClassUID for sop, _ in accepted):
+                    self._failed(delivery, f"{destination.name} does not accept {dataset.SOPClassUID.name}")
+                    continue
+                try:
+                    if (
+                        _context(dataset) not in accepted
+                        and dataset.file_meta.TransferSyntaxUID.is_compressed
+                    ):
+                        # the peer takes this SOP class uncompressed only; the object keeps its identity
+                        dataset.decompress(generate_instance_uid=False)
+                    status = assoc.send_c_store(dataset)
+                except Exception as exc:  # this object cannot go over this association: record it on
+                    self._failed(delivery, f"{type(exc).__name__}: {exc}")  # the delivery, go on
+                    continue
                 code = int(status.Status) if "Status" in status else None
                 if code == 0x0000:
                     self._sent(delivery)

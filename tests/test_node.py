@@ -393,3 +393,57 @@ def test_store_claims_each_job_once_and_queues_each_delivery_once(tmp_path):
         store.commit_results(record, [("9.9", tmp_path / "sr.dcm")], [("pacs", "dicom")], urgent=False)
     assert len(store.deliveries(("pending",))) == 1
     assert store.requeue_in_flight() == 20
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=cxrxai test CA")  # fmt: skip
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}")  # fmt: skip
+        (folder / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")  # fmt: skip
+    return {p.stem + p.suffix: p for p in folder.iterdir()}
+
+
+def test_tls_with_and_without_client_certificate(tiny_bundle, tmp_path):
+    import ssl
+
+    from pynetdicom import AE
+
+    from dicom_node.service import Node
+
+    pki = _certificates(tmp_path / "pki")
+    tls = {"enabled": True, "certificate": str(pki["server.pem"]), "private_key": str(pki["server.key"]),
+           "ca_certificates": str(pki["ca.pem"]), "require_client_certificate": True}  # fmt: skip
+    node = Node(load_config(node_toml(tmp_path, tiny_bundle, free_port(), [], node={"tls": tls})))
+    node.start()
+
+    def echo(with_certificate: bool) -> bool:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki["ca.pem"]))
+        context.check_hostname = False
+        if with_certificate:
+            context.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
+        ae = AE(ae_title="ECHOSCU")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", node.port, ae_title="CXRXAI", tls_args=(context, "127.0.0.1"))
+        if not assoc.is_established:
+            return False
+        status = assoc.send_c_echo()
+        assoc.release()
+        return status.Status == 0x0000
+
+    try:
+        assert echo(with_certificate=True)
+        assert not echo(with_certificate=False)
+        plain = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "CXRXAI", "127.0.0.1", str(node.port))
+        assert plain.returncode != 0  # no TLS at all: refused too
+    finally:
+        node.stop()
