@@ -46,8 +46,10 @@ $(BENCH_STAMP): pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[model]' grad-cam
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(STAMP) debs
 	$(BENCH_VENV)/bin/python bench/bench_explain.py
+	# the node benchmark needs no torchvision: it runs in the project's own venv
+	$(PY) bench/bench_node.py
 
 # The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
 samples: $(STAMP)

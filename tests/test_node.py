@@ -447,3 +447,13 @@ def test_tls_with_and_without_client_certificate(tiny_bundle, tmp_path):
         assert plain.returncode != 0  # no TLS at all: refused too
     finally:
         node.stop()
+
+
+def test_documented_configuration_loads(tmp_path):
+    """docs/node.md lists every key with its default: that block must be a valid configuration."""
+    text = (Path(__file__).parent.parent / "docs" / "node.md").read_text()
+    block = text.split("```toml\n")[1].split("```")[0]
+    (tmp_path / "node.toml").write_text(block)
+    config = load_config(tmp_path / "node.toml", environ={})
+    assert config.node.port == 11112 and [d.name for d in config.destinations] == ["pacs", "archive"]
+    assert config.destinations[1].folder == Path("/srv/cxrxai/results") and config.processing.bundle is None

@@ -1,0 +1,210 @@
+"""Node benchmarks, each against a reference measured in the same run on the same files.
+
+1. Receive throughput: DCMTK storescu sends the same N chest radiographs to DCMTK storescp (writes
+   files, no fsync) and to our node (spool file fsync'ed, folder fsync'ed, SQLite WAL commit with
+   synchronous=FULL, per instance). The node's quiet period is set to an hour so no job competes with
+   receiving. Ratio = node / storescp images per second (target >= 0.8).
+2. End-to-end latency with the shipped default bundle (or an untrained one of the same shape): one
+   study into an empty queue, then a burst of 50 single-image studies; latency = C-STORE received to
+   the last result object acknowledged by the destination (a DCMTK storescp), from the node's own
+   records. Peak memory: the highest resident set (VmHWM) of the node process and of its workers.
+
+Usage: python bench/bench_node.py [--images 200] [--burst 50] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dicom_node.config import load_config  # noqa: E402
+from tests.node_peers import free_port, node_toml, storescp, wait_for, write_radiograph  # noqa: E402
+
+
+def send(folder: Path, port: int, ae_title: str) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(
+        ["storescu", "-aet", "STORESCU", "-aec", ae_title, "+sd", "127.0.0.1", str(port), str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"storescu failed: {result.stderr.strip()}")
+    return time.perf_counter() - started
+
+
+def make_images(folder: Path, count: int, rows: int) -> None:
+    from cxrxai.samples import chest_image, radiograph_dataset
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        dataset = radiograph_dataset(chest_image(rows, int(rows * 0.9), seed=i), bits=12)
+        dataset.save_as(folder / f"{i:05d}.dcm", enforce_file_format=True)
+
+
+def start_node(config_path: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dicom_node", "--config", str(config_path)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=open(config_path.parent / "node.log", "ab"),  # noqa: SIM115 (lives as long as the node)
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(120)
+
+
+def echo_ok(port: int) -> bool:
+    return subprocess.run(["echoscu", "-aet", "ECHOSCU", "-aec", "CXRXAI", "127.0.0.1", str(port)],
+                          capture_output=True).returncode == 0  # fmt: skip
+
+
+def peak_memory_mb(pid: int) -> float:
+    """VmHWM of the process and its children, in MiB (the children's are read while they run)."""
+    total = 0.0
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for one in [str(pid), *children]:
+        try:
+            status = Path(f"/proc/{one}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+def bundle_for_bench(work: Path) -> Path:
+    from cxrxai.cli import DEFAULT_BUNDLE
+
+    if (DEFAULT_BUNDLE / "configs" / "metadata.json").is_file():
+        return DEFAULT_BUNDLE
+    from cxrxai.model.bundle import make_untrained_bundle
+
+    make_untrained_bundle(work / "bundle", input_size=128)
+    return work / "bundle"
+
+
+def receive_throughput(work: Path, images: Path, count: int, bundle: Path) -> tuple[float, float]:
+    port = free_port()
+    with storescp(work / "storescp-out", port):
+        reference = send(images, port, "STORESCP")
+    config = node_toml(work / "receive", bundle, free_port(), [], node={"study_quiet_seconds": 3600.0})
+    node_port = load_config(config).node.port
+    process = start_node(config)
+    try:
+        wait_for(lambda: echo_ok(node_port), 120, 0.5, "the node")
+        ours = send(images, node_port, "CXRXAI")
+    finally:
+        stop(process)
+    return count / reference, count / ours
+
+
+def latencies(work: Path, bundle: Path, burst: int, workers: int) -> dict:
+    pacs_port = free_port()
+    root = work / "latency"
+    config = node_toml(
+        root,
+        bundle,
+        free_port(),
+        [{"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": pacs_port}],  # fmt: skip
+        processing={"workers": workers},
+        node={"study_quiet_seconds": 0.2},
+    )
+    node_port = load_config(config).node.port
+    single, many = root / "single", root / "burst"
+    for folder, count, offset in ((single, 1, 10_000), (many, burst, 20_000)):
+        folder.mkdir(parents=True)
+        for i in range(count):
+            write_radiograph(folder / f"{i:03d}.dcm", seed=offset + i)
+    result: dict = {}
+    with storescp(root / "pacs", pacs_port):
+        process = start_node(config)
+        try:
+            wait_for(lambda: echo_ok(node_port), 120, 0.5, "the node")
+            database = root / "node.sqlite"
+            for name, folder, count in (("empty queue", single, 1), (f"burst of {burst}", many, burst)):
+                before = _finished(database)
+                send(folder, node_port, "CXRXAI")
+                wait_for(lambda c=count, b=before: _finished(database) >= b + c, 3600, 0.5, name)
+                wait_for(lambda: not _unsent(database), 600, 0.2, "deliveries")
+                result[name] = _latency(database, folder)
+            result["peak memory (MiB)"] = peak_memory_mb(process.pid)
+        finally:
+            stop(process)
+    return result
+
+
+def _finished(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        return db.execute(
+            "SELECT COUNT(*) FROM studies WHERE state IN ('done', 'failed', 'skipped')"
+        ).fetchone()[0]
+
+
+def _unsent(database: Path) -> int:
+    with sqlite3.connect(database) as db:
+        return db.execute("SELECT COUNT(*) FROM deliveries WHERE state != 'sent'").fetchone()[0]
+
+
+def _latency(database: Path, folder: Path) -> np.ndarray:
+    from pydicom import dcmread
+
+    studies = [str(dcmread(p, stop_before_pixels=True).StudyInstanceUID) for p in sorted(folder.iterdir())]
+    values = []
+    with sqlite3.connect(database) as db:
+        for study in studies:
+            received = db.execute("SELECT MIN(received_at) FROM instances WHERE study_instance_uid = ?",
+                                  (study,)).fetchone()[0]  # fmt: skip
+            acknowledged = db.execute("SELECT MAX(sent_at) FROM deliveries WHERE study_instance_uid = ?",
+                                      (study,)).fetchone()[0]  # fmt: skip
+            values.append(acknowledged - received)
+    return np.array(values)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=1024, help="rows of the throughput images")
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cxrxai-bench-node-"))
+    try:
+        bundle = bundle_for_bench(work)
+        make_images(work / "images", args.images, args.rows)
+        size = sum(p.stat().st_size for p in (work / "images").iterdir()) / args.images / 1e6
+        theirs, ours = receive_throughput(work, work / "images", args.images, bundle)
+        print(f"\nReceive throughput, {args.images} CR images of {size:.1f} MB, storescu -> SCP on loopback")
+        print("| receiver | images/s | ratio to storescp |\n|---|---:|---:|")
+        print(f"| DCMTK storescp (no fsync) | {theirs:.1f} | 1.00 |")
+        print(f"| cxrxai node (fsync + SQLite per instance) | {ours:.1f} | {ours / theirs:.2f} |")
+        result = latencies(work, bundle, args.burst, args.workers)
+        print(f"\nEnd-to-end latency (C-STORE received -> last result acknowledged), bundle {bundle.name}, "
+              f"{args.workers} worker(s)")  # fmt: skip
+        print("| load | studies | p50 s | p95 s | max s |\n|---|---:|---:|---:|---:|")
+        for name, values in result.items():
+            if isinstance(values, np.ndarray):
+                p50, p95 = np.percentile(values, [50, 95])
+                print(f"| {name} | {len(values)} | {p50:.2f} | {p95:.2f} | {values.max():.2f} |")
+        print(f"\nPeak resident memory, node + workers: {result['peak memory (MiB)']:.0f} MiB")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
