@@ -16,12 +16,13 @@ def add_commands(commands) -> None:
     serve.add_argument("--config", type=Path, default=None, help="node.toml (default: built-in defaults)")
     serve.set_defaults(run=run_serve)
     node = commands.add_parser("node", help="inspect and repair the node's outbox")
-    node.add_argument("--config", type=Path, default=None)
     actions = node.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("deliveries", help="list deliveries not yet sent, and dead-lettered ones")
+    listing.add_argument("--config", type=Path, default=None, help="node.toml")
     listing.add_argument("--all", action="store_true", help="include sent deliveries")
     listing.set_defaults(run=run_deliveries)
     resend = actions.add_parser("resend", help="queue dead-lettered deliveries again")
+    resend.add_argument("--config", type=Path, default=None, help="node.toml")
     resend.add_argument(
         "--id", type=int, nargs="+", default=None, help="only these deliveries (also sent ones)"
     )

@@ -457,3 +457,23 @@ def test_documented_configuration_loads(tmp_path):
     config = load_config(tmp_path / "node.toml", environ={})
     assert config.node.port == 11112 and [d.name for d in config.destinations] == ["pacs", "archive"]
     assert config.destinations[1].folder == Path("/srv/cxrxai/results") and config.processing.bundle is None
+
+
+def test_outbox_commands_list_and_resend_dead_letters(tiny_bundle, tmp_path, capsys):
+    from cxrxai.cli import main
+    from dicom_node.store import ResultRecord
+
+    config_path = node_toml(tmp_path, tiny_bundle, free_port(), [])
+    store = Store(load_config(config_path).paths.database)
+    store.record_instance("1.2.1", "1.3.1", "1.4", "1.2.840.10008.5.1.4.1.1.1", tmp_path / "x", "A")
+    record = ResultRecord("1.2.1", "1.3.1", "1.4", None, None, "CR", "PA", "m", "1", "sha256:x", 0.1, None,
+                          {"SR": ["9.1"]}, [])  # fmt: skip
+    store.commit_results(record, [("9.1", tmp_path / "sr.dcm")], [("pacs", "dicom")], urgent=False)
+    delivery = store.deliveries(("pending",))[0]
+    assert store.delivery_failed(delivery.id, "pacs answered status 0xA700", 0.0, max_attempts=1) == "dead"
+    assert main(["node", "deliveries", "--config", str(config_path)]) == 0
+    listing = capsys.readouterr().out
+    assert "dead" in listing and "0xA700" in listing and "1 deliveries" in listing
+    assert main(["node", "resend", "--config", str(config_path)]) == 0
+    assert "1 deliveries queued again" in capsys.readouterr().out
+    assert [d.state for d in store.deliveries(("pending", "dead"))] == ["pending"]

@@ -43,31 +43,31 @@ class Recipe:
 METHODS = ("gradcam", "hirescam", "gradcampp", "crm", "saliency")
 
 
-def build(work: Path, target: Path = DEFAULT_BUNDLE, recipe: Recipe = Recipe()) -> dict:
-    """Run the whole recipe in `work`; return the evaluation report (also written to `work/evaluation`)."""
+STEPS = ("training phantoms", "train", "held-out phantoms", "evaluate")
+
+
+def build(
+    work: Path, target: Path = DEFAULT_BUNDLE, recipe: Recipe = Recipe(), start: str = STEPS[0]
+) -> dict:
+    """Run the recipe in `work` from step `start` (earlier steps' outputs and timings are reused from
+    `work`, so an interrupted evaluation does not cost another training); install the bundle in
+    `target`; return the evaluation report (also written to `work/evaluation`)."""
     from cxrxai.evaluate import evaluate
     from cxrxai.phantoms.cli import generate
     from cxrxai.train.trainer import TrainConfig, train
 
+    if start not in STEPS:
+        raise ValueError(f"unknown step {start!r}; one of: {', '.join(STEPS)}")
     work.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    timings_file = work / "timings.json"
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     data, heldout, trained = work / "phantoms-train", work / "phantoms-heldout", work / "bundle"
-
-    def step(name: str, action) -> None:
-        print(f"== {name}", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        action()
-        timings[name] = time.perf_counter() - started
-
-    for folder in (data, heldout, trained):
-        shutil.rmtree(folder, ignore_errors=True)
-    step(
-        "training phantoms",
-        lambda: generate(recipe.train_count, data, recipe.train_seed, {"png"}, recipe.render_rows, workers=2),
-    )
-    step(
-        "train",
-        lambda: train(
+    report: dict = {}
+    actions = {
+        "training phantoms": lambda: generate(
+            recipe.train_count, data, recipe.train_seed, {"png"}, recipe.render_rows, workers=2
+        ),
+        "train": lambda: train(
             TrainConfig(
                 data=data,
                 layout="chexpert",
@@ -81,15 +81,20 @@ def build(work: Path, target: Path = DEFAULT_BUNDLE, recipe: Recipe = Recipe()) 
                 version=recipe.version,
             )
         ),
-    )
-    step(
-        "held-out phantoms",
-        lambda: generate(
+        "held-out phantoms": lambda: generate(
             recipe.heldout_count, heldout, recipe.heldout_seed, {"png"}, recipe.render_rows, workers=2
         ),
-    )
-    report: dict = {}
-    step("evaluate", lambda: report.update(evaluate(heldout, trained, work / "evaluation", methods=METHODS)))
+        "evaluate": lambda: report.update(evaluate(heldout, trained, work / "evaluation", methods=METHODS)),
+    }
+    outputs = {"training phantoms": data, "train": trained, "held-out phantoms": heldout}
+    for name in STEPS[STEPS.index(start) :]:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        if name in outputs:
+            shutil.rmtree(outputs[name], ignore_errors=True)
+        started = time.perf_counter()
+        actions[name]()
+        timings[name] = time.perf_counter() - started
+        timings_file.write_text(json.dumps(timings, indent=2) + "\n")
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(trained, target, ignore=shutil.ignore_patterns("checkpoints"))
@@ -164,5 +169,11 @@ def machine() -> str:
 
 
 if __name__ == "__main__":
-    result = build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("build/model"))
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Train, evaluate and install the default bundle.")
+    parser.add_argument("work", type=Path, nargs="?", default=Path("build/model"))
+    parser.add_argument("--from", dest="start", choices=STEPS, default=STEPS[0], help="resume at this step")
+    args = parser.parse_args()
+    result = build(args.work, start=args.start)
     print(f"mean AUROC {result['mean_auroc']:.3f}; bundle in {DEFAULT_BUNDLE}")
