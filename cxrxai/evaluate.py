@@ -131,6 +131,7 @@ def evaluate(
     ctr_errors = []
     localisation: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     tuning: dict[str, list[tuple[str, int, list[float]]]] = defaultdict(list)
+    scored_findings: dict[str, list[str]] = defaultdict(list)  # the finding of each localisation record
     example = None  # the first case with a localised finding, for the heat-map figure
     for case in cases:
         radiograph = read_radiograph(case.image)
@@ -170,6 +171,7 @@ def evaluate(
                 values = explanation.map_at_source(key)
                 method_layer = f"{heatmap.method}/{heatmap.layer}"
                 scores = localisation[method_layer]
+                scored_findings[method_layer].append(finding)
                 peak = int(np.argmax(values))
                 scores["pointing_game"].append(float(mask.flat[peak]))
                 scores["pointing_game_tolerant"].append(float(near_mask.flat[peak]))
@@ -194,6 +196,7 @@ def evaluate(
         "findings": {},
         "anatomy": {},
         "localisation": {},
+        "localisation_by_finding": {},
     }
     aurocs = []
     for j, name in enumerate(FINDINGS):
@@ -225,13 +228,15 @@ def evaluate(
         localisation[method_layer]["iou_tuned"] = cross_fitted_tuned_iou(records)
     for method_layer, metrics in sorted(localisation.items()):
         report["localisation"][method_layer] = {
-            metric: {
-                "mean": float(np.mean(v)),
-                "ci95": bootstrap_interval(np.array(v), np.mean, rng),
-                "n": len(v),
-            }
-            for metric, v in metrics.items()
+            metric: _summary(np.array(v), rng) for metric, v in metrics.items()
         }
+        names = np.array(scored_findings[method_layer])
+        for finding in FINDINGS:
+            chosen = names == finding
+            if chosen.any():
+                report["localisation_by_finding"].setdefault(finding, {})[method_layer] = {
+                    metric: _summary(np.array(v)[chosen], rng) for metric, v in metrics.items()
+                }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = out / "figures"
@@ -305,6 +310,13 @@ def heatmap_grid(pixels: np.ndarray, explanation, finding: str, mask: np.ndarray
     plt.close(figure)
 
 
+def _summary(values: np.ndarray, rng: np.random.Generator) -> dict:
+    """Mean, 95 % bootstrap interval of the mean (all resamples drawn at once), and n."""
+    resampled = values[rng.integers(0, len(values), (BOOTSTRAP, len(values)))].mean(axis=1)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return {"mean": float(values.mean()), "ci95": (float(low), float(high)), "n": int(len(values))}
+
+
 def cross_fitted_tuned_iou(records: list[tuple[str, int, list[float]]]) -> list[float]:
     """IoU at per-finding tuned thresholds (CheXlocalize), without scoring an image on its own tuning.
 
@@ -364,4 +376,21 @@ def markdown_report(report: dict) -> str:
     for method_layer, metrics in report["localisation"].items():
         cells = [f"{metrics[c]['mean']:.3f}" for c in columns]
         lines.append(f"| {method_layer} | {metrics['pointing_game']['n']} | {' | '.join(cells)} |")
+    by_finding = report.get("localisation_by_finding", {})
+    if by_finding:
+        lines += ["", "## Which method and layer localises each finding best", ""]
+        lines += [
+            "| finding | n | best pointing game | hit rate (95% CI) | with tolerance | best tuned IoU | IoU |"
+        ]
+        lines += ["|---|---:|---|---|---:|---|---:|"]
+        for finding, entries in by_finding.items():
+            top, entry = max(entries.items(), key=lambda kv: kv[1]["pointing_game"]["mean"])
+            game = entry["pointing_game"]
+            best_iou, iou = max(entries.items(), key=lambda kv: kv[1].get("iou_tuned", {"mean": -1})["mean"])
+            iou_mean = iou.get("iou_tuned", {"mean": float("nan")})["mean"]
+            lines.append(
+                f"| {finding} | {game['n']} | {top} | {game['mean']:.3f} ({game['ci95'][0]:.2f}-"
+                f"{game['ci95'][1]:.2f}) | {entry['pointing_game_tolerant']['mean']:.3f} | {best_iou} | "
+                f"{iou_mean:.3f} |"
+            )
     return "\n".join(lines) + "\n"

@@ -49,6 +49,12 @@ def test_evaluate_report(tiny_bundle, tmp_path, capsys):
         for metric in ("pointing_game", "iou_otsu", "energy_in_mask"):
             assert 0 <= metrics[metric]["mean"] <= 1
     assert "| Cardiomegaly |" in (out / "report.md").read_text()
+    for finding, entries in report["localisation_by_finding"].items():  # the layer-wise question per finding
+        assert finding in FINDINGS and all(0 <= m["pointing_game"]["mean"] <= 1 for m in entries.values())
+    assert sum(
+        m["pointing_game"]["n"] for e in report["localisation_by_finding"].values() for m in e.values()
+    ) == sum(m["pointing_game"]["n"] for m in report["localisation"].values())
+    assert "localises each finding best" in (out / "report.md").read_text()
     assert (out / "figures" / "roc.png").stat().st_size > 5000
     assert (out / "figures" / "heatmaps.png").stat().st_size > 5000
     assert "mean AUROC" in capsys.readouterr().out

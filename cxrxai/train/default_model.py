@@ -145,8 +145,17 @@ def model_card(report: dict, recipe: Recipe, timings: dict[str, float]) -> str:
     if best:
         name, entry = best
         lines.append(
-            f"- Best pointing game: {name}, {entry['mean']:.3f} "
+            f"- Best pointing game over all localised findings: {name}, {entry['mean']:.3f} "
             f"(95% CI {entry['ci95'][0]:.3f}-{entry['ci95'][1]:.3f}, n = {entry['n']})"
+        )
+    per_finding = {
+        finding: max(m["pointing_game"]["mean"] for m in entries.values())
+        for finding, entries in report.get("localisation_by_finding", {}).items()
+    }
+    if per_finding:
+        lines.append(
+            "- Pointing game of the best method / layer for each finding: "
+            + ", ".join(f"{finding} {value:.2f}" for finding, value in per_finding.items())
         )
     lines += [
         "",
