@@ -171,8 +171,8 @@ def run_explain(args: argparse.Namespace) -> int:
     bundle = args.bundle or DEFAULT_BUNDLE
     if args.bundle is None and not (DEFAULT_BUNDLE / "configs" / "metadata.json").is_file():
         raise CXRXAIError(
-            f"no default bundle at {DEFAULT_BUNDLE} (the trained default model ships with issue 4); "
-            "pass --bundle, or make an untrained one with `cxrxai bundle create-untrained --out DIR`"
+            f"no default bundle at {DEFAULT_BUNDLE} (a source checkout has it; `make model` re-creates it); "
+            "pass --bundle"
         )
     settings = ExplainerSettings()
     if args.smoothgrad_samples is not None:

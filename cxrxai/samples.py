@@ -1,7 +1,7 @@
 """Simple geometric chest radiographs as DICOM or PNG, for the demo and for input tests.
 
 These are sample inputs with known geometry (lungs, heart, spine, ribs as ellipses and bands), not the
-anatomical phantom generator with ground-truth findings (that is `cxrxai phantoms`, issue 4). They let us
+anatomical phantom generator with ground-truth findings (that is `cxrxai phantoms`). They let us
 write every DICOM variant the reader must handle: MONOCHROME1/2, 8-16 bit, rescale and window, and every
 transfer syntax pydicom can encode.
 """

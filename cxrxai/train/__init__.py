@@ -1,1 +1,1 @@
-"""Training: data layouts, the joint-loss trainer, and the bundle it writes (issue 4)."""
+"""Training: data layouts, the joint-loss trainer, and the bundle it writes."""
