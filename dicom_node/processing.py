@@ -46,6 +46,19 @@ class Worker:
         )
         self.selection = HeatmapSelection(processing.heatmaps)
         self.destinations = [(d.name, "folder" if d.folder else "dicom") for d in config.destinations]
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run the whole pipeline once on a synthetic radiograph, so the first real study does not pay
+        for lazy imports, font caches and first-call allocations (several seconds on 2 cores)."""
+        from cxrxai.dicom.results import build_dicom_results
+        from cxrxai.io import read_radiograph
+        from cxrxai.samples import chest_image, radiograph_dataset
+
+        radiograph = read_radiograph(radiograph_dataset(chest_image(96, 80), uid_seed="warm-up"))
+        explanation = self.explainer.explain(radiograph, methods=self.config.processing.methods)
+        assert radiograph.dataset is not None
+        build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
 
     def run_once(self) -> bool:
         """Process one job if there is one; return whether there was."""
@@ -197,6 +210,10 @@ def worker_main(config: NodeConfig, name: str, poll_seconds: float = 0.2) -> Non
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service decides; Ctrl-C reaches the whole group
+    if config.processing.device == "cpu":  # share the cores between workers instead of oversubscribing
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.processing.workers))
     store = Store(config.paths.database)
     worker = Worker(config, store, Metrics(), name)
     LOG.info("worker %s ready (pid %d)", name, os.getpid())

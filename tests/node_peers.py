@@ -39,11 +39,23 @@ def listening(port: int) -> bool:
 
 
 @contextmanager
-def storescp(folder: Path, port: int, ae_title: str = "STORESCP") -> Iterator[subprocess.Popen]:
-    """DCMTK storescp writing every received object to `folder`, verbose log at folder/../storescp-*.log."""
+def storescp(
+    folder: Path, port: int, ae_title: str = "STORESCP", verbose: bool = True, *options: str
+) -> Iterator[subprocess.Popen]:
+    """DCMTK storescp writing every received object to `folder`; with `verbose`, a log of every request
+    at folder/../storescp-<port>.log."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f"storescp-{port}.log", "ab") as log:
-        command = ["storescp", "-v", "-aet", ae_title, "-od", str(folder), "-uf", str(port)]
+        command = [
+            "storescp",
+            *(["-v"] if verbose else []),
+            "-aet",
+            ae_title,
+            "-od",
+            str(folder),
+            "-uf",
+            str(port),
+        ]
         process = subprocess.Popen(command, stdout=log, stderr=log)
         try:
             wait_for(lambda: listening(port), 20, what=f"storescp on {port}")
