@@ -216,7 +216,7 @@ def main() -> int:
         theirs, ours = receive_throughput(work, work / "images", args.images, bundle)
         print(f"\nReceive throughput, {args.images} CR images of {size:.1f} MB, storescu -> SCP on loopback")
         print("| receiver | images/s | ratio to storescp |\n|---|---:|---:|")
-        print(f"| DCMTK storescp (no fsync) | {theirs:.1f} | 1.00 |")
+        print(f"| DCMTK storescp `+B` (bit-preserving, no fsync) | {theirs:.1f} | 1.00 |")
         print(f"| cxrxai node (fsync + SQLite per instance) | {ours:.1f} | {ours / theirs:.2f} |")
         result = latencies(work, bundle, args.burst, args.workers)
         print(f"\nEnd-to-end latency (C-STORE received -> last result acknowledged), bundle {bundle.name}, "

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.pixels import pack_bits
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
@@ -100,8 +101,7 @@ class Sender:
                         _context(dataset) not in accepted
                         and dataset.file_meta.TransferSyntaxUID.is_compressed
                     ):
-                        # the peer takes this SOP class uncompressed only; the object keeps its identity
-                        dataset.decompress(generate_instance_uid=False)
+                        uncompress(dataset)  # the peer takes this SOP class uncompressed only
                     status = assoc.send_c_store(dataset)
                 except Exception as exc:  # this object cannot go over this association: record it on
                     self._failed(delivery, f"{type(exc).__name__}: {exc}")  # the delivery, go on
@@ -142,6 +142,22 @@ class Sender:
         self.metrics.deliveries.labels(outcome="dead" if state == "dead" else "retry").inc()
         LOG.warning("delivery %d to %s failed (%s); %s", delivery.id, delivery.destination, error,
                     "dead-lettered" if state == "dead" else f"retry in {delay:.0f} s")  # fmt: skip
+
+
+def uncompress(dataset: Dataset) -> None:
+    """Re-encode a compressed object in Explicit VR Little Endian, keeping its UIDs.
+
+    pydicom's decompress() leaves 1-bit data (BINARY SEG) one byte per pixel while Bits Allocated stays
+    1, which is invalid, so those frames are packed again, eight pixels per byte (PS3.5 8.1.1).
+    """
+    if dataset.get("BitsAllocated") == 1:
+        frames = dataset.pixel_array
+        dataset.PixelData = pack_bits(frames.ravel())
+        dataset["PixelData"].VR = "OB"
+        dataset["PixelData"].is_undefined_length = False
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    else:
+        dataset.decompress(generate_instance_uid=False)
 
 
 def _context(dataset: Dataset) -> tuple[str, str]:

@@ -49,6 +49,7 @@ def storescp(
         command = [
             "storescp",
             *(["-v"] if verbose else []),
+            *options,
             "-aet",
             ae_title,
             "-od",
@@ -58,7 +59,9 @@ def storescp(
         ]
         process = subprocess.Popen(command, stdout=log, stderr=log)
         try:
-            wait_for(lambda: listening(port), 20, what=f"storescp on {port}")
+            wait_for(lambda: listening(port) or process.poll() is not None, 20, what=f"storescp on {port}")
+            if process.poll() is not None:
+                raise RuntimeError(f"storescp exited with {process.returncode}: see {log.name}")
             yield process
         finally:
             process.terminate()

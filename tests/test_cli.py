@@ -163,4 +163,4 @@ def test_missing_default_bundle_says_what_to_do(inputs, tmp_path, capsys, monkey
     monkeypatch.setattr(cxrxai.cli, "DEFAULT_BUNDLE", tmp_path / "no-default")
     assert main(["explain", str(inputs / "chest.dcm"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cxrxai bundle create-untrained" in err[0]
+    assert len(err) == 1 and "make model" in err[0] and "--bundle" in err[0]

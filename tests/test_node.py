@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from pydicom.uid import generate_uid
 from dicom_node.config import ConfigError, load_config
 from dicom_node.routing import route
 from dicom_node.store import Store
+from tests.dicom_validation import new_errors
 from tests.node_peers import (
     dcmtk,
     free_port,
@@ -114,6 +116,11 @@ def test_echo_store_explain_and_deliver(running, tmp_path):
     assert {d.Modality for d in ours} == RESULT_MODALITIES  # the results join the source study
     sr = next(d for d in ours if d.Modality == "SR")
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    # storescp takes no JPEG 2000: SC pages and heat-map SEGs arrived as decompressed copies, which must
+    # still be valid objects with their original UIDs
+    for path in running["pacs"].iterdir():
+        if dcmread(path, stop_before_pixels=True).StudyInstanceUID == study:
+            assert new_errors(path, source) == [], path.name
     archived = {dcmread(p).SOPInstanceUID for p in (running["root"] / "archive").iterdir()}
     assert {d.SOPInstanceUID for d in ours} <= archived
     # the results index has the image and its 14 findings
@@ -477,3 +484,43 @@ def test_outbox_commands_list_and_resend_dead_letters(tiny_bundle, tmp_path, cap
     assert main(["node", "resend", "--config", str(config_path)]) == 0
     assert "1 deliveries queued again" in capsys.readouterr().out
     assert [d.state for d in store.deliveries(("pending", "dead"))] == ["pending"]
+
+
+def test_results_to_a_tls_destination(tiny_bundle, tmp_path):
+    """The node presents its certificate to a DCMTK storescp that requires one and verifies it with
+    the same CA; the results arrive over TLS."""
+    from dicom_node.service import Node
+
+    pki = _certificates(tmp_path / "pki")
+    pacs_port = free_port()
+    tls = {"enabled": True, "certificate": str(pki["client.pem"]), "private_key": str(pki["client.key"]),
+           "ca_certificates": str(pki["ca.pem"])}  # fmt: skip
+    destination = {
+        "name": "pacs",
+        "ae_title": "STORESCP",
+        "host": "127.0.0.1",
+        "port": pacs_port,
+        "tls": True,
+    }
+    node = Node(load_config(node_toml(tmp_path, tiny_bundle, free_port(), [destination], node={"tls": tls})))
+    options = ("+tls", str(pki["server.key"]), str(pki["server.pem"]), "+cf", str(pki["ca.pem"]), "-rc")
+    with storescp(tmp_path / "pacs", pacs_port, "STORESCP", True, *options):
+        node.start()
+        try:
+            from pynetdicom import AE
+
+            ae = AE(ae_title="STORESCU")
+            ae.add_requested_context("1.2.840.10008.5.1.4.1.1.1")
+            source = dcmread(write_radiograph(tmp_path / "cr.dcm", seed=30))
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki["ca.pem"]))
+            context.check_hostname = False
+            context.load_cert_chain(str(pki["server.pem"]), str(pki["server.key"]))
+            assoc = ae.associate("127.0.0.1", node.port, ae_title="CXRXAI", tls_args=(context, "127.0.0.1"))
+            assert assoc.is_established and assoc.send_c_store(source).Status == 0
+            assoc.release()
+            wait_for(lambda: node.store.counts()["deliveries"].get("sent", 0) > 0
+                     and not node.store.deliveries(("pending",)), 120, what="delivery over TLS")  # fmt: skip
+            modalities = {dcmread(p, stop_before_pixels=True).Modality for p in (tmp_path / "pacs").iterdir()}
+            assert modalities == RESULT_MODALITIES
+        finally:
+            node.stop()
