@@ -4,6 +4,7 @@ ports chosen at run time, plus helpers to write node configurations and sample r
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -98,7 +99,8 @@ def orthanc(root: Path, modalities: dict[str, tuple[str, str, int]]) -> Iterator
     }
     (root / "orthanc.json").write_text(json.dumps(config))
     with open(root / "orthanc.log", "ab") as log:
-        process = subprocess.Popen(["Orthanc", str(root / "orthanc.json")], stdout=log, stderr=log)
+        executable = shutil.which("Orthanc") or "/usr/sbin/Orthanc"  # sbin is not on every user's PATH
+        process = subprocess.Popen([executable, str(root / "orthanc.json")], stdout=log, stderr=log)
         try:
             wait_for(lambda: listening(http_port) and listening(dicom_port), 30, what="Orthanc")
             yield {"http": f"http://127.0.0.1:{http_port}", "dicom_port": dicom_port, "ae_title": "ORTHANC"}
