@@ -524,3 +524,46 @@ def test_results_to_a_tls_destination(tiny_bundle, tmp_path):
             assert modalities == RESULT_MODALITIES
         finally:
             node.stop()
+
+
+def test_compressed_transfer_syntaxes_are_received_and_explained(running, tmp_path):
+    """JPEG-LS and JPEG lossless (DCMTK's encoders), proposed as such by storescu: accepted and spooled
+    as they are, then explained."""
+    node = running["node"]
+    study = generate_uid()
+    plain = write_radiograph(tmp_path / "plain.dcm", seed=40, StudyInstanceUID=study)
+    jpeg_ls = tmp_path / "jpeg-ls.dcm"
+    assert dcmtk("dcmcjpls", str(plain), str(jpeg_ls)).returncode == 0
+    jpeg = tmp_path / "jpeg-lossless.dcm"
+    second = write_radiograph(tmp_path / "plain2.dcm", seed=41, StudyInstanceUID=study)
+    assert dcmtk("dcmcjpeg", str(second), str(jpeg)).returncode == 0
+    assert dcmread(jpeg_ls).file_meta.TransferSyntaxUID.is_compressed
+    for option, path in (("-xt", jpeg_ls), ("-xs", jpeg)):  # storescu proposes the file's syntax
+        sent = dcmtk(
+            "storescu", option, "-aet", "STORESCU", "-aec", "CXRXAI", "127.0.0.1", str(node.port), str(path)
+        )
+        assert sent.returncode == 0, sent.stderr
+    assert wait_for(lambda: _study_finished(node.store, study))["state"] == "done"
+    stored = list((running["config"].paths.spool / study).iterdir())
+    assert {str(dcmread(p).file_meta.TransferSyntaxUID) for p in stored} == {
+        str(dcmread(jpeg_ls).file_meta.TransferSyntaxUID),
+        str(dcmread(jpeg).file_meta.TransferSyntaxUID),
+    }  # spooled exactly as received
+    assert {state for state, _ in node.store.instance_states(study).values()} == {"done"}
+
+
+def test_refusal_reasons(tmp_path):
+    """Address outside the allowed networks: rejected-permanent, service-user, no reason given; disk
+    above the limit: rejected-transient, service-provider, local limit exceeded (the same path the
+    admission-control test takes end to end)."""
+    import ipaddress
+
+    from dicom_node.scp import REJECT_ADDRESS, REJECT_DISK_FULL, _refusal
+
+    networks = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.168.1.20")]
+    assert _refusal("127.0.0.1", networks, tmp_path, 100.0) == (REJECT_ADDRESS, "address")
+    assert _refusal("10.2.3.4", networks, tmp_path, 100.0) is None
+    assert _refusal("192.168.1.20", networks, tmp_path, 100.0) is None
+    assert _refusal("10.2.3.4", networks, tmp_path, 0.0001) == (REJECT_DISK_FULL, "disk-full")
+    assert _refusal("127.0.0.1", [], tmp_path, 100.0) is None
+    assert REJECT_ADDRESS == (0x01, 0x01, 0x01) and REJECT_DISK_FULL == (0x02, 0x03, 0x02)
