@@ -1,9 +1,9 @@
-"""Simple geometric chest radiographs as DICOM or PNG, for the demo and for input tests.
+"""Sample chest radiographs as DICOM or PNG, for the demo and for input tests.
 
-These are sample inputs with known geometry (lungs, heart, spine, ribs as ellipses and bands), not the
-anatomical phantom generator with ground-truth findings (that is `cxrxai phantoms`). They let us
-write every DICOM variant the reader must handle: MONOCHROME1/2, 8-16 bit, rescale and window, and every
-transfer syntax pydicom can encode.
+`chest_image` draws simple geometric chests (lungs, heart, spine, ribs as ellipses and bands) with known
+geometry, which lets the input tests write every DICOM variant the reader must handle: MONOCHROME1/2,
+8-16 bit, rescale and window, and every transfer syntax pydicom can encode. `write_samples` writes the
+demo's inputs from the anatomical phantom generator (`cxrxai phantoms`), the default model's domain.
 """
 
 from __future__ import annotations
@@ -140,19 +140,41 @@ def radiograph_dataset(
     return ds
 
 
+SAMPLE_FINDINGS: tuple[tuple[str, ...], ...] = (
+    ("No Finding",),
+    ("Cardiomegaly", "Pleural Effusion"),
+    ("Pneumothorax",),
+    ("Support Devices", "Consolidation"),
+)
+
+
 def write_samples(folder: str | Path, count: int = 2, seed: int = 0) -> list[Path]:
-    """Write `count` sample chest radiographs as DICOM CR (MONOCHROME1, 16 bit, non-square)."""
+    """Write `count` (at most 4) sample chest radiographs as DICOM CR (MONOCHROME1, 16 bit, 512 rows):
+    anatomical phantoms, the default model's domain, with the findings of SAMPLE_FINDINGS in turn (a
+    normal chest, cardiomegaly with effusion, ...), so the demo shows what the model does in-domain."""
+    from cxrxai.phantoms.generator import make_phantom
+
+    if not 1 <= count <= len(SAMPLE_FINDINGS):
+        raise ValueError(f"count must be 1 to {len(SAMPLE_FINDINGS)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for i in range(count):
-        pixels = chest_image(300 + 20 * i, 260 + 10 * i, seed=seed + i)
+    index = 0
+    for i, wanted in enumerate(SAMPLE_FINDINGS[:count]):
+        while True:  # the first phantom of the seed with exactly these findings (deterministic)
+            phantom = make_phantom(seed, index, rows=512)
+            index += 1
+            present = {name for name, value in phantom.labels.items() if value}
+            if present - {"Lung Opacity"} == set(wanted):
+                break
         ds = radiograph_dataset(
-            pixels,
+            phantom.image,
             photometric="MONOCHROME1",
             patient_id=f"CXRXAI-{i + 1:04d}",
             uid_seed=f"cxrxai-sample-{seed}-{i}",
+            view_position="AP" if phantom.patient.ap else "PA",
         )
+        ds.StudyDescription = f"Phantom chest radiograph ({', '.join(wanted)})"
         path = folder / f"sample-{i + 1}.dcm"
         ds.save_as(path, enforce_file_format=True)
         written.append(path)
