@@ -278,6 +278,9 @@ def test_kill_9_mid_job_and_destination_down(tiny_bundle, tmp_path):
     finally:
         second.send_signal(signal.SIGTERM)  # graceful stop
         assert second.wait(60) == 0
+    log = (tmp_path / "node.log").read_text()
+    assert '"level": "info"' in log  # the default level logs: without names, IDs or dates
+    assert "PHANTOM" not in log and "CXRXAI-0001" not in log and str(dcmread(sources[0]).StudyDate) not in log
 
 
 def test_orthanc_sends_to_node_and_gets_results_back(tiny_bundle, tmp_path):
