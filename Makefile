@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch on this machine's disk; never a CUDA build or torchvision in the default install.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[model,node,test]'
+	$(PY) -m pip install --quiet -e '.[model,node,index,test]'
 	touch $(STAMP)
 
 debs:

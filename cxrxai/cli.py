@@ -135,6 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--hash", default=None, help="also require this content hash")
     verify.set_defaults(run=run_verify)
+    results = commands.add_parser("results", help="the results index: ingest SR results, query them")
+    actions = results.add_subparsers(dest="action", required=True)
+    ingest = actions.add_parser("ingest", help="index our SR results from files or folders (idempotent)")
+    ingest.add_argument("inputs", nargs="+", type=Path, metavar="PATH")
+    ingest.add_argument("--index", default="cxrxai-results.sqlite", help="SQLite file or database URL")
+    ingest.set_defaults(run=run_results_ingest)
+    query = actions.add_parser("query", help="findings by filter, as a table, CSV or JSON")
+    query.add_argument("--index", default="cxrxai-results.sqlite", help="SQLite file or database URL")
+    query.add_argument("--finding", default=None)
+    query.add_argument("--min-probability", type=float, default=None)
+    query.add_argument("--max-probability", type=float, default=None)
+    query.add_argument("--decision", choices=("present", "absent"), default=None)
+    query.add_argument("--from", dest="date_from", type=_date, default=None, help="study date, YYYY-MM-DD")
+    query.add_argument("--to", dest="date_to", type=_date, default=None, help="study date, YYYY-MM-DD")
+    query.add_argument("--model-version", default=None)
+    query.add_argument("--study", default=None, help="Study Instance UID")
+    query.add_argument("--patient", default=None, help="Patient ID")
+    query.add_argument("--sort", default=None, help="a column, e.g. probability (default study_date)")
+    query.add_argument("--descending", action="store_true")
+    query.add_argument("--limit", type=int, default=None)
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.set_defaults(run=run_results_query)
     from dicom_node.cli import add_commands
 
     add_commands(commands)
@@ -302,6 +324,52 @@ def run_evaluate(args: argparse.Namespace) -> int:
     mean = report["mean_auroc"]
     print(f"{report['images']} images; mean AUROC {mean:.3f}" if mean is not None else "mean AUROC n/a")
     print(f"report in {args.out / 'report.md'}")
+    return 0
+
+
+def _date(text: str):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
+
+
+def run_results_ingest(args: argparse.Namespace) -> int:
+    from cxrxai.index import ResultsIndex
+
+    report = ResultsIndex(args.index).ingest(args.inputs)
+    for path, why in report.skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    print(f"{report.added} added, {report.unchanged} already indexed, {len(report.skipped)} skipped")
+    return 0
+
+
+def run_results_query(args: argparse.Namespace) -> int:
+    from cxrxai.index import ResultsIndex
+
+    decision = None if args.decision is None else args.decision == "present"
+    frame = ResultsIndex(args.index).query(
+        finding=args.finding,
+        min_probability=args.min_probability,
+        max_probability=args.max_probability,
+        decision=decision,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        model_version=args.model_version,
+        study_instance_uid=args.study,
+        patient_id=args.patient,
+        sort=args.sort,
+        descending=args.descending,
+        limit=args.limit,
+    )
+    if args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(frame.to_json(orient="records", date_format="iso", indent=1))
+    else:
+        print(frame.to_string(index=False) if len(frame) else "no matching findings")
     return 0
 
 
