@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 # Debian packages the tests use: DCMTK (JPEG lossless encoder, storescp/storescu), dicom3tools (dciodvfy),
-# Orthanc (the PACS the node talks to in tests).
-DEB_PACKAGES := dcmtk dicom3tools orthanc
-DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc
+# Orthanc (the PACS the node talks to in tests), PostgreSQL (the shared results index in tests).
+DEB_PACKAGES := dcmtk dicom3tools orthanc postgresql
+DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc pg_ctlcluster
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo lint bench debs clean samples model

@@ -89,3 +89,26 @@ def test_bad_queries_are_one_readable_line(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err.splitlines()[-1]
     with pytest.raises(SystemExit):
         main(["results", "query", "--index", url, "--from", "yesterday"])
+
+
+def test_postgresql_and_sqlite_give_the_same_answers(explainer, tmp_path):
+    from tests.postgres_server import postgres
+
+    _results(explainer, tmp_path / "results", 3)
+    sqlite = ResultsIndex(tmp_path / "index.sqlite")
+    sqlite.ingest([tmp_path / "results"])
+    with postgres() as url:
+        server = ResultsIndex(url)
+        assert server.ingest([tmp_path / "results"]).added == 3
+        assert server.ingest([tmp_path / "results"]).unchanged == 3
+        queries = [
+            {},
+            {"finding": "Edema", "sort": "probability", "descending": True},
+            {"decision": True},
+            {"date_from": dt.date(2026, 6, 1)},
+            {"patient_id": "P1", "limit": 5},
+        ]
+        for filters in queries:
+            ours, theirs = sqlite.query(**filters), server.query(**filters)
+            assert ours.astype(str).equals(theirs.astype(str)), filters
+        server.engine.dispose()

@@ -117,7 +117,9 @@ class ResultsIndex:
                 statement = statement.where(condition())
         order = sort or "study_date"
         column = statement.selected_columns[order]
-        statement = statement.order_by(column.desc() if descending else column, Image.sop_instance_uid)
+        statement = statement.order_by(
+            column.desc() if descending else column, Image.sop_instance_uid, Image.model_hash, Finding.name
+        )  # a total order: every database returns the same rows in the same order
         if limit is not None:
             statement = statement.limit(limit)
         with self.engine.connect() as connection:
