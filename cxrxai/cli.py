@@ -4,6 +4,7 @@ does not stop the other inputs."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--limit", type=int, default=None)
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.set_defaults(run=run_results_query)
+    stats = actions.add_parser("stats", help="per-finding prevalence, score distributions, trend by month")
+    stats.add_argument("--index", default="cxrxai-results.sqlite", help="SQLite file or database URL")
+    stats.add_argument("--model-version", default=None)
+    stats.add_argument("--from", dest="date_from", type=_date, default=None, help="study date, YYYY-MM-DD")
+    stats.add_argument("--to", dest="date_to", type=_date, default=None, help="study date, YYYY-MM-DD")
+    stats.add_argument("--plots", type=Path, default=None, help="also write PNG plots to this folder")
+    stats.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    stats.set_defaults(run=run_results_stats)
     from dicom_node.cli import add_commands
 
     add_commands(commands)
@@ -370,6 +379,31 @@ def run_results_query(args: argparse.Namespace) -> int:
         print(frame.to_json(orient="records", date_format="iso", indent=1))
     else:
         print(frame.to_string(index=False) if len(frame) else "no matching findings")
+    return 0
+
+
+def run_results_stats(args: argparse.Namespace) -> int:
+    from cxrxai.index import ResultsIndex
+    from cxrxai.index.stats import finding_summary, prevalence_by_month, write_plots
+
+    rows = ResultsIndex(args.index).query(
+        date_from=args.date_from, date_to=args.date_to, model_version=args.model_version
+    )
+    if rows.empty:
+        raise CXRXAIError("no indexed results match; ingest SR results first (cxrxai results ingest)")
+    summary, monthly = finding_summary(rows), prevalence_by_month(rows)
+    if args.format == "json":
+        print(json.dumps({"findings": summary.to_dict(orient="records"),
+                          "prevalence_by_month": monthly.to_dict(orient="index")}, indent=1))  # fmt: skip
+    elif args.format == "csv":
+        print(summary.to_csv(index=False), end="")
+    else:
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print("\nprevalence by study month:")
+        print(monthly.T.to_string(float_format=lambda v: f"{v:.2f}"))
+    if args.plots is not None:
+        for path in write_plots(rows, args.plots):
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

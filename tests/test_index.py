@@ -112,3 +112,29 @@ def test_postgresql_and_sqlite_give_the_same_answers(explainer, tmp_path):
             ours, theirs = sqlite.query(**filters), server.query(**filters)
             assert ours.astype(str).equals(theirs.astype(str)), filters
         server.engine.dispose()
+
+
+def test_stats_prevalence_distribution_and_trend(explainer, tmp_path, capsys):
+    from cxrxai.index.stats import finding_summary, prevalence_by_month
+
+    _results(explainer, tmp_path / "results", 3)
+    index = ResultsIndex(tmp_path / "index.sqlite")
+    index.ingest([tmp_path / "results"])
+    rows = index.query()
+    summary = finding_summary(rows).set_index("finding")
+    for name, group in rows.groupby("finding"):
+        assert summary.loc[name, "images"] == 3
+        assert summary.loc[name, "positives"] == int(group.present.sum())
+        assert summary.loc[name, "mean_probability"] == pytest.approx(group.probability.mean())
+    monthly = prevalence_by_month(rows)
+    assert list(monthly.index) == ["2026-01", "2026-06"]  # two images in January, one in June
+    june = rows[rows.study_date.astype(str) == "2026-06-10"].set_index("finding")
+    assert (monthly.loc["2026-06"] == june.loc[monthly.columns, "present"].astype(float)).all()
+    url = str(tmp_path / "index.sqlite")
+    assert main(["results", "stats", "--index", url, "--plots", str(tmp_path / "plots")]) == 0
+    out = capsys.readouterr().out
+    assert "prevalence by study month" in out and "Cardiomegaly" in out
+    for name in ("prevalence_by_month.png", "score_distributions.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 5000
+    assert main(["results", "stats", "--index", str(tmp_path / "empty.sqlite")]) == 2
+    assert "ingest SR results first" in capsys.readouterr().err
