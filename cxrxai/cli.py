@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--sort", default=None, help="a column, e.g. probability (default study_date)")
     query.add_argument("--descending", action="store_true")
     query.add_argument("--limit", type=int, default=None)
-    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    query.add_argument("--out", type=Path, default=None, help="write to this file (required for parquet)")
     query.set_defaults(run=run_results_query)
     stats = actions.add_parser("stats", help="per-finding prevalence, score distributions, trend by month")
     stats.add_argument("--index", default="cxrxai-results.sqlite", help="SQLite file or database URL")
@@ -373,12 +374,23 @@ def run_results_query(args: argparse.Namespace) -> int:
         descending=args.descending,
         limit=args.limit,
     )
+    if args.format == "parquet":
+        if args.out is None:
+            raise CXRXAIError("--format parquet writes a file: add --out FILE.parquet")
+        frame.to_parquet(args.out, index=False)
+        print(f"{len(frame)} rows written to {args.out}")
+        return 0
     if args.format == "csv":
-        print(frame.to_csv(index=False), end="")
+        text = frame.to_csv(index=False)
     elif args.format == "json":
-        print(frame.to_json(orient="records", date_format="iso", indent=1))
+        text = frame.to_json(orient="records", date_format="iso", indent=1) + "\n"
     else:
-        print(frame.to_string(index=False) if len(frame) else "no matching findings")
+        text = (frame.to_string(index=False) if len(frame) else "no matching findings") + "\n"
+    if args.out is not None:
+        args.out.write_text(text)
+        print(f"{len(frame)} rows written to {args.out}")
+    else:
+        print(text, end="")
     return 0
 
 

@@ -78,6 +78,15 @@ def test_cli_ingest_and_query_formats(explainer, tmp_path, capsys):
     )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("study_instance_uid,") and len(lines) == 4
+    parquet = tmp_path / "edema.parquet"
+    assert main(["results", "query", "--index", url, "--finding", "Edema", "--format", "parquet",
+                 "--out", str(parquet)]) == 0  # fmt: skip
+    import pandas as pd
+
+    table = pd.read_parquet(parquet)
+    assert len(table) == 2 and set(table.finding) == {"Edema"}
+    assert table.probability.tolist() == ResultsIndex(url).query(finding="Edema").probability.tolist()
+    assert main(["results", "query", "--index", url, "--format", "parquet"]) == 2  # needs --out
 
 
 def test_bad_queries_are_one_readable_line(tmp_path, capsys):
