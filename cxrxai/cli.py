@@ -257,6 +257,8 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def summary_table(explanation) -> str:
+    """Findings and CTR as a text table, from anything with `findings` and `ctr`: an Explanation, or
+    the ReportedFindings read back from an SR (the demo prints what the PACS received)."""
     lines = [f"{'finding':<28} {'probability':>11} {'threshold':>9}  decision"]
     for f in explanation.findings:
         lines.append(

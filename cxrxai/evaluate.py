@@ -213,17 +213,9 @@ def evaluate(
         report["findings"][name] = entry
     report["mean_auroc"] = float(np.mean(aurocs)) if aurocs else None
     for name, dice_scores in segmentation.items():
-        array = np.array(dice_scores)
-        report["anatomy"][f"dice_{slug(name)}"] = {
-            "mean": float(array.mean()),
-            "ci95": bootstrap_interval(array, np.mean, rng),
-        }
+        report["anatomy"][f"dice_{slug(name)}"] = _summary(np.array(dice_scores), rng)
     if ctr_errors:
-        array = np.array(ctr_errors)
-        report["anatomy"]["ctr_abs_error"] = {
-            "mean": float(array.mean()),
-            "ci95": bootstrap_interval(array, np.mean, rng),
-        }
+        report["anatomy"]["ctr_abs_error"] = _summary(np.array(ctr_errors), rng)
     for method_layer, records in tuning.items():
         localisation[method_layer]["iou_tuned"] = cross_fitted_tuned_iou(records)
     for method_layer, metrics in sorted(localisation.items()):

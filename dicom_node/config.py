@@ -85,7 +85,7 @@ class RoutingSection:
     body_parts: tuple[str, ...] = ("CHEST", "THORAX", "LUNG", "RIB", "RIBS")
     views: tuple[str, ...] = ("PA", "AP")
     # when Body Part Examined / View Position are missing, look for these words in the descriptions
-    description_keywords: tuple[str, ...] = ("CHEST", "THORAX", "THX", "CXR", "LUNG", "TORAX", "THORAX")
+    description_keywords: tuple[str, ...] = ("CHEST", "THORAX", "THX", "CXR", "LUNG", "TORAX")
 
 
 @dataclass(frozen=True)

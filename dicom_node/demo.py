@@ -24,9 +24,10 @@ TIMEOUT_SECONDS = 300
 
 
 def run(out: Path = OUT) -> int:
-    from pynetdicom import AE, evt
+    from pynetdicom import AE, StoragePresentationContexts, evt
 
     from cxrxai.cli import DEFAULT_BUNDLE
+    from cxrxai.dicom.results import result_file_name
     from cxrxai.samples import write_samples
     from dicom_node.config import Destination, NodeConfig, NodeSection, PathsSection, ProcessingSection
     from dicom_node.logs import configure_logging
@@ -49,13 +50,11 @@ def run(out: Path = OUT) -> int:
     def store(event) -> int:
         dataset = event.dataset
         dataset.file_meta = event.file_meta
-        dataset.save_as(
-            pacs_folder / f"{dataset.Modality}-{dataset.SOPInstanceUID}.dcm", enforce_file_format=True
-        )
+        dataset.save_as(pacs_folder / result_file_name(dataset), enforce_file_format=True)
         return 0x0000
 
     pacs = AE(ae_title="DEMOPACS")
-    pacs.supported_contexts = _storage_contexts()
+    pacs.supported_contexts = StoragePresentationContexts
     pacs_server = pacs.start_server(
         ("127.0.0.1", _free_port()), block=False, evt_handlers=[(evt.EVT_C_STORE, store)]
     )
@@ -114,6 +113,7 @@ def _report(pacs_folder: Path) -> int:
     import numpy as np
     from PIL import Image
 
+    from cxrxai.cli import summary_table
     from cxrxai.dicom.sr import read_sr
 
     reports = sorted(pacs_folder.glob("SR-*.dcm"))
@@ -124,23 +124,13 @@ def _report(pacs_folder: Path) -> int:
         found = read_sr(dcmread(path))
         print(f"== findings for source image {found.source_sop_instance_uid} ({found.algorithm_name} "
               f"{found.algorithm_version}), from the SR the PACS received:")  # fmt: skip
-        print(f"{'finding':<28} {'probability':>11} {'threshold':>9}  decision")
-        for f in found.findings:
-            decision = "PRESENT" if found.present[f.name] else "absent"
-            print(f"{f.name:<28} {f.probability:>11.3f} {f.threshold:>9.2f}  {decision}")
-        print(f"{'cardiothoracic ratio':<28} {'n/a' if found.ctr is None else f'{found.ctr:.3f}':>11}\n")
+        print(summary_table(found), end="\n\n")  # the CLI's table, from what the SR says
     for path in sorted(pacs_folder.glob("OT-*.dcm")):  # Secondary Capture pages: the overlays
         Image.fromarray(np.asarray(dcmread(path).pixel_array)).save(path.with_suffix(".png"))
     kinds = sorted({p.name.split("-")[0] for p in pacs_folder.glob("*.dcm")})
     print(f"DICOM results at the demo PACS ({', '.join(kinds)}): {pacs_folder}/")
     print(f"Overlays (Secondary Capture pages, also as PNG): {pacs_folder}/OT-*.png")
     return 0
-
-
-def _storage_contexts():
-    from pynetdicom import StoragePresentationContexts
-
-    return StoragePresentationContexts
 
 
 def _free_port() -> int:

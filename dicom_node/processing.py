@@ -92,7 +92,7 @@ class Worker:
         return "failed" if outcomes else "done"
 
     def process_instance(self, job: Job, row) -> str:
-        from cxrxai.dicom.results import build_dicom_results
+        from cxrxai.dicom.results import build_dicom_results, result_file_name
         from cxrxai.io import read_radiograph
 
         sop = row["sop_instance_uid"]
@@ -121,7 +121,7 @@ class Worker:
         folder = self.config.paths.results / job.study_instance_uid / sop
         written = []
         for dataset in objects:
-            target = folder / f"{dataset.Modality}-{dataset.SOPInstanceUID}.dcm"
+            target = folder / result_file_name(dataset)
             durable_write(target, _encode(dataset))
             written.append((str(dataset.SOPInstanceUID), target))
         self.metrics.stage_seconds.labels(stage="encoding").observe(time.perf_counter() - started)

@@ -102,6 +102,11 @@ def build_dicom_results(
     return [*segmentations, *pages, presentation, sr]
 
 
+def result_file_name(dataset: Dataset) -> str:
+    """<Modality>-<SOP Instance UID>.dcm: one name per object, the same wherever it is written."""
+    return f"{dataset.Modality}-{dataset.SOPInstanceUID}.dcm"
+
+
 def write_dicom_results(
     explanation: Explanation,
     source: Dataset,
@@ -109,12 +114,12 @@ def write_dicom_results(
     folder: str | Path,
     selection: HeatmapSelection = HeatmapSelection(),
 ) -> list[Path]:
-    """Write the objects as <Modality>-<SOP Instance UID>.dcm: deterministic names, so re-runs overwrite."""
+    """Write the objects under their `result_file_name`s: deterministic, so re-runs overwrite."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for dataset in build_dicom_results(explanation, source, pixels, selection):
-        path = folder / f"{dataset.Modality}-{dataset.SOPInstanceUID}.dcm"
+        path = folder / result_file_name(dataset)
         dataset.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
