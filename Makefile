@@ -29,7 +29,7 @@ debs:
 	fi
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cxrxai dicom_node tests bench
+	$(VENV)/bin/ruff check cxrxai dicom_node slicer_cxrxai tests bench
 	$(VENV)/bin/mypy
 
 test: $(STAMP) debs lint
@@ -50,6 +50,7 @@ bench: $(BENCH_STAMP) $(STAMP) debs
 	$(BENCH_VENV)/bin/python bench/bench_explain.py
 	# the node benchmark needs no torchvision: it runs in the project's own venv
 	$(PY) bench/bench_node.py
+	$(PY) bench/bench_index.py
 
 # The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
 samples: $(STAMP)

@@ -138,21 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=run_verify)
     results = commands.add_parser("results", help="the results index: ingest SR results, query them")
     actions = results.add_subparsers(dest="action", required=True)
-    ingest = actions.add_parser("ingest", help="index our SR results from files or folders (idempotent)")
-    ingest.add_argument("inputs", nargs="+", type=Path, metavar="PATH")
+    ingest = actions.add_parser(
+        "ingest", help="index our SR results from files, folders or a PACS (idempotent)"
+    )
+    ingest.add_argument("inputs", nargs="*", type=Path, metavar="PATH")
     ingest.add_argument("--index", default="cxrxai-results.sqlite", help="SQLite file or database URL")
+    ingest.add_argument("--pacs", default=None, help="also C-FIND / C-GET our SRs from AE@host:port")
+    ingest.add_argument(
+        "--into", type=Path, default=Path("cxrxai-pacs-results"), help="where retrieved files go"
+    )
+    ingest.add_argument("--ae", default="CXRXAI", help="our calling AE title (the PACS must know it)")
+    ingest.add_argument("--from", dest="date_from", type=_date, default=None, help="study date, YYYY-MM-DD")
+    ingest.add_argument("--to", dest="date_to", type=_date, default=None, help="study date, YYYY-MM-DD")
+    ingest.add_argument("--heatmaps", action="store_true", help="also retrieve the SRs' SEG and SC objects")
     ingest.set_defaults(run=run_results_ingest)
     query = actions.add_parser("query", help="findings by filter, as a table, CSV or JSON")
-    query.add_argument("--index", default="cxrxai-results.sqlite", help="SQLite file or database URL")
-    query.add_argument("--finding", default=None)
-    query.add_argument("--min-probability", type=float, default=None)
-    query.add_argument("--max-probability", type=float, default=None)
-    query.add_argument("--decision", choices=("present", "absent"), default=None)
-    query.add_argument("--from", dest="date_from", type=_date, default=None, help="study date, YYYY-MM-DD")
-    query.add_argument("--to", dest="date_to", type=_date, default=None, help="study date, YYYY-MM-DD")
-    query.add_argument("--model-version", default=None)
-    query.add_argument("--study", default=None, help="Study Instance UID")
-    query.add_argument("--patient", default=None, help="Patient ID")
+    _add_filters(query)
     query.add_argument("--sort", default=None, help="a column, e.g. probability (default study_date)")
     query.add_argument("--descending", action="store_true")
     query.add_argument("--limit", type=int, default=None)
@@ -167,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--plots", type=Path, default=None, help="also write PNG plots to this folder")
     stats.add_argument("--format", choices=("table", "csv", "json"), default="table")
     stats.set_defaults(run=run_results_stats)
+    export = actions.add_parser("export", help="a de-identified cohort: findings table and DICOM results")
+    _add_filters(export)
+    export.add_argument("--out", type=Path, required=True, help="a new folder")
+    export.add_argument("--heatmaps", action="store_true", help="include the heatmap SEG and SC objects")
+    export.add_argument(
+        "--key-file", type=Path, default=None,
+        help="a file holding the pseudonymisation key: the same key gives the same pseudonyms and date "
+        "shifts in every export (default: a random key, consistent within this export only)",
+    )  # fmt: skip
+    export.set_defaults(run=run_results_export)
     from dicom_node.cli import add_commands
 
     add_commands(commands)
@@ -348,33 +359,74 @@ def _date(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
 
 
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    """The filters of `ResultsIndex.query`, shared by query and export."""
+    parser.add_argument("--index", default="cxrxai-results.sqlite", help="SQLite file or database URL")
+    parser.add_argument("--finding", default=None)
+    parser.add_argument("--min-probability", type=float, default=None)
+    parser.add_argument("--max-probability", type=float, default=None)
+    parser.add_argument("--decision", choices=("present", "absent"), default=None)
+    parser.add_argument("--from", dest="date_from", type=_date, default=None, help="study date, YYYY-MM-DD")
+    parser.add_argument("--to", dest="date_to", type=_date, default=None, help="study date, YYYY-MM-DD")
+    parser.add_argument("--model-version", default=None)
+    parser.add_argument("--study", default=None, help="Study Instance UID")
+    parser.add_argument("--patient", default=None, help="Patient ID")
+
+
+def _filters(args: argparse.Namespace) -> dict:
+    return {
+        "finding": args.finding,
+        "min_probability": args.min_probability,
+        "max_probability": args.max_probability,
+        "decision": None if args.decision is None else args.decision == "present",
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+        "model_version": args.model_version,
+        "study_instance_uid": args.study,
+        "patient_id": args.patient,
+    }
+
+
 def run_results_ingest(args: argparse.Namespace) -> int:
     from cxrxai.index import ResultsIndex
 
-    report = ResultsIndex(args.index).ingest(args.inputs)
-    for path, why in report.skipped:
-        print(f"skipped {path}: {why}", file=sys.stderr)
-    print(f"{report.added} added, {report.unchanged} already indexed, {len(report.skipped)} skipped")
+    if not args.inputs and args.pacs is None:
+        raise CXRXAIError("give SR files or folders to ingest, or --pacs AE@host:port")
+    index = ResultsIndex(args.index)
+    if args.inputs:
+        report = index.ingest(args.inputs)
+        for path, why in report.skipped:
+            print(f"skipped {path}: {why}", file=sys.stderr)
+        print(
+            f"{report.added} added, {report.unchanged} already indexed, {report.attached} result files "
+            f"attached, {len(report.skipped)} skipped"
+        )
+    if args.pacs is not None:
+        try:
+            from dicom_node.pacs_results import Peer, ingest_from_pacs
+        except ImportError:
+            raise CXRXAIError("ingest from a PACS needs the node extra: pip install 'cxrxai[node]'") from None
+        pacs = ingest_from_pacs(
+            index, Peer.parse(args.pacs), args.into, args.ae, args.date_from, args.date_to, args.heatmaps
+        )
+        retrieval = pacs.retrieval
+        for uid, why in retrieval.failed:
+            print(f"not retrieved {uid}: {why}", file=sys.stderr)
+        print(
+            f"PACS {args.pacs}: {retrieval.found} SRs found, {retrieval.skipped} already indexed, "
+            f"{retrieval.retrieved} objects retrieved, {pacs.ingest.added} added, "
+            f"{pacs.ingest.attached} result files attached, {len(retrieval.failed)} failed"
+        )
+        if retrieval.failed:
+            return 1
     return 0
 
 
 def run_results_query(args: argparse.Namespace) -> int:
     from cxrxai.index import ResultsIndex
 
-    decision = None if args.decision is None else args.decision == "present"
     frame = ResultsIndex(args.index).query(
-        finding=args.finding,
-        min_probability=args.min_probability,
-        max_probability=args.max_probability,
-        decision=decision,
-        date_from=args.date_from,
-        date_to=args.date_to,
-        model_version=args.model_version,
-        study_instance_uid=args.study,
-        patient_id=args.patient,
-        sort=args.sort,
-        descending=args.descending,
-        limit=args.limit,
+        **_filters(args), sort=args.sort, descending=args.descending, limit=args.limit
     )
     if args.format == "parquet":
         if args.out is None:
@@ -418,6 +470,26 @@ def run_results_stats(args: argparse.Namespace) -> int:
     if args.plots is not None:
         for path in write_plots(rows, args.plots):
             print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def run_results_export(args: argparse.Namespace) -> int:
+    from cxrxai.index import ResultsIndex
+    from cxrxai.index.export import export_cohort
+
+    key = None
+    if args.key_file is not None:
+        try:
+            key = args.key_file.read_text().strip()
+        except OSError as exc:
+            raise CXRXAIError(f"--key-file {args.key_file}: {exc.strerror}") from None
+        if len(key) < 16:
+            raise CXRXAIError(f"--key-file {args.key_file}: the key must be at least 16 characters")
+    report = export_cohort(ResultsIndex(args.index), args.out, key, args.heatmaps, **_filters(args))
+    print(
+        f"{report.images} images of {report.patients} patients de-identified into {report.folder} "
+        f"({report.files} DICOM files, cohort.csv, cohort.parquet)"
+    )
     return 0
 
 

@@ -66,6 +66,12 @@ class PathsSection:
     database: Path = Path("node-data/node.sqlite")
     results: Path = Path("node-data/results")  # every result object is also kept here
     audit_log: Path = Path("node-data/audit.log")
+    index: Path = Path("node-data/results.sqlite")  # the results index (cxrxai results query --index)
+    index_url: str = ""  # a database URL instead (postgresql+psycopg://...), for an index shared by nodes
+
+    @property
+    def index_location(self) -> str:
+        return self.index_url or str(self.index)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ def run(out: Path = OUT) -> int:
             database=out / "node" / "node.sqlite",
             results=out / "node" / "results",
             audit_log=out / "node" / "audit.log",
+            index=out / "node" / "results.sqlite",
         ),
         processing=ProcessingSection(bundle=bundle),
         destinations=(Destination("pacs", "DEMOPACS", "127.0.0.1", int(pacs_server.server_address[1])),),

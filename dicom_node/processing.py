@@ -2,12 +2,13 @@
 
 For each new instance of a claimed study: route it (skip non-chest / lateral with the reason), read
 it, explain it, write the DICOM results (SR, SEG, SC, GSPS) under `results/<study>/<source SOP>/`
-(fsync'ed), then in one transaction record it in the results index, queue one delivery per result
-object and destination, and mark the instance done. A crash anywhere before that commit leaves the
-instance new; the job is re-run and, because result UIDs are derived from the source and the bundle
-(`cxrxai.dicom.common.result_uid`), produces the same objects, which the outbox's unique key will not
-queue twice. One bad image fails only itself; a job whose infrastructure fails (database, disk) is
-retried, then marked failed with the error.
+(fsync'ed), add it to the results index (`cxrxai.index`, keyed by the SR's UID), then in one
+transaction queue one delivery per result object and destination and mark the instance done. A crash
+anywhere before that commit leaves the instance new; the job is re-run and, because result UIDs are
+derived from the source and the bundle (`cxrxai.dicom.common.result_uid`), produces the same objects,
+which the index already holds and the outbox's unique key will not queue twice. One bad image fails
+only itself; a job whose infrastructure fails (database, disk) is retried, then marked failed with the
+error.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dicom_node.config import NodeConfig
 from dicom_node.metrics import Metrics
 from dicom_node.routing import route
 from dicom_node.spool import durable_write
-from dicom_node.store import Job, ResultRecord, Store
+from dicom_node.store import Job, Store
 
 LOG = logging.getLogger("dicom_node.worker")
 
@@ -35,6 +36,7 @@ class Worker:
         from cxrxai.cli import DEFAULT_BUNDLE
         from cxrxai.dicom.results import HeatmapSelection
         from cxrxai.explain import Explainer
+        from cxrxai.index import ResultsIndex
 
         processing = config.processing
         self.config = config
@@ -46,6 +48,7 @@ class Worker:
         )
         self.selection = HeatmapSelection(processing.heatmaps)
         self.destinations = [(d.name, "folder" if d.folder else "dicom") for d in config.destinations]
+        self.index = ResultsIndex(config.paths.index_location)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -131,8 +134,10 @@ class Worker:
         webhook = None
         if urgent and self.config.triage.webhook_url:
             webhook = (self.config.triage.webhook_url, self._notification(job, header, explanation))
+        self.index.add(_indexed(objects, written, inference))
         self.store.commit_results(
-            _record(header, explanation, inference, objects),
+            job.study_instance_uid,
+            sop,
             written,
             self.destinations,
             urgent,
@@ -171,26 +176,17 @@ def _encode(dataset) -> bytes:
     return buffer.getvalue()
 
 
-def _record(header, explanation, seconds: float, objects) -> ResultRecord:
-    uids: dict[str, list[str]] = {}
-    for dataset in objects:
-        uids.setdefault(str(dataset.Modality), []).append(str(dataset.SOPInstanceUID))
-    return ResultRecord(
-        source_sop_instance_uid=str(header.SOPInstanceUID),
-        study_instance_uid=str(header.StudyInstanceUID),
-        series_instance_uid=str(header.SeriesInstanceUID),
-        patient_id=str(header.get("PatientID", "")) or None,
-        study_date=str(header.get("StudyDate", "")) or None,
-        modality=str(header.get("Modality", "")) or None,
-        view_position=str(header.get("ViewPosition", "")) or None,
-        model_name=str(explanation.model["name"]),
-        model_version=str(explanation.model["version"]),
-        model_hash=str(explanation.model["content_hash"]),
-        processing_seconds=seconds,
-        cardiothoracic_ratio=explanation.ctr,
-        result_uids=uids,
-        findings=[(f.name, f.probability, f.threshold, f.present) for f in explanation.findings],
-    )
+def _indexed(objects, written: list[tuple[str, Path]], seconds: float):
+    """The results-index rows of one processed image, read from the SR just written (the same reading
+    as `cxrxai results ingest`, so both ways in give the same rows) plus the inference time."""
+    from cxrxai.index.store import image_from_sr
+
+    files = {uid: str(path) for uid, path in written}
+    sr = next(d for d in objects if d.Modality == "SR")
+    image = image_from_sr(sr, files[str(sr.SOPInstanceUID)], processing_seconds=seconds)
+    for obj in image.objects:
+        obj.path = files.get(obj.sop_instance_uid, obj.path)
+    return image
 
 
 def worker_main(config: NodeConfig, name: str, poll_seconds: float = 0.2) -> None:

@@ -36,6 +36,7 @@ class Node:
         metrics_dir.mkdir(parents=True)
         # before prometheus_client is imported here or in any worker: every process writes its own files
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        from cxrxai.index import ResultsIndex
         from dicom_node.audit import AuditLog
         from dicom_node.metrics import Metrics, serve_http
         from dicom_node.scp import start_server
@@ -43,6 +44,7 @@ class Node:
         from dicom_node.store import Store
 
         self.store = Store(self.config.paths.database)
+        ResultsIndex(self.config.paths.index_location).engine.dispose()  # create / upgrade it once, here
         requeued = self.store.requeue_in_flight()
         if requeued:
             LOG.info("re-queued %d job(s) left in flight by the previous run", requeued)

@@ -1,5 +1,5 @@
-"""The node's durable state in one SQLite file (WAL): received instances, study jobs, the outbox of
-deliveries, and the local results index.
+"""The node's durable state in one SQLite file (WAL): received instances, study jobs and the outbox of
+deliveries. (The results index is `cxrxai.index`, a database of its own: `[paths] index`.)
 
 Why SQLite: every state change is one short transaction that survives `kill -9` and power loss
 (`synchronous=FULL`), several processes (the receiver, the workers, the sender) share it safely, and
@@ -69,30 +69,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     UNIQUE (sop_instance_uid, destination)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, urgent DESC, next_attempt_at);
-CREATE TABLE IF NOT EXISTS results (
-    source_sop_instance_uid TEXT PRIMARY KEY,
-    study_instance_uid TEXT NOT NULL,
-    series_instance_uid TEXT NOT NULL,
-    patient_id TEXT,
-    study_date TEXT,
-    modality TEXT,
-    view_position TEXT,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    model_hash TEXT NOT NULL,
-    processing_seconds REAL NOT NULL,
-    cardiothoracic_ratio REAL,
-    result_uids TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS result_findings (
-    source_sop_instance_uid TEXT NOT NULL,
-    finding TEXT NOT NULL,
-    probability REAL NOT NULL,
-    threshold REAL NOT NULL,
-    present INTEGER NOT NULL,
-    PRIMARY KEY (source_sop_instance_uid, finding)
-);
 """
 
 FINISHED = ("done", "skipped", "failed")
@@ -118,26 +94,6 @@ class Delivery:
     state: str
     attempts: int
     last_error: str | None
-
-
-@dataclass(frozen=True)
-class ResultRecord:
-    """One processed radiograph, for the results index."""
-
-    source_sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    patient_id: str | None
-    study_date: str | None
-    modality: str | None
-    view_position: str | None
-    model_name: str
-    model_version: str
-    model_hash: str
-    processing_seconds: float
-    cardiothoracic_ratio: float | None
-    result_uids: dict[str, list[str]]
-    findings: list[tuple[str, float, float, bool]]  # name, probability, threshold, present
 
 
 class Store:
@@ -308,33 +264,23 @@ class Store:
 
     def commit_results(
         self,
-        record: ResultRecord,
+        study_instance_uid: str,
+        source_sop_instance_uid: str,
         objects: list[tuple[str, Path]],
         destinations: list[tuple[str, str]],
         urgent: bool,
         webhook: tuple[str, dict] | None = None,
     ) -> None:
-        """In one transaction: the results-index rows, one delivery per (object, destination), an
-        optional webhook notification, and the source instance marked done. `objects` are (SOP
-        Instance UID, file) already on disk; `destinations` are (name, kind)."""
+        """In one transaction: one delivery per (object, destination), an optional webhook notification,
+        and the source instance marked done. `objects` are (SOP Instance UID, file) already on disk and
+        in the results index; `destinations` are (name, kind). Committing the same results again (a job
+        re-run after a crash) queues nothing twice."""
         now = time.time()
         with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (record.source_sop_instance_uid, record.study_instance_uid, record.series_instance_uid,
-                 record.patient_id, record.study_date, record.modality, record.view_position,
-                 record.model_name, record.model_version, record.model_hash, record.processing_seconds,
-                 record.cardiothoracic_ratio, json.dumps(record.result_uids), now),
-            )  # fmt: skip
-            db.executemany(
-                "INSERT OR REPLACE INTO result_findings VALUES (?, ?, ?, ?, ?)",
-                [(record.source_sop_instance_uid, name, p, t, int(present))
-                 for name, p, t, present in record.findings],
-            )  # fmt: skip
             db.executemany(
                 "INSERT OR IGNORE INTO deliveries (study_instance_uid, sop_instance_uid, destination, kind, "
                 "path, urgent, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(record.study_instance_uid, uid, name, kind, str(path), int(urgent), now, now)
+                [(study_instance_uid, uid, name, kind, str(path), int(urgent), now, now)
                  for uid, path in objects for name, kind in destinations],
             )  # fmt: skip
             if webhook is not None:
@@ -343,12 +289,12 @@ class Store:
                     "INSERT OR IGNORE INTO deliveries (study_instance_uid, sop_instance_uid, destination, "
                     "kind, payload, urgent, next_attempt_at, created_at) "
                     "VALUES (?, ?, ?, 'webhook', ?, 1, ?, ?)",
-                    (record.study_instance_uid, f"webhook:{record.source_sop_instance_uid}", url,
+                    (study_instance_uid, f"webhook:{source_sop_instance_uid}", url,
                      json.dumps(body), now, now),
                 )  # fmt: skip
             db.execute(
                 "UPDATE instances SET state = 'done', reason = NULL WHERE sop_instance_uid = ?",
-                (record.source_sop_instance_uid,),
+                (source_sop_instance_uid,),
             )
 
     def due_deliveries(self, limit: int = 100, now: float | None = None) -> list[Delivery]:
@@ -436,13 +382,6 @@ class Store:
             (study_instance_uid,),
         )
         return {row[0]: (row[1], row[2]) for row in rows}
-
-    def findings(self, source_sop_instance_uid: str) -> dict[str, float]:
-        rows = self._connection().execute(
-            "SELECT finding, probability FROM result_findings WHERE source_sop_instance_uid = ?",
-            (source_sop_instance_uid,),
-        )
-        return {row[0]: row[1] for row in rows}
 
 
 def _delivery(row: sqlite3.Row) -> Delivery:

@@ -145,6 +145,7 @@ def node_toml(root: Path, bundle: Path, port: int, destinations: list[dict], **s
             "database": "node.sqlite",
             "results": "results",
             "audit_log": "audit.log",
+            "index": "results.sqlite",
         },
         "processing": {"bundle": str(bundle), "workers": 1, "methods": ["gradcam"]},
         "retry": {"initial_delay_seconds": 0.3, "max_delay_seconds": 1.0, "max_attempts": 50},

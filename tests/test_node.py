@@ -124,13 +124,19 @@ def test_echo_store_explain_and_deliver(running, tmp_path):
     archived = {dcmread(p).SOPInstanceUID for p in (running["root"] / "archive").iterdir()}
     assert {d.SOPInstanceUID for d in ours} <= archived
     # the results index has the image and its 14 findings
-    row = (
-        node.store._connection()
-        .execute("SELECT * FROM results WHERE study_instance_uid = ?", (study,))
-        .fetchone()
-    )
-    assert row["model_hash"].startswith("sha256:") and json.loads(row["result_uids"])["SR"]
-    assert len(node.store.findings(row["source_sop_instance_uid"])) == 14
+    from cxrxai.index import ResultsIndex
+
+    index = ResultsIndex(node.config.paths.index_location)
+    rows = index.query(study_instance_uid=study)
+    assert len(rows) == 14 and rows.model_hash.str.startswith("sha256:").all()
+    assert (rows.processing_seconds > 0).all() and set(rows.view_position) == {"PA"}
+    indexed = index.objects(set(rows.sr_sop_instance_uid))
+    assert {o.sop_instance_uid for o in indexed} <= {d.SOPInstanceUID for d in ours}
+    assert {o.kind for o in indexed} == {"SR", "SEG", "SC"} and all(Path(o.path).is_file() for o in indexed)
+    # ingesting the node's results folder finds nothing new: both ways in give the same rows
+    again = ResultsIndex(node.config.paths.index_location).ingest([node.config.paths.results])
+    assert again.added == 0 and again.unchanged >= 1 and again.attached == 0
+    index.engine.dispose()
     # triage: urgent, webhook with UIDs and findings and no PHI
     assert node.store.study(study)["urgent"] == 1
     notes = wait_for(lambda: [n for n in running["webhook"].received if n["study_instance_uid"] == study])
@@ -378,8 +384,6 @@ def test_routing(tmp_path, tags, process, reason):
 
 
 def test_store_claims_each_job_once_and_queues_each_delivery_once(tmp_path):
-    from dicom_node.store import ResultRecord
-
     store = Store(tmp_path / "s.sqlite")
     for i in range(20):
         store.record_instance(f"1.2.{i}", f"1.3.{i}", "1.4", "1.2.840.10008.5.1.4.1.1.1", tmp_path / "x", "A")
@@ -397,10 +401,10 @@ def test_store_claims_each_job_once_and_queues_each_delivery_once(tmp_path):
     for thread in threads:
         thread.join()
     assert sorted(claimed) == sorted(f"1.3.{i}" for i in range(20))  # every job, each exactly once
-    record = ResultRecord("1.2.0", "1.3.0", "1.4", None, None, "CR", "PA", "m", "1", "sha256:x", 0.1, 0.4,
-                          {"SR": ["9.9"]}, [("Edema", 0.2, 0.5, False)])  # fmt: skip
     for _ in range(2):  # a job re-run after a crash commits the same results again
-        store.commit_results(record, [("9.9", tmp_path / "sr.dcm")], [("pacs", "dicom")], urgent=False)
+        store.commit_results(
+            "1.3.0", "1.2.0", [("9.9", tmp_path / "sr.dcm")], [("pacs", "dicom")], urgent=False
+        )
     assert len(store.deliveries(("pending",))) == 1
     assert store.requeue_in_flight() == 20
 
@@ -471,14 +475,11 @@ def test_documented_configuration_loads(tmp_path):
 
 def test_outbox_commands_list_and_resend_dead_letters(tiny_bundle, tmp_path, capsys):
     from cxrxai.cli import main
-    from dicom_node.store import ResultRecord
 
     config_path = node_toml(tmp_path, tiny_bundle, free_port(), [])
     store = Store(load_config(config_path).paths.database)
     store.record_instance("1.2.1", "1.3.1", "1.4", "1.2.840.10008.5.1.4.1.1.1", tmp_path / "x", "A")
-    record = ResultRecord("1.2.1", "1.3.1", "1.4", None, None, "CR", "PA", "m", "1", "sha256:x", 0.1, None,
-                          {"SR": ["9.1"]}, [])  # fmt: skip
-    store.commit_results(record, [("9.1", tmp_path / "sr.dcm")], [("pacs", "dicom")], urgent=False)
+    store.commit_results("1.3.1", "1.2.1", [("9.1", tmp_path / "sr.dcm")], [("pacs", "dicom")], urgent=False)
     delivery = store.deliveries(("pending",))[0]
     assert store.delivery_failed(delivery.id, "pacs answered status 0xA700", 0.0, max_attempts=1) == "dead"
     assert main(["node", "deliveries", "--config", str(config_path)]) == 0

@@ -221,12 +221,33 @@ def _evidence(objects: Sequence[Dataset]) -> list[Dataset]:
     return sequence
 
 
+# View Position (0018,5101) as TID 1602 Image View (CID 4010 DX View), so indexes and viewers that only
+# have the SR know which projection was explained
+VIEW_CODES = {
+    "PA": codes_dict.cid4010.PosteroAnterior,
+    "AP": codes_dict.cid4010.AnteroPosterior,
+    "LL": codes_dict.cid4010.LeftLateral,
+    "RL": codes_dict.cid4010.RightLateral,
+    "LATERAL": codes_dict.cid4010.LateralProjection,
+}
+IMAGE_VIEW = codes_dict.DCM.ImageView
+
+
 class _RadiographDescriptors(hd.sr.ImageLibraryEntryDescriptors):
     """TID 1603 descriptors with only what the radiograph has: highdicom's version requires Patient
     Orientation and Imager Pixel Spacing, which many CRs lack; we never invent a spacing."""
 
     def _generate_projection_radiography_descriptors(self, dataset: Dataset) -> list[hd.sr.ContentItem]:
         items: list[hd.sr.ContentItem] = []
+        view = VIEW_CODES.get(str(dataset.get("ViewPosition", "")).strip().upper())
+        if view is not None:
+            items.append(
+                hd.sr.CodeContentItem(
+                    name=IMAGE_VIEW,
+                    value=view,
+                    relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT,
+                )
+            )
         orientation = dataset.get("PatientOrientation")
         if orientation and len(orientation) == 2:
             for name, value in (
@@ -364,3 +385,19 @@ def _image_library_uids(dataset: Dataset) -> list[str]:
                     if image.ValueType == "IMAGE":
                         uids.append(str(image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID))
     return uids
+
+
+def evidence(dataset: Dataset) -> list[tuple[str, str, str]]:
+    """(series UID, SOP class UID, SOP instance UID) of every instance an SR lists as evidence: for ours,
+    the source radiograph and the SEGs (current requested procedure), the pictures and the presentation
+    state (pertinent other)."""
+    found = []
+    for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
+        for study in dataset.get(keyword, []):
+            for series in study.get("ReferencedSeriesSequence", []):
+                for item in series.get("ReferencedSOPSequence", []):
+                    found.append(
+                        (str(series.SeriesInstanceUID), str(item.ReferencedSOPClassUID),
+                         str(item.ReferencedSOPInstanceUID))
+                    )  # fmt: skip
+    return found

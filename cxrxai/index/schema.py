@@ -1,4 +1,8 @@
-"""Tables of the results index (SQLAlchemy 2 declarative models)."""
+"""Tables of the results index (SQLAlchemy 2 declarative models).
+
+Changing a table here needs a migration in `cxrxai/index/migrations/versions/` too: existing index
+databases (SQLite files, shared PostgreSQL servers) are upgraded by Alembic when they are opened.
+"""
 
 from __future__ import annotations
 
@@ -22,17 +26,21 @@ class Image(Base):
 
     sr_sop_instance_uid: Mapped[str] = mapped_column(UID, primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(UID, index=True)  # the source radiograph
+    series_instance_uid: Mapped[str | None] = mapped_column(UID)  # the source radiograph's series
     study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
     patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
     study_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
     modality: Mapped[str | None] = mapped_column(String(16))
+    view_position: Mapped[str | None] = mapped_column(String(16))  # PA, AP, LL, ...
     model_name: Mapped[str] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(64), index=True)
     model_hash: Mapped[str] = mapped_column(String(80))
     cardiothoracic_ratio: Mapped[float | None] = mapped_column(Float)
+    processing_seconds: Mapped[float | None] = mapped_column(Float)  # known when the node indexed it
     source: Mapped[str] = mapped_column(Text)  # where the SR was ingested from
     ingested_at: Mapped[dt.datetime] = mapped_column(DateTime)
     findings: Mapped[list[Finding]] = relationship(back_populates="image", cascade="all, delete-orphan")
+    objects: Mapped[list[ResultObject]] = relationship(back_populates="image", cascade="all, delete-orphan")
 
 
 class Finding(Base):
@@ -47,3 +55,19 @@ class Finding(Base):
     threshold: Mapped[float] = mapped_column(Float)
     present: Mapped[bool]
     image: Mapped[Image] = relationship(back_populates="findings")
+
+
+class ResultObject(Base):
+    """One DICOM result object of an image (the SR itself, its SEGs and Secondary Captures), with the
+    file that holds it once one was seen, so cohorts can be exported with their heatmaps."""
+
+    __tablename__ = "result_objects"
+
+    sop_instance_uid: Mapped[str] = mapped_column(UID, primary_key=True)
+    sr_sop_instance_uid: Mapped[str] = mapped_column(
+        ForeignKey("images.sr_sop_instance_uid", ondelete="CASCADE"), index=True
+    )
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    kind: Mapped[str] = mapped_column(String(8))  # SR, SEG or SC (Secondary Capture)
+    path: Mapped[str | None] = mapped_column(Text)
+    image: Mapped[Image] = relationship(back_populates="objects")

@@ -1,0 +1,564 @@
+"""CXR-XAI: review chest radiograph findings and their layer-wise heatmaps in 3D Slicer.
+
+Thin Slicer glue: everything that needs no Slicer (reading our SR / SEG, ordering, colours, thresholds,
+geometry, study matching) lives in CXRXAILib and is tested by pytest in the cxrxai repository. Nothing
+heavy is imported at module load; torch only when "Run locally" is used.
+"""
+
+import os
+import tempfile
+
+import qt
+import slicer
+import vtk
+from slicer.i18n import tr as _
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+REQUIREMENTS = "requirements.txt"
+HEATMAP_NODE = "CXRXAI heatmap"
+COLOUR_NODE = "CXRXAI inferno"
+ANATOMY_NODE = "CXRXAI lungs and heart"
+COMPARE_LAYOUT_ID = 20260701  # a layout number of our own, registered on first use
+ANATOMY_COLOURS = {
+    "Right Lung": (0.35, 0.75, 0.95),
+    "Left Lung": (0.35, 0.55, 0.95),
+    "Heart": (0.95, 0.45, 0.45),
+}
+
+
+class CXRXAI(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("CXR-XAI")
+        self.parent.categories = [_("Explainable AI")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["CXR-XAI developers"]
+        self.parent.helpText = _(
+            "Review the findings a CXR-XAI node reported for a chest radiograph (DICOM SR TID 1500) and "
+            "where the model looked: Grad-CAM and related heatmaps per finding, from each encoder level "
+            "through the bottleneck to each decoder level, with the lung and heart segmentation and the "
+            "cardiothoracic ratio. AI-generated results: not for diagnostic use."
+        )
+        self.parent.acknowledgementText = _("Built on highdicom, pydicom and MONAI.")
+
+
+class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self.results = None  # CXRXAILib.catalogue.RadiographResults on display
+        self.resultSets = []
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/CXRXAI.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = CXRXAILogic()
+
+        self.ui.findingsTable.setColumnCount(3)
+        self.ui.findingsTable.setHorizontalHeaderLabels([_("Finding"), _("Probability"), _("Decision")])
+        self.ui.findingsTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.Stretch)
+        self.ui.callingAETitleEdit.text = "CXRXAI"
+
+        self.ui.loadFromDatabaseButton.connect("clicked(bool)", self.onLoadFromDatabase)
+        self.ui.loadFolderButton.connect("clicked(bool)", self.onLoadFolder)
+        self.ui.queryPacsButton.connect("clicked(bool)", self.onQueryPacs)
+        self.ui.resultSetComboBox.connect("currentIndexChanged(int)", self.onResultSetChanged)
+        self.ui.findingsTable.connect("itemSelectionChanged()", self.onFindingChanged)
+        self.ui.methodComboBox.connect("currentIndexChanged(int)", self.onMethodChanged)
+        self.ui.structureComboBox.connect("currentIndexChanged(int)", self.onStructureChanged)
+        self.ui.layerComboBox.connect("currentIndexChanged(int)", self.updateHeatmap)
+        self.ui.opacitySlider.connect("valueChanged(double)", self.updateHeatmap)
+        self.ui.thresholdSlider.connect("valueChanged(double)", self.updateHeatmap)
+        self.ui.lungMaskCheckBox.connect("toggled(bool)", self.updateHeatmap)
+        self.ui.showAnatomyCheckBox.connect("toggled(bool)", self.onShowAnatomy)
+        self.ui.compareLayersButton.connect("clicked(bool)", self.onCompareLayers)
+        self.ui.runLocallyButton.connect("clicked(bool)", self.onRunLocally)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
+        self.onInputChanged()
+
+    # -- loading --------------------------------------------------------------------------------------
+
+    def onInputChanged(self, node=None):
+        volume = self.ui.inputVolumeSelector.currentNode()
+        hasVolume = volume is not None
+        for button in (self.ui.loadFromDatabaseButton, self.ui.queryPacsButton, self.ui.runLocallyButton):
+            button.enabled = hasVolume
+
+    def onLoadFromDatabase(self):
+        if not self.logic.ensureRequirements(self.resourcePath(REQUIREMENTS)):
+            return
+        with slicer.util.tryWithErrorDisplay(
+            _("Could not load the results from the DICOM database."), waitCursor=True
+        ):
+            self.setResultSets(self.logic.resultSetsFromDatabase(self.ui.inputVolumeSelector.currentNode()))
+
+    def onLoadFolder(self):
+        if not self.logic.ensureRequirements(self.resourcePath(REQUIREMENTS)):
+            return
+        with slicer.util.tryWithErrorDisplay(
+            _("Could not load the results from the folder."), waitCursor=True
+        ):
+            volume, sets = self.logic.resultSetsFromFolder(
+                self.ui.folderPathEdit.currentPath, self.ui.inputVolumeSelector.currentNode()
+            )
+            if volume is not None:
+                self.ui.inputVolumeSelector.setCurrentNode(volume)
+            self.setResultSets(sets)
+
+    def onQueryPacs(self):
+        if not self.logic.ensureRequirements(self.resourcePath(REQUIREMENTS)):
+            return
+        with slicer.util.tryWithErrorDisplay(
+            _("Could not retrieve the results from the PACS."), waitCursor=True
+        ):
+            volume = self.ui.inputVolumeSelector.currentNode()
+            self.setResultSets(
+                self.logic.resultSetsFromPacs(
+                    volume, self.ui.pacsAddressEdit.text.strip(), self.ui.callingAETitleEdit.text.strip()
+                )
+            )
+
+    def setResultSets(self, sets):
+        self.resultSets = sets
+        combo = self.ui.resultSetComboBox
+        combo.blockSignals(True)
+        combo.clear()
+        for resultSet in sets:
+            combo.addItem(f"{resultSet.model} ({resultSet.created[:8] or 'undated'})")
+        combo.blockSignals(False)
+        if not sets:
+            self.ui.statusLabel.text = _("No CXR-XAI results found for this radiograph.")
+            return
+        missing = sum(len(s.missing) for s in sets)
+        self.ui.statusLabel.text = _("{count} result set(s) found.").format(count=len(sets)) + (
+            " " + _("{missing} listed object(s) are not available.").format(missing=missing)
+            if missing
+            else ""
+        )
+        self.onResultSetChanged(0)
+
+    def onResultSetChanged(self, index):
+        if not 0 <= index < len(self.resultSets):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not read the results."), waitCursor=True):
+            from CXRXAILib.matching import load
+
+            self.showResults(load(self.resultSets[index]))
+
+    def onRunLocally(self):
+        from CXRXAILib.local import missing_packages
+
+        missing = missing_packages()
+        if missing and not self.logic.installLocalRun(missing):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Running the model locally failed."), waitCursor=True):
+            bundle = self.ui.bundlePathEdit.currentPath or None
+            self.showResults(self.logic.explainLocally(self.ui.inputVolumeSelector.currentNode(), bundle))
+            self.ui.statusLabel.text = _("Explained locally with {model}.").format(model=self.results.model)
+
+    # -- display --------------------------------------------------------------------------------------
+
+    def showResults(self, results):
+        self.results = results
+        table = self.ui.findingsTable
+        table.blockSignals(True)
+        table.setRowCount(len(results.findings))
+        for row, finding in enumerate(results.findings):
+            colour = qt.QColor(*finding.colour)
+            for column, text in enumerate((finding.name, f"{finding.probability:.3f}", finding.decision)):
+                item = qt.QTableWidgetItem(text)
+                item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
+                item.setBackground(qt.QBrush(colour))
+                if finding.present:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                table.setItem(row, column, item)
+        table.blockSignals(False)
+        self.ui.ctrLabel.text = _("Cardiothoracic ratio: {ctr}").format(
+            ctr=f"{results.ctr:.2f}" if results.ctr is not None else _("not measured")
+        )
+        mapped = results.mapped_findings()
+        if mapped:
+            table.selectRow([f.name for f in results.findings].index(mapped[0]))
+        self.onShowAnatomy(self.ui.showAnatomyCheckBox.checked)
+
+    def selectedFinding(self):
+        rows = {index.row() for index in self.ui.findingsTable.selectedIndexes()}
+        if not rows or self.results is None:
+            return None
+        return self.results.findings[min(rows)].name
+
+    def onFindingChanged(self):
+        from CXRXAILib.display import method_name
+
+        finding = self.selectedFinding()
+        combo = self.ui.methodComboBox
+        combo.blockSignals(True)
+        combo.clear()
+        for method in self.results.methods(finding) if finding else []:
+            combo.addItem(method_name(method), method)
+        combo.blockSignals(False)
+        if combo.count == 0:
+            self.ui.statusLabel.text = _("No heatmap of {finding} in these results.").format(finding=finding)
+            self.logic.hideHeatmap()
+            return
+        self.onMethodChanged()
+
+    def selectedStructure(self):
+        """For Seg-Grad-CAM, which explains the segmentation: the structure chosen; else None."""
+        return self.ui.structureComboBox.currentText if self.ui.structureComboBox.enabled else None
+
+    def onMethodChanged(self, index=None):
+        from CXRXAILib.catalogue import SEGMENTATION_METHOD
+
+        method = self.ui.methodComboBox.currentData
+        structures = self.ui.structureComboBox
+        structures.blockSignals(True)
+        structures.clear()
+        structures.enabled = method == SEGMENTATION_METHOD
+        if structures.enabled:
+            structures.addItems(self.results.structures())
+            structures.setCurrentIndex(structures.count - 1)
+        structures.blockSignals(False)
+        self.onStructureChanged()
+
+    def onStructureChanged(self, index=None):
+        from CXRXAILib.display import layer_name
+
+        finding, method = self.selectedFinding(), self.ui.methodComboBox.currentData
+        structure = self.selectedStructure()
+        combo = self.ui.layerComboBox
+        combo.blockSignals(True)
+        combo.clear()
+        for layer in self.results.layers(finding, method, structure):
+            combo.addItem(layer_name(layer), layer)
+        default = self.results.default_layer(finding, method, structure)
+        combo.setCurrentIndex(max(0, combo.findData(default)))
+        combo.blockSignals(False)
+        self.updateHeatmap()
+
+    def updateHeatmap(self, *unused):
+        finding, method = self.selectedFinding(), self.ui.methodComboBox.currentData
+        layer = self.ui.layerComboBox.currentData
+        if self.results is None or not (finding and method and layer):
+            return
+        masked = self.ui.lungMaskCheckBox.checked
+        with slicer.util.tryWithErrorDisplay(_("Could not show the heatmap."), waitCursor=True):
+            self.logic.showHeatmap(
+                self.results.heatmap(finding, method, layer, masked, self.selectedStructure()),
+                self.ui.inputVolumeSelector.currentNode(),
+                self.ui.thresholdSlider.value,
+                self.ui.opacitySlider.value,
+            )
+
+    def onShowAnatomy(self, show):
+        if self.results is not None:
+            self.logic.showAnatomy(self.results, self.ui.inputVolumeSelector.currentNode(), show)
+
+    def onCompareLayers(self):
+        finding, method = self.selectedFinding(), self.ui.methodComboBox.currentData
+        if self.results is None or not (finding and method):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not build the layer comparison."), waitCursor=True):
+            structure = self.selectedStructure()
+            layers = self.results.comparison(finding, method, self.ui.compareViewsSpinBox.value, structure)
+            masked = self.ui.lungMaskCheckBox.checked
+            self.logic.showComparison(
+                [
+                    (layer, self.results.heatmap(finding, method, layer, masked, structure))
+                    for layer in layers
+                ],
+                self.ui.inputVolumeSelector.currentNode(),
+                self.ui.thresholdSlider.value,
+                self.ui.opacitySlider.value,
+            )
+
+
+class CXRXAILogic(ScriptedLoadableModuleLogic):
+    """Everything the widget does, callable without it (the self-test and Slicer's Python console)."""
+
+    # -- where results come from ----------------------------------------------------------------------
+
+    @staticmethod
+    def instanceUID(volumeNode):
+        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+        return uids[0] if uids else None
+
+    def resultSetsFromDatabase(self, volumeNode):
+        """Our result sets in Slicer's DICOM database for the radiograph a volume was loaded from."""
+        from CXRXAILib.matching import read_headers, results_for
+
+        uid = self.instanceUID(volumeNode)
+        if uid is None:
+            raise ValueError(
+                _("This volume was not loaded from the DICOM database; load the results from a folder.")
+            )
+        database = slicer.dicomDatabase
+        study = database.instanceValue(uid, "0020,000D")
+        files = [f for series in database.seriesForStudy(study) for f in database.filesForSeries(series)]
+        return results_for(uid, read_headers(files))
+
+    def resultSetsFromFolder(self, folder, volumeNode=None):
+        """(radiograph volume, result sets) from a folder. With a radiograph selected, only its results
+        (never another image's maps over it); without one, the newest results' radiograph is loaded from
+        the folder when it is there."""
+        from CXRXAILib.matching import radiographs, read_headers, result_sets
+
+        headers = read_headers([folder])
+        sets = result_sets(headers)
+        if volumeNode is not None:
+            uid = self.instanceUID(volumeNode)
+            return volumeNode, [s for s in sets if s.source_sop_instance_uid == uid]
+        if not sets:
+            return None, []
+        source = next(
+            (h for h in radiographs(headers) if str(h.SOPInstanceUID) == sets[0].source_sop_instance_uid),
+            None,
+        )
+        if source is None:
+            raise ValueError(_("The folder has results but not their radiograph; load the radiograph first."))
+        volume = slicer.util.loadVolume(source.filename)
+        volume.SetAttribute("DICOM.instanceUIDs", str(source.SOPInstanceUID))
+        return volume, [s for s in sets if s.source_sop_instance_uid == sets[0].source_sop_instance_uid]
+
+    def resultSetsFromPacs(self, volumeNode, address, callingAETitle):
+        """Retrieve our results of the radiograph's study from the PACS into the DICOM database."""
+        from CXRXAILib.sources import retrieve_from_pacs
+        from DICOMLib import DICOMUtils
+
+        uid = self.instanceUID(volumeNode)
+        if uid is None:
+            raise ValueError(_("This volume was not loaded from DICOM, so its study is unknown."))
+        study = slicer.dicomDatabase.instanceValue(uid, "0020,000D")
+        folder = tempfile.mkdtemp(prefix="cxrxai-pacs-")
+        retrieve_from_pacs(address, study, folder, callingAETitle)
+        DICOMUtils.importDicom(folder)
+        return self.resultSetsFromDatabase(volumeNode)
+
+    def ensureRequirements(self, requirementsPath):
+        """cxrxai and pynetdicom, installed only after the user agrees."""
+        try:
+            import pynetdicom  # noqa: F401
+
+            import cxrxai  # noqa: F401
+
+            return True
+        except ImportError:
+            pass
+        if hasattr(slicer, "packaging"):  # Slicer 5.12+: checks, asks, installs with progress
+            from slicer import packaging
+
+            requirements = packaging.load_requirements(requirementsPath)
+            return bool(packaging.pip_ensure(requirements, requester="CXRXAI"))
+        if not slicer.util.confirmOkCancelDisplay(
+            _("CXR-XAI needs the Python packages listed in {path}. Install them now?").format(
+                path=requirementsPath
+            )
+        ):
+            return False
+        slicer.util.pip_install(["-r", requirementsPath])
+        return True
+
+    def installLocalRun(self, missing):
+        """Ask, then install PyTorch (through Slicer's PyTorch extension when present) and cxrxai[model]."""
+        from CXRXAILib.local import PIP_REQUIREMENT
+
+        question = _("Running the model locally needs: {packages} (about 1 GB). Install now?").format(
+            packages=", ".join(missing)
+        )
+        if not slicer.util.confirmOkCancelDisplay(question):
+            return False
+        if "PyTorch" in missing:
+            try:
+                import PyTorchUtils
+
+                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+                    return False
+            except ImportError:
+                slicer.util.pip_install("torch")
+        slicer.util.pip_install(PIP_REQUIREMENT)
+        return True
+
+    def explainLocally(self, volumeNode, bundle=None):
+        from CXRXAILib.local import explain_file
+
+        uid = self.instanceUID(volumeNode)
+        path = slicer.dicomDatabase.fileForInstance(uid) if uid else None
+        if not path:
+            storage = volumeNode.GetStorageNode()
+            path = storage.GetFileName() if storage else None
+        if not path or not os.path.isfile(path):
+            raise ValueError(_("The radiograph's file is not available; load it from DICOM or from a file."))
+        return explain_file(path, bundle)
+
+    # -- display --------------------------------------------------------------------------------------
+
+    def colourNode(self):
+        from CXRXAILib.display import colour_table
+
+        node = slicer.mrmlScene.GetFirstNodeByName(COLOUR_NODE)
+        if node is None:
+            table = colour_table()
+            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOUR_NODE)
+            node.SetTypeToUser()
+            node.SetNumberOfColors(len(table))
+            node.SetNamesInitialised(True)
+            for index, (r, g, b, a) in enumerate(table):
+                node.SetColor(index, f"{index}", r, g, b, a)
+            node.SetAttribute("Category", "CXR-XAI")
+        return node
+
+    def heatmapVolume(self, name, values, referenceVolume, className="vtkMRMLScalarVolumeNode"):
+        """A volume of a map or mask on the radiograph's grid (its geometry copied, so they align)."""
+        from CXRXAILib.display import volume_array
+
+        node = slicer.mrmlScene.GetFirstNodeByName(name) or slicer.mrmlScene.AddNewNodeByClass(
+            className, name
+        )
+        slicer.util.updateVolumeFromArray(node, volume_array(values))
+        if referenceVolume is not None:
+            matrix = vtk.vtkMatrix4x4()
+            referenceVolume.GetIJKToRASMatrix(matrix)
+        else:  # no radiograph loaded: the grid Slicer's loader gives an image without geometry (1 mm, LPS)
+            from CXRXAILib.display import ijk_to_ras
+
+            matrix = slicer.util.vtkMatrixFromArray(ijk_to_ras({}))
+        node.SetIJKToRASMatrix(matrix)
+        return node
+
+    def styleHeatmap(self, node, threshold):
+        from CXRXAILib.display import display_range
+
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        display.SetAndObserveColorNodeID(self.colourNode().GetID())
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(0.0, 1.0)
+        lower, upper = display_range(threshold)
+        display.SetApplyThreshold(True)
+        display.SetLowerThreshold(lower)
+        display.SetUpperThreshold(upper)
+
+    def showHeatmap(self, values, referenceVolume, threshold=0.2, opacity=0.5):
+        node = self.heatmapVolume(HEATMAP_NODE, values, referenceVolume)
+        self.styleHeatmap(node, threshold)
+        slicer.util.setSliceViewerLayers(
+            background=referenceVolume, foreground=node, foregroundOpacity=opacity, fit=False
+        )
+        return node
+
+    def hideHeatmap(self):
+        slicer.util.setSliceViewerLayers(foreground=None)
+
+    def showAnatomy(self, results, referenceVolume, show=True):
+        """The model's lungs and heart as a segmentation on the radiograph, with the CTR's structures."""
+        node = slicer.mrmlScene.GetFirstNodeByName(ANATOMY_NODE)
+        if not show or not results.anatomy:
+            if node is not None:
+                node.SetDisplayVisibility(False)
+            return node
+        if node is None:
+            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", ANATOMY_NODE)
+            node.CreateDefaultDisplayNodes()
+        node.GetSegmentation().RemoveAllSegments()
+        if referenceVolume is not None:
+            node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
+        for name, mask in results.anatomy.items():
+            labelmap = self.heatmapVolume(
+                "CXRXAI mask", mask.astype(bool), referenceVolume, "vtkMRMLLabelMapVolumeNode"
+            )
+            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, node)
+            segment = node.GetSegmentation().GetNthSegment(node.GetSegmentation().GetNumberOfSegments() - 1)
+            segment.SetName(name)
+            segment.SetColor(*ANATOMY_COLOURS.get(name, (0.8, 0.8, 0.2)))
+            slicer.mrmlScene.RemoveNode(labelmap)
+        display = node.GetDisplayNode()
+        display.SetOpacity2DFill(0.0)
+        display.SetOpacity2DOutline(1.0)
+        node.SetDisplayVisibility(True)
+        return node
+
+    def showComparison(self, layerMaps, referenceVolume, threshold=0.2, opacity=0.5):
+        """One slice view per layer, side by side, each with the radiograph and that layer's map."""
+        from CXRXAILib.display import comparison_layout_xml, layer_name
+
+        layoutManager = slicer.app.layoutManager()
+        layoutNode = layoutManager.layoutLogic().GetLayoutNode()
+        layoutId = COMPARE_LAYOUT_ID + len(layerMaps)
+        if not layoutNode.IsLayoutDescription(layoutId):
+            layoutNode.AddLayoutDescription(layoutId, comparison_layout_xml(len(layerMaps)))
+        layoutManager.setLayout(layoutId)
+        nodes = []
+        for index, (layer, values) in enumerate(layerMaps, start=1):
+            node = self.heatmapVolume(f"CXRXAI heatmap {layer_name(layer)}", values, referenceVolume)
+            self.styleHeatmap(node, threshold)
+            view = layoutManager.sliceWidget(f"CXRXAICompare{index}")
+            composite = view.mrmlSliceCompositeNode()
+            composite.SetBackgroundVolumeID(referenceVolume.GetID() if referenceVolume else None)
+            composite.SetForegroundVolumeID(node.GetID())
+            composite.SetForegroundOpacity(opacity)
+            view.sliceLogic().FitSliceToAll()
+            view.sliceView().cornerAnnotation().SetText(vtk.vtkCornerAnnotation.UpperLeft, layer_name(layer))
+            view.sliceView().forceRender()
+            nodes.append(node)
+        return nodes
+
+
+class CXRXAITest(ScriptedLoadableModuleTest):
+    """Self-test on a synthetic study written by CXRXAILib.testdata (no model needed)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_CXRXAI_folder_heatmap_anatomy_comparison()
+
+    def test_CXRXAI_folder_heatmap_anatomy_comparison(self):
+        from CXRXAILib.matching import load
+        from CXRXAILib.testdata import CARDIOMEGALY, write_test_study
+
+        self.delayDisplay("Writing a synthetic study")
+        folder = tempfile.mkdtemp(prefix="cxrxai-selftest-")
+        paths = write_test_study(folder)
+        logic = CXRXAILogic()
+        radiograph, sets = logic.resultSetsFromFolder(folder)  # loads the results' radiograph too
+        self.assertIsNotNone(radiograph)
+        self.assertEqual(radiograph.GetAttribute("DICOM.instanceUIDs"), sets[0].source_sop_instance_uid)
+        self.assertEqual(len(sets), 1)
+        self.assertEqual(sets[0].sr, str(paths["sr"]))
+        results = load(sets[0])
+        self.assertEqual(results.findings[0].name, "Cardiomegaly")
+        self.assertAlmostEqual(results.findings[0].probability, CARDIOMEGALY)
+
+        layer = results.default_layer("Cardiomegaly", "gradcam")
+        node = logic.showHeatmap(results.heatmap("Cardiomegaly", "gradcam", layer), radiograph, 0.3, 0.6)
+        array = slicer.util.arrayFromVolume(node)
+        self.assertEqual(array.shape, slicer.util.arrayFromVolume(radiograph).shape)
+        self.assertAlmostEqual(float(array.max()), 1.0, places=2)
+        self.assertEqual(node.GetDisplayNode().GetLowerThreshold(), 0.3)
+
+        segmentation = logic.showAnatomy(results, radiograph)
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 3)
+
+        nodes = logic.showComparison(
+            [
+                (layer, results.heatmap("Cardiomegaly", "gradcam", layer))
+                for layer in results.comparison("Cardiomegaly", "gradcam", 3)
+            ],
+            radiograph,
+        )
+        self.assertEqual(len(nodes), 3)
+        self.delayDisplay("CXR-XAI self-test passed")
