@@ -104,13 +104,13 @@ def run(out: Path = OUT) -> int:
             print("demo: the node did not finish in time", file=sys.stderr)
             return 1
         print(f"All results delivered in {time.monotonic() - started:.1f} s.\n")
-        return _report(pacs_folder)
+        return _report(pacs_folder, config.paths.index)
     finally:
         node.stop()
         pacs_server.shutdown()
 
 
-def _report(pacs_folder: Path) -> int:
+def _report(pacs_folder: Path, index: Path) -> int:
     import numpy as np
     from PIL import Image
 
@@ -131,6 +131,7 @@ def _report(pacs_folder: Path) -> int:
     kinds = sorted({p.name.split("-")[0] for p in pacs_folder.glob("*.dcm")})
     print(f"DICOM results at the demo PACS ({', '.join(kinds)}): {pacs_folder}/")
     print(f"Overlays (Secondary Capture pages, also as PNG): {pacs_folder}/OT-*.png")
+    print(f"Results index the node wrote: cxrxai results query --index {index}")
     return 0
 
 
