@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 # Debian packages the tests use: DCMTK (JPEG lossless encoder, storescp/storescu), dicom3tools (dciodvfy),
-# Orthanc (the PACS the node talks to in tests), PostgreSQL (the shared results index in tests).
-DEB_PACKAGES := dcmtk dicom3tools orthanc postgresql
-DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc pg_ctlcluster
+# Orthanc (the PACS the node talks to in tests), PostgreSQL (the shared results index in tests), Redis (the
+# Celery broker of the scale-out tests).
+DEB_PACKAGES := dcmtk dicom3tools orthanc postgresql redis-server
+DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc pg_ctlcluster redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo lint bench debs clean samples model
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch on this machine's disk; never a CUDA build or torchvision in the default install.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[model,node,index,test]'
+	$(PY) -m pip install --quiet -e '.[model,node,index,scale,test]'
 	touch $(STAMP)
 
 debs:

@@ -403,7 +403,7 @@ def run_results_ingest(args: argparse.Namespace) -> int:
         )
     if args.pacs is not None:
         try:
-            from dicom_node.pacs_results import Peer, ingest_from_pacs
+            from dicom_node.pacs import Peer, ingest_from_pacs
         except ImportError:
             raise CXRXAIError("ingest from a PACS needs the node extra: pip install 'cxrxai[node]'") from None
         pacs = ingest_from_pacs(

@@ -11,10 +11,34 @@ from dicom_node.config import ConfigError, load_config
 
 
 def add_commands(commands) -> None:
-    """Register `serve` and `node` on the cxrxai command parser."""
+    """Register `serve`, `worker`, `batch` and `node` on the cxrxai command parser."""
+    from cxrxai.cli import _date
+
     serve = commands.add_parser("serve", help="run the DICOM node (receive, explain, send results back)")
     serve.add_argument("--config", type=Path, default=None, help="node.toml (default: built-in defaults)")
     serve.set_defaults(run=run_serve)
+    worker = commands.add_parser(
+        "worker", help="a remote worker: explain the node's jobs from a Celery queue ([queue] in node.toml)"
+    )
+    worker.add_argument("--config", type=Path, required=True, help="node.toml (shared spool / results paths)")
+    worker.add_argument("--name", default=None, help="worker name in logs (default: cxrxai-<pid>)")
+    worker.set_defaults(run=run_worker)
+    batch = commands.add_parser(
+        "batch", help="explain a folder of radiographs with the node's workers (resumable, no deliveries)"
+    )
+    batch.add_argument("inputs", nargs="*", type=Path, metavar="PATH", help="DICOM files or folders")
+    batch.add_argument("--config", type=Path, required=True, help="node.toml ([queue], shared paths)")
+    batch.add_argument(
+        "--pacs", default=None, help="also C-FIND / C-GET the CR and DX images of AE@host:port"
+    )
+    batch.add_argument("--study", default="", help="with --pacs: one Study Instance UID")
+    batch.add_argument("--from", dest="date_from", type=_date, default=None, help="with --pacs: study date")
+    batch.add_argument("--to", dest="date_to", type=_date, default=None, help="with --pacs: study date")
+    batch.add_argument("--into", type=Path, default=Path("cxrxai-batch-retrieved"), help="retrieved files")
+    batch.add_argument("--ae", default="CXRXAI", help="our calling AE title (the PACS must know it)")
+    batch.add_argument("--state", type=Path, default=Path("cxrxai-batch.sqlite"), help="resumable state")
+    batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    batch.set_defaults(run=run_batch)
     node = commands.add_parser("node", help="inspect and repair the node's outbox")
     actions = node.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("deliveries", help="list deliveries not yet sent, and dead-lettered ones")
@@ -42,6 +66,42 @@ def run_serve(args: argparse.Namespace) -> int:
     from dicom_node.service import serve
 
     return serve(_config(args))
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from dicom_node.queues import run_worker as start
+
+    return start(_config(args), args.name)
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from cxrxai.errors import CXRXAIError
+    from dicom_node.batch import run_batch as batch
+
+    missing = [str(p) for p in args.inputs if not p.exists()]
+    if missing:
+        raise CXRXAIError(f"{missing[0]}: no such file or folder")
+    if not args.inputs and args.pacs is None:
+        raise CXRXAIError("give folders or files of radiographs, or --pacs AE@host:port")
+    config = _config(args)
+    inputs = list(args.inputs)
+    if args.pacs is not None:
+        from dicom_node.pacs import Peer, retrieve_radiographs
+
+        retrieval = retrieve_radiographs(
+            Peer.parse(args.pacs), args.into, args.ae, args.study, args.date_from, args.date_to
+        )
+        for uid, why in retrieval.failed:
+            print(f"not retrieved {uid}: {why}", file=sys.stderr)
+        print(f"PACS {args.pacs}: {retrieval.found} radiographs found, {retrieval.retrieved} retrieved")
+        inputs += retrieval.files
+    report = batch(config, inputs, args.state, progress=not args.no_progress)
+    print(
+        f"{report.studies} studies: {report.already_done} already done, {report.done} done, "
+        f"{report.skipped} skipped, {report.failed} failed; {report.not_dicom} files not DICOM "
+        f"(state: {args.state})"
+    )
+    return 1 if report.failed else 0
 
 
 def run_deliveries(args: argparse.Namespace) -> int:

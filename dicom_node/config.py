@@ -105,6 +105,19 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class QueueSection:
+    """Where study jobs go: the embedded SQLite queue and local worker processes (default), or a Celery
+    task queue on a Redis broker served by `cxrxai worker` processes on any machine that mounts the
+    spool and results folders (docs/scale-out.md)."""
+
+    backend: str = "embedded"  # or "celery"
+    broker_url: str = ""  # redis://host:6379/0 (also the result backend)
+    task_queue: str = "cxrxai"
+    # a job not acknowledged within this time goes to another worker: longer than the slowest job
+    visibility_timeout_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
 class RetrySection:
     max_attempts: int = 8  # then the delivery is dead-lettered until `cxrxai node resend`
     initial_delay_seconds: float = 5.0
@@ -136,6 +149,7 @@ class NodeConfig:
     paths: PathsSection = field(default_factory=PathsSection)
     processing: ProcessingSection = field(default_factory=ProcessingSection)
     routing: RoutingSection = field(default_factory=RoutingSection)
+    queue: QueueSection = field(default_factory=QueueSection)
     destinations: tuple[Destination, ...] = ()
     retry: RetrySection = field(default_factory=RetrySection)
     triage: TriageSection = field(default_factory=TriageSection)
@@ -147,6 +161,7 @@ SECTIONS: dict[str, type] = {
     "paths": PathsSection,
     "processing": ProcessingSection,
     "routing": RoutingSection,
+    "queue": QueueSection,
     "retry": RetrySection,
     "triage": TriageSection,
     "metrics": MetricsSection,
@@ -320,6 +335,13 @@ def validate(config: NodeConfig) -> list[str]:
             tls.ca_certificates is None or not tls.ca_certificates.is_file()
         ):
             problems.append("node.tls.ca_certificates: needed to verify client certificates")
+    queue = config.queue
+    if queue.backend not in ("embedded", "celery"):
+        problems.append(f"queue.backend: {queue.backend!r} is not embedded or celery")
+    if queue.backend == "celery" and not queue.broker_url.startswith(("redis://", "rediss://")):
+        problems.append("queue.broker_url: the celery backend needs a Redis URL, e.g. redis://host:6379/0")
+    if queue.visibility_timeout_seconds <= 0:
+        problems.append("queue.visibility_timeout_seconds: must be above 0 (longer than the slowest job)")
     processing = config.processing
     if processing.workers < 1:
         problems.append("processing.workers: at least 1")

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
@@ -31,8 +32,25 @@ from dicom_node.store import Job, Store
 LOG = logging.getLogger("dicom_node.worker")
 
 
-class Worker:
-    def __init__(self, config: NodeConfig, store: Store, metrics: Metrics, name: str) -> None:
+@dataclass
+class InstanceOutcome:
+    """What explaining one spooled instance produced: its state, and for `done` the result files
+    (relative to the results folder, so a node and a remote worker may mount it at different places),
+    whether triage made the study urgent, and the webhook notification."""
+
+    sop_instance_uid: str
+    state: str  # done | skipped | failed
+    reason: str | None = None
+    objects: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance UID, relative path)
+    urgent: bool = False
+    notification: dict | None = None
+
+
+class Processor:
+    """Explains spooled instances into result files and the results index. Touches neither the node's
+    database nor the outbox, so it runs in the node's worker processes and in remote workers alike."""
+
+    def __init__(self, config: NodeConfig, metrics: Metrics) -> None:
         from cxrxai.cli import DEFAULT_BUNDLE
         from cxrxai.dicom.results import HeatmapSelection
         from cxrxai.explain import Explainer
@@ -40,14 +58,11 @@ class Worker:
 
         processing = config.processing
         self.config = config
-        self.store = store
         self.metrics = metrics
-        self.name = name
         self.explainer = Explainer.from_bundle(
             processing.bundle or DEFAULT_BUNDLE, processing.bundle_hash, processing.device
         )
         self.selection = HeatmapSelection(processing.heatmaps)
-        self.destinations = [(d.name, "folder" if d.folder else "dicom") for d in config.destinations]
         self.index = ResultsIndex(config.paths.index_location)
         self._warm_up()
 
@@ -62,6 +77,108 @@ class Worker:
         explanation = self.explainer.explain(radiograph, methods=self.config.processing.methods)
         assert radiograph.dataset is not None
         build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
+
+    def explain_instance(
+        self, study_instance_uid: str, sop: str, path: Path, urgent: bool
+    ) -> InstanceOutcome:
+        from cxrxai.dicom.results import build_dicom_results, result_file_name
+        from cxrxai.io import read_radiograph
+
+        header = dcmread(path, stop_before_pixels=True)
+        decision = route(header, self.config.routing)
+        if not decision.process:
+            self.metrics.instances_processed.labels(outcome="skipped").inc()
+            return InstanceOutcome(sop, "skipped", decision.reason)
+        started = time.perf_counter()
+        try:
+            radiograph = read_radiograph(path)
+            explanation = self.explainer.explain(
+                radiograph, methods=self.config.processing.methods, lung_mask=False
+            )
+        except CXRXAIError as exc:  # this image cannot be explained: fail it alone, keep the reason
+            self.metrics.instances_processed.labels(outcome="failed").inc()
+            return InstanceOutcome(sop, "failed", str(exc))
+        inference = time.perf_counter() - started
+        self.metrics.stage_seconds.labels(stage="inference").observe(inference)
+        started = time.perf_counter()
+        assert radiograph.dataset is not None  # the spool holds DICOM only
+        objects = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
+        results = self.config.paths.results
+        written = []
+        for dataset in objects:
+            target = results / study_instance_uid / sop / result_file_name(dataset)
+            durable_write(target, _encode(dataset))
+            written.append((str(dataset.SOPInstanceUID), target))
+        self.metrics.stage_seconds.labels(stage="encoding").observe(time.perf_counter() - started)
+        self.index.add(_indexed(objects, written, inference))
+        triaged = self._triage(explanation)
+        notification = None
+        if (urgent or triaged) and self.config.triage.webhook_url:
+            notification = self._notification(study_instance_uid, header, explanation)
+        self.metrics.instances_processed.labels(outcome="done").inc()
+        relative = [(uid, str(target.relative_to(results))) for uid, target in written]
+        return InstanceOutcome(sop, "done", None, relative, urgent or triaged, notification)
+
+    def _triage(self, explanation) -> bool:
+        probabilities = {f.name: f.probability for f in explanation.findings}
+        return any(
+            probabilities.get(rule.finding, 0.0) >= rule.min_probability for rule in self.config.triage.rules
+        )
+
+    def _notification(self, study_instance_uid: str, header, explanation) -> dict:
+        """What the triage webhook receives: UIDs and findings, no names, IDs or dates."""
+        rules = {rule.finding: rule.min_probability for rule in self.config.triage.rules}
+        return {
+            "event": "urgent-study",
+            "study_instance_uid": study_instance_uid,
+            "sop_instance_uid": str(header.SOPInstanceUID),
+            "findings": [
+                {"name": f.name, "probability": round(f.probability, 4)}
+                for f in explanation.findings
+                if f.name in rules and f.probability >= rules[f.name]
+            ],
+            "model": {k: explanation.model[k] for k in ("name", "version", "content_hash")},
+        }
+
+
+def commit_outcome(
+    store: Store, config: NodeConfig, study_instance_uid: str, outcome: InstanceOutcome
+) -> None:
+    """Record one instance's outcome in the node's database: for `done`, its deliveries (and webhook)
+    and the instance marked done in one transaction; re-committing the same outcome queues nothing twice."""
+    if outcome.state != "done":
+        store.finish_instance(outcome.sop_instance_uid, outcome.state, outcome.reason)
+        return
+    if outcome.urgent:
+        store.mark_urgent(study_instance_uid)
+    destinations = [(d.name, "folder" if d.folder else "dicom") for d in config.destinations]
+    url = config.triage.webhook_url
+    webhook = (url, outcome.notification) if url and outcome.notification else None
+    files = [(uid, config.paths.results / relative) for uid, relative in outcome.objects]
+    store.commit_results(
+        study_instance_uid, outcome.sop_instance_uid, files, destinations, outcome.urgent, webhook
+    )
+
+
+def study_outcome(states: list[str]) -> str:
+    """A study is done when any instance was explained, skipped when all were skipped."""
+    if any(state == "done" for state in states):
+        return "done"
+    if states and all(state == "skipped" for state in states):
+        return "skipped"
+    return "failed" if states else "done"
+
+
+class Worker:
+    """A worker process of the embedded queue: claims study jobs from the node's database, explains
+    them with a Processor and commits each instance's outcome."""
+
+    def __init__(self, config: NodeConfig, store: Store, metrics: Metrics, name: str) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = metrics
+        self.name = name
+        self.processor = Processor(config, metrics)
 
     def run_once(self) -> bool:
         """Process one job if there is one; return whether there was."""
@@ -83,89 +200,15 @@ class Worker:
         return True
 
     def process(self, job: Job) -> str:
-        instances = self.store.new_instances(job.study_instance_uid)
-        outcomes = []
-        for row in instances:
+        states = []
+        for row in self.store.new_instances(job.study_instance_uid):
             self.metrics.stage_seconds.labels(stage="queue_wait").observe(time.time() - row["received_at"])
-            outcomes.append(self.process_instance(job, row))
-        if any(o == "done" for o in outcomes):
-            return "done"
-        if outcomes and all(o == "skipped" for o in outcomes):
-            return "skipped"
-        return "failed" if outcomes else "done"
-
-    def process_instance(self, job: Job, row) -> str:
-        from cxrxai.dicom.results import build_dicom_results, result_file_name
-        from cxrxai.io import read_radiograph
-
-        sop = row["sop_instance_uid"]
-        path = Path(row["path"])
-        header = dcmread(path, stop_before_pixels=True)
-        decision = route(header, self.config.routing)
-        if not decision.process:
-            self.store.finish_instance(sop, "skipped", decision.reason)
-            self.metrics.instances_processed.labels(outcome="skipped").inc()
-            return "skipped"
-        started = time.perf_counter()
-        try:
-            radiograph = read_radiograph(path)
-            explanation = self.explainer.explain(
-                radiograph, methods=self.config.processing.methods, lung_mask=False
+            outcome = self.processor.explain_instance(
+                job.study_instance_uid, row["sop_instance_uid"], Path(row["path"]), job.urgent
             )
-        except CXRXAIError as exc:  # this image cannot be explained: fail it alone, keep the reason
-            self.store.finish_instance(sop, "failed", str(exc))
-            self.metrics.instances_processed.labels(outcome="failed").inc()
-            return "failed"
-        inference = time.perf_counter() - started
-        self.metrics.stage_seconds.labels(stage="inference").observe(inference)
-        started = time.perf_counter()
-        assert radiograph.dataset is not None  # the spool holds DICOM only
-        objects = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
-        folder = self.config.paths.results / job.study_instance_uid / sop
-        written = []
-        for dataset in objects:
-            target = folder / result_file_name(dataset)
-            durable_write(target, _encode(dataset))
-            written.append((str(dataset.SOPInstanceUID), target))
-        self.metrics.stage_seconds.labels(stage="encoding").observe(time.perf_counter() - started)
-        urgent = job.urgent or self._triage(explanation)
-        if urgent and not job.urgent:
-            self.store.mark_urgent(job.study_instance_uid)
-        webhook = None
-        if urgent and self.config.triage.webhook_url:
-            webhook = (self.config.triage.webhook_url, self._notification(job, header, explanation))
-        self.index.add(_indexed(objects, written, inference))
-        self.store.commit_results(
-            job.study_instance_uid,
-            sop,
-            written,
-            self.destinations,
-            urgent,
-            webhook,
-        )
-        self.metrics.instances_processed.labels(outcome="done").inc()
-        return "done"
-
-    def _triage(self, explanation) -> bool:
-        probabilities = {f.name: f.probability for f in explanation.findings}
-        return any(
-            probabilities.get(rule.finding, 0.0) >= rule.min_probability for rule in self.config.triage.rules
-        )
-
-    def _notification(self, job: Job, header, explanation) -> dict:
-        """What the triage webhook receives: UIDs and findings, no names, IDs or dates."""
-        rules = {rule.finding: rule.min_probability for rule in self.config.triage.rules}
-        return {
-            "event": "urgent-study",
-            "study_instance_uid": job.study_instance_uid,
-            "sop_instance_uid": str(header.SOPInstanceUID),
-            "findings": [
-                {"name": f.name, "probability": round(f.probability, 4)}
-                for f in explanation.findings
-                if f.name in rules and f.probability >= rules[f.name]
-            ],
-            "model": {k: explanation.model[k] for k in ("name", "version", "content_hash")},
-        }
+            commit_outcome(self.store, self.config, job.study_instance_uid, outcome)
+            states.append(outcome.state)
+        return study_outcome(states)
 
 
 def _encode(dataset) -> bytes:

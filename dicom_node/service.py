@@ -1,22 +1,22 @@
-"""The running node: receiver, scheduler, worker processes, sender, metrics; start and graceful stop.
+"""The running node: receiver, scheduler, job queue (local worker processes, or Celery), sender,
+metrics; start and graceful stop.
 
 Start-up recovers from whatever happened before: jobs left `processing` by a crash (or `kill -9`) are
-queued again, and pending deliveries are simply due. While running, a worker process that dies has its
-job re-queued and is restarted. Stop: the receiver stops accepting first, workers finish their current
-job (SIGTERM; after `stop_timeout` they are killed and their jobs re-queued for the next start), the
-sender makes a last pass, then the metrics endpoint closes.
+queued again (those dispatched to Celery are collected instead), and pending deliveries are simply due.
+While running, a local worker process that dies has its job re-queued and is restarted. Stop: the
+receiver stops accepting first, local workers finish their current job (SIGTERM; after `stop_timeout`
+they are killed and their jobs re-queued for the next start), the sender makes a last pass, then the
+metrics endpoint closes.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
 import signal
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dicom_node.config import NodeConfig
 
@@ -28,7 +28,6 @@ TICK_SECONDS = 0.25
 class Node:
     config: NodeConfig
     stop_timeout: float = 120.0
-    workers: dict[str, multiprocessing.process.BaseProcess] = field(default_factory=dict)
 
     def start(self) -> None:
         metrics_dir = self.config.paths.database.parent / "metrics"
@@ -39,6 +38,7 @@ class Node:
         from cxrxai.index import ResultsIndex
         from dicom_node.audit import AuditLog
         from dicom_node.metrics import Metrics, serve_http
+        from dicom_node.queues import make_queue
         from dicom_node.scp import start_server
         from dicom_node.sender import Sender
         from dicom_node.store import Store
@@ -52,15 +52,13 @@ class Node:
         self.metrics = Metrics()
         self.sender = Sender(self.config, self.store, self.audit, self.metrics)
         self._stopping = threading.Event()
-        self._draining = False  # set by stop(): workers that exit now are not restarted
-        self._context = multiprocessing.get_context("spawn")  # no forked torch / sqlite state
+        self.queue = make_queue(self.config, self.store)
         # the listening sockets first: a port in use fails the start before any worker exists
         self.scp = start_server(self.config, self.store, self.audit, self.metrics)
         self.http = None
         if self.config.metrics.port is not None:
             self.http = serve_http(self.store, self.config.metrics.bind_address, self.config.metrics.port)
-        for index in range(self.config.processing.workers):
-            self._start_worker(f"worker-{index + 1}")
+        self.queue.start()
         self._threads = [
             threading.Thread(target=self._schedule, name="scheduler", daemon=True),
             threading.Thread(target=self._send, name="sender", daemon=True),
@@ -68,11 +66,11 @@ class Node:
         for thread in self._threads:
             thread.start()
         LOG.info(
-            "node %s listening on %s:%d with %d worker(s)",
+            "node %s listening on %s:%d, %s queue",
             self.config.node.ae_title,
             self.config.node.bind_address,
             self.port,
-            len(self.workers),
+            self.config.queue.backend,
         )
 
     @property
@@ -83,24 +81,12 @@ class Node:
     def metrics_port(self) -> int | None:
         return int(self.http.server_address[1]) if self.http else None
 
-    def _start_worker(self, name: str) -> None:
-        from dicom_node.processing import worker_main
-
-        process = self._context.Process(target=worker_main, args=(self.config, name), name=name, daemon=False)
-        process.start()
-        self.workers[name] = process
-
     def _schedule(self) -> None:
         while not self._stopping.is_set():
             try:
                 self.store.promote_quiet_studies(self.config.node.study_quiet_seconds)
-                for name, process in list(self.workers.items()):
-                    if not process.is_alive() and not self._draining:
-                        lost = self.store.requeue_in_flight(name)
-                        LOG.error("worker %s died (exit %s); re-queued %d job(s), restarting it",
-                                  name, process.exitcode, lost)  # fmt: skip
-                        self._start_worker(name)
-            except Exception:  # the scheduler must outlive a locked database or a failed restart
+                self.queue.tick()
+            except Exception:  # the scheduler must outlive a locked database, a broker outage, a restart
                 LOG.exception("scheduler pass failed; retrying")
             self._stopping.wait(TICK_SECONDS)
 
@@ -116,19 +102,8 @@ class Node:
 
     def stop(self) -> None:
         LOG.info("stopping: no new associations; workers finish their current job")
-        self._draining = True
         self.scp.shutdown()
-        for process in self.workers.values():
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
-        for name, process in self.workers.items():
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.is_alive():
-                LOG.warning("worker %s did not finish in time; killing it, its job is re-queued", name)
-                process.kill()
-                process.join()
-                self.store.requeue_in_flight(name)
+        self.queue.stop(self.stop_timeout)
         self._stopping.set()
         for thread in self._threads:
             thread.join()

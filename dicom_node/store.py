@@ -68,6 +68,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     sent_at REAL,
     UNIQUE (sop_instance_uid, destination)
 );
+CREATE TABLE IF NOT EXISTS dispatched (
+    study_instance_uid TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    sent_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, urgent DESC, next_attempt_at);
 """
 
@@ -242,11 +247,13 @@ class Store:
         return state
 
     def requeue_in_flight(self, worker: str | None = None) -> int:
-        """Jobs left in processing (by a crashed worker, or by everyone after a restart) are queued again."""
+        """Jobs left in processing (by a crashed worker, or by everyone after a restart) are queued again;
+        not those dispatched to a task queue, which are still in the broker."""
         with self.transaction() as db:
             if worker is None:
                 cursor = db.execute(
-                    "UPDATE studies SET state = 'queued', worker = NULL WHERE state = 'processing'"
+                    "UPDATE studies SET state = 'queued', worker = NULL WHERE state = 'processing' "
+                    "AND study_instance_uid NOT IN (SELECT study_instance_uid FROM dispatched)"
                 )
             else:
                 cursor = db.execute(
@@ -255,6 +262,25 @@ class Store:
                     (worker,),
                 )
             return cursor.rowcount
+
+    def record_dispatch(self, study_instance_uid: str, task_id: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO dispatched VALUES (?, ?, ?)",
+                (study_instance_uid, task_id, time.time()),
+            )
+
+    def dispatched(self) -> list[tuple[Job, str]]:
+        """Jobs sent to a task queue and not yet collected, oldest first, with their task IDs."""
+        rows = self._connection().execute(
+            "SELECT s.study_instance_uid, s.attempts, s.urgent, d.task_id FROM dispatched d "
+            "JOIN studies s USING (study_instance_uid) ORDER BY d.sent_at"
+        )
+        return [(Job(row[0], row[1], bool(row[2])), row[3]) for row in rows]
+
+    def forget_dispatch(self, study_instance_uid: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM dispatched WHERE study_instance_uid = ?", (study_instance_uid,))
 
     def mark_urgent(self, study_instance_uid: str) -> None:
         with self.transaction() as db:

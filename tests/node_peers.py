@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from cxrxai.samples import chest_image, radiograph_dataset
 
 
@@ -175,3 +177,25 @@ def _toml(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     return json.dumps(str(value))
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[str]:
+    """redis-server on a free loopback port, no persistence; yields its URL."""
+    executable = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(executable).is_file():
+        pytest.skip("redis-server missing: `make test` installs the Debian package")
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "redis.log", "ab") as log:
+        process = subprocess.Popen(
+            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(folder)],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        try:
+            wait_for(lambda: listening(port), 20, what="redis-server")
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            process.wait(20)

@@ -26,7 +26,7 @@ def retrieve_from_pacs(
     returns the retrieved SR files. Raises RuntimeError with one readable line when the PACS cannot be
     reached or refuses, or when some object could not be retrieved."""
     try:
-        from dicom_node.pacs_results import Peer, retrieve_results
+        from dicom_node.pacs import Peer, retrieve_results
     except ImportError as exc:
         raise RuntimeError(f"querying a PACS needs pynetdicom ({exc.name} is missing)") from None
     from cxrxai.errors import CXRXAIError

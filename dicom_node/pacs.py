@@ -1,11 +1,12 @@
-"""Index the SR results a PACS already holds: C-FIND our SRs, C-GET the ones not indexed yet.
+"""Query / retrieve from a PACS by C-FIND and C-GET: our SR results (with their SEG and SC objects),
+for the results index and the Slicer module, and chest radiographs (CR, DX), for `cxrxai batch`.
 
 Why C-GET: it needs nothing configured on the PACS beyond knowing our AE title (C-MOVE would need the
 PACS to know our address and port, and a listening SCP here). Queries follow the Study Root hierarchy
-(study -> series with Modality SR -> instances), so any conformant PACS answers, not only lenient ones.
+(study -> series of a modality -> instances), so any conformant PACS answers, not only lenient ones.
 
 Idempotent: every run queries again (cheap), but an SR whose UID is in the index is not retrieved again,
-and a file already in `into` (a run that stopped between retrieving and indexing) is indexed without a
+and a file already in `into` (a run that stopped between retrieving and indexing) is used without a
 second retrieval. Retrieved objects are kept under `into/<study>/<SOP Instance UID>.dcm`, so the index
 can point at them (exports need the files). With `heatmaps`, the SEG and Secondary Capture objects an SR
 lists as evidence are retrieved too.
@@ -37,6 +38,9 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
     EnhancedSRStorage,
     SecondaryCaptureImageStorage,
     SegmentationStorage,
@@ -53,7 +57,12 @@ if TYPE_CHECKING:  # the index (SQLAlchemy, pandas) only for ingest_from_pacs: t
     from cxrxai.index.store import IngestReport
 
 SR_CLASSES = (Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage)
-STORAGE_CLASSES = (*SR_CLASSES, SegmentationStorage, SecondaryCaptureImageStorage)
+RADIOGRAPH_CLASSES = (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+)
+STORAGE_CLASSES = (*SR_CLASSES, SegmentationStorage, SecondaryCaptureImageStorage, *RADIOGRAPH_CLASSES)
 RETRIEVED_SYNTAXES = (
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, JPEG2000Lossless,
     JPEG2000, JPEGLSLossless, RLELossless, JPEGLosslessSV1,
@@ -108,7 +117,9 @@ def retrieve_results(
     (`ingest_from_pacs`) and the Slicer module share this."""
     retrieval = Retrieval()
     with _associate(peer, calling_ae_title, into) as association:
-        for study, series, sop in _our_srs(association, study_instance_uid, date_from, date_to):
+        for study, series, sop in _instances(
+            association, ("SR",), SR_CLASSES, study_instance_uid, date_from, date_to
+        ):
             retrieval.found += 1
             path = _file(into, study, sop)
             if skip(sop):
@@ -216,38 +227,66 @@ def _find(association: Association, query: Dataset) -> Iterator[Dataset]:
             raise CXRXAIError(f"the PACS refused the query: C-FIND status 0x{status.Status:04X}")
 
 
-def _our_srs(
-    association: Association, study_instance_uid: str, date_from: dt.date | None, date_to: dt.date | None
+def _instances(
+    association: Association,
+    modalities: tuple[str, ...],
+    classes: tuple[str, ...],
+    study_instance_uid: str,
+    date_from: dt.date | None,
+    date_to: dt.date | None,
 ) -> Iterator[tuple[str, str, str]]:
-    """(study, series, SOP Instance UID) of every SR instance, study by study."""
+    """(study, series, SOP Instance UID) of every instance of `classes` in series of `modalities`,
+    study by study (one of them, or those of a study-date range, or all)."""
     studies = Dataset()
     studies.QueryRetrieveLevel = "STUDY"
     studies.StudyInstanceUID = study_instance_uid
     studies.StudyDate = _date_range(date_from, date_to)
     for study in list(_find(association, studies)):
-        series_query = Dataset()
-        series_query.QueryRetrieveLevel = "SERIES"
-        series_query.StudyInstanceUID = study.StudyInstanceUID
-        series_query.SeriesInstanceUID = ""
-        series_query.Modality = "SR"
-        for series in list(_find(association, series_query)):
-            if str(series.get("Modality", "SR")) != "SR":
-                continue  # a PACS that ignores the Modality key
-            instances = Dataset()
-            instances.QueryRetrieveLevel = "IMAGE"
-            instances.StudyInstanceUID = study.StudyInstanceUID
-            instances.SeriesInstanceUID = series.SeriesInstanceUID
-            instances.SOPInstanceUID = ""
-            instances.SOPClassUID = ""
-            for instance in list(_find(association, instances)):
-                if (
-                    str(instance.get("SOPClassUID", "") or SR_CLASSES[0]) in SR_CLASSES
-                ):  # not every PACS returns it
-                    yield (
-                        str(study.StudyInstanceUID),
-                        str(series.SeriesInstanceUID),
-                        str(instance.SOPInstanceUID),
-                    )
+        for modality in modalities:
+            series_query = Dataset()
+            series_query.QueryRetrieveLevel = "SERIES"
+            series_query.StudyInstanceUID = study.StudyInstanceUID
+            series_query.SeriesInstanceUID = ""
+            series_query.Modality = modality
+            for series in list(_find(association, series_query)):
+                if str(series.get("Modality", modality)) != modality:
+                    continue  # a PACS that ignores the Modality key
+                instances = Dataset()
+                instances.QueryRetrieveLevel = "IMAGE"
+                instances.StudyInstanceUID = study.StudyInstanceUID
+                instances.SeriesInstanceUID = series.SeriesInstanceUID
+                instances.SOPInstanceUID = ""
+                instances.SOPClassUID = ""
+                for instance in list(_find(association, instances)):
+                    if str(instance.get("SOPClassUID", "") or classes[0]) in classes:  # not every PACS says
+                        yield (
+                            str(study.StudyInstanceUID),
+                            str(series.SeriesInstanceUID),
+                            str(instance.SOPInstanceUID),
+                        )
+
+
+def retrieve_radiographs(
+    peer: Peer,
+    into: Path,
+    calling_ae_title: str = "CXRXAI",
+    study_instance_uid: str = "",
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
+) -> Retrieval:
+    """The chest-capable radiographs (CR, DX) of one study, a study-date range, or all, retrieved into
+    `into` (files already there are not retrieved again): what `cxrxai batch --pacs` explains."""
+    retrieval = Retrieval()
+    with _associate(peer, calling_ae_title, into) as association:
+        matches = _instances(
+            association, ("CR", "DX"), RADIOGRAPH_CLASSES, study_instance_uid, date_from, date_to
+        )
+        for study, series, sop in matches:
+            retrieval.found += 1
+            path = _file(into, study, sop)
+            if path.is_file() or _get(association, study, series, sop, retrieval):
+                retrieval.files.append(path)
+    return retrieval
 
 
 def _get(association: Association, study: str, series: str, sop: str, report: Retrieval) -> bool:

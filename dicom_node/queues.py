@@ -1,0 +1,240 @@
+"""Job queue backends: where the node's study jobs are explained.
+
+- `EmbeddedQueue` (default): worker processes on the node's machine claim jobs from the node's SQLite
+  database (`Store.claim_job`); a dead worker's job is re-queued and the worker restarted.
+- `CeleryQueue`: the node sends each job as a Celery task to a Redis broker; `cxrxai worker` processes on
+  any machine that mounts the spool and results folders explain it (`Processor`) and return the outcome;
+  the node commits the outcome (outbox rows, instance states) in its own database. The node alone writes
+  its SQLite file; workers share only files, the results index and the broker.
+
+The guarantees do not change: tasks are acknowledged late (after the work), one at a time per worker,
+and redelivered when a worker dies (the broker's visibility timeout, longer than the slowest job).
+A task run twice writes the same files (deterministic UIDs), the index keeps one row per SR, and the
+outbox's unique key queues each delivery once, so every result still reaches each destination once.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from dicom_node.config import NodeConfig
+from dicom_node.store import Store
+
+LOG = logging.getLogger("dicom_node.queue")
+TASK = "cxrxai.explain_study"
+CELERY_WORKER = "celery"  # the `worker` of a dispatched job in the node's database
+
+
+class JobQueue(Protocol):
+    def start(self) -> None: ...
+
+    def tick(self) -> None:
+        """One scheduler pass: start, dispatch or collect what is due."""
+
+    def stop(self, timeout: float) -> None: ...
+
+
+class EmbeddedQueue:
+    """Local worker processes (spawned: no forked torch or SQLite state) claiming jobs from the store."""
+
+    def __init__(self, config: NodeConfig, store: Store) -> None:
+        self.config, self.store = config, store
+        self.workers: dict[str, multiprocessing.process.BaseProcess] = {}
+        self._context = multiprocessing.get_context("spawn")
+        self._draining = False
+
+    def start(self) -> None:
+        for index in range(self.config.processing.workers):
+            self._start_worker(f"worker-{index + 1}")
+
+    def _start_worker(self, name: str) -> None:
+        from dicom_node.processing import worker_main
+
+        process = self._context.Process(target=worker_main, args=(self.config, name), name=name, daemon=False)
+        process.start()
+        self.workers[name] = process
+
+    def tick(self) -> None:
+        for name, process in list(self.workers.items()):
+            if not process.is_alive() and not self._draining:
+                lost = self.store.requeue_in_flight(name)
+                LOG.error("worker %s died (exit %s); re-queued %d job(s), restarting it",
+                          name, process.exitcode, lost)  # fmt: skip
+                self._start_worker(name)
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM: each worker finishes its job; one that does not in time is killed, its job re-queued."""
+        self._draining = True
+        for process in self.workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, process in self.workers.items():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                LOG.warning("worker %s did not finish in time; killing it, its job is re-queued", name)
+                process.kill()
+                process.join()
+                self.store.requeue_in_flight(name)
+
+
+class CeleryQueue:
+    """The node's side of the Celery backend: dispatch queued jobs as tasks, collect finished ones."""
+
+    def __init__(self, config: NodeConfig, store: Store) -> None:
+        self.config, self.store = config, store
+        self.app = make_app(config)
+
+    def start(self) -> None:
+        LOG.info("jobs go to Celery queue %r on %s", self.config.queue.task_queue, _safe(self.config))
+
+    def tick(self) -> None:
+        self.dispatch()
+        self.collect()
+
+    def dispatch(self) -> int:
+        sent = 0
+        spool = self.config.paths.spool
+        while (job := self.store.claim_job(CELERY_WORKER)) is not None:
+            payload = {
+                "study": job.study_instance_uid,
+                "urgent": job.urgent,
+                "instances": [
+                    {"sop": row["sop_instance_uid"], "path": str(Path(row["path"]).relative_to(spool))}
+                    for row in self.store.new_instances(job.study_instance_uid)
+                ],
+            }
+            result = self.app.send_task(TASK, args=[payload], queue=self.config.queue.task_queue)
+            self.store.record_dispatch(job.study_instance_uid, result.id)
+            sent += 1
+        return sent
+
+    def collect(self) -> int:
+        """Commit the outcome of every finished task; a failed task's job is retried or failed."""
+        from dicom_node.processing import InstanceOutcome, commit_outcome, study_outcome
+
+        finished = 0
+        for job, task_id in self.store.dispatched():
+            result = self.app.AsyncResult(task_id)
+            if result.state == "SUCCESS":
+                outcomes = [InstanceOutcome(**item) for item in result.result["instances"]]
+                for outcome in outcomes:
+                    commit_outcome(self.store, self.config, job.study_instance_uid, outcome)
+                self.store.finish_job(job.study_instance_uid, study_outcome([o.state for o in outcomes]))
+            elif result.state == "FAILURE":
+                LOG.error("task for study %s failed: %s", job.study_instance_uid, result.result)
+                self.store.retry_or_fail_job(
+                    job, f"remote worker: {result.result}", self.config.processing.max_attempts
+                )
+            else:
+                continue
+            self.store.forget_dispatch(job.study_instance_uid)
+            result.forget()
+            finished += 1
+        return finished
+
+    def stop(self, timeout: float) -> None:
+        """Dispatched tasks go on in the remote workers; the next start collects them."""
+        self.collect()
+
+
+def make_queue(config: NodeConfig, store: Store) -> JobQueue:
+    return CeleryQueue(config, store) if config.queue.backend == "celery" else EmbeddedQueue(config, store)
+
+
+# -- the Celery application, shared by the node (sending) and `cxrxai worker` (executing) --------------
+
+_PROCESSOR: Any = None  # the worker process's Processor: the model is loaded once, before consuming
+
+
+def make_app(config: NodeConfig):
+    from celery import Celery
+
+    url = config.queue.broker_url
+    app = Celery("cxrxai", broker=url, backend=url, set_as_current=False)
+    timeout = config.queue.visibility_timeout_seconds
+    # kombu sweeps for unacknowledged messages of dead workers every interval x throttle seconds
+    # (100 s by default): every 10 s at most, so a job comes back soon after its visibility timeout
+    transport = {
+        "visibility_timeout": timeout,
+        "unacked_restore_interval": max(1.0, min(10.0, timeout / 2)),
+        "unacked_restore_throttle": 1,
+    }
+    app.conf.update(
+        task_acks_late=True,  # acknowledged after the work: a worker that dies loses nothing
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # one job at a time per worker
+        task_track_started=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_default_queue=config.queue.task_queue,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        result_expires=7 * 24 * 3600,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    app.task(name=TASK)(explain_study)
+    return app
+
+
+def explain_study(payload: dict) -> dict:
+    """The task: explain every instance of one study from the shared spool; outcomes for the node."""
+    processor = _PROCESSOR
+    if processor is None:
+        raise RuntimeError("no model loaded in this process: start workers with `cxrxai worker`")
+    spool = processor.config.paths.spool
+    outcomes = [
+        processor.explain_instance(payload["study"], item["sop"], spool / item["path"], payload["urgent"])
+        for item in payload["instances"]
+    ]
+    return {"study": payload["study"], "instances": [asdict(o) for o in outcomes]}
+
+
+def run_worker(config: NodeConfig, name: str | None = None) -> int:
+    """`cxrxai worker`: load the model once, then take one study task at a time until SIGTERM (which lets
+    the current task finish; a task cut short by SIGKILL is redelivered after the visibility timeout)."""
+    global _PROCESSOR
+
+    from dicom_node.logs import configure_logging
+    from dicom_node.metrics import Metrics
+    from dicom_node.processing import Processor
+
+    configure_logging()
+    if config.queue.backend != "celery":
+        from cxrxai.errors import CXRXAIError
+
+        raise CXRXAIError('cxrxai worker needs [queue] backend = "celery" and a broker_url in node.toml')
+    if config.processing.device == "cpu":
+        import torch
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    _PROCESSOR = Processor(config, Metrics())
+    app = make_app(config)
+    hostname = f"{name or 'cxrxai'}-{os.getpid()}@%h"
+    LOG.info("worker %s starting on queue %r at %s", hostname, config.queue.task_queue, _safe(config))
+    options = [
+        "--pool=solo",
+        "--concurrency=1",
+        f"--queues={config.queue.task_queue}",
+        f"--hostname={hostname}",
+    ]
+    app.worker_main(["worker", *options, "--loglevel=INFO", "--without-gossip", "--without-mingle"])
+    return 0
+
+
+def _safe(config: NodeConfig) -> str:
+    """The broker URL without its password, for logs."""
+    url = config.queue.broker_url
+    if "@" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
