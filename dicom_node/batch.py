@@ -154,13 +154,18 @@ def _stage(config: NodeConfig, inputs: Iterable[Path], state: BatchState) -> int
 
 
 def _via_celery(config: NodeConfig, state: BatchState, todo, finish) -> None:
+    from dicom_node.object_store import object_store
     from dicom_node.queues import TASK, make_app
 
     app = make_app(config)
+    objects = object_store(config)  # with S3, the workers read the staged images from the bucket
     waiting: dict[str, str] = {}
     for study, task_id in todo:
         if task_id is None:
             instances = [{"sop": sop, "path": path} for sop, path in state.instances(study)]
+            if objects is not None:
+                for item in instances:
+                    objects.put("spool", item["path"], config.paths.spool / item["path"])
             payload = {"study": study, "urgent": False, "instances": instances}
             task_id = app.send_task(TASK, args=[payload], queue=config.queue.task_queue).id
             state.sent(study, task_id)

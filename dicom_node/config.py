@@ -118,6 +118,19 @@ class QueueSection:
 
 
 @dataclass(frozen=True)
+class StorageSection:
+    """How remote workers reach the spooled instances and return results: shared folders (the paths in
+    [paths], mounted on every machine) or S3-compatible object storage. Credentials come from the usual
+    AWS environment variables or files, never from node.toml."""
+
+    kind: str = "folder"  # or "s3"
+    s3_bucket: str = ""
+    s3_prefix: str = "cxrxai"
+    s3_endpoint_url: str = ""  # empty: AWS; e.g. https://minio.example.org:9000
+    s3_region: str = ""
+
+
+@dataclass(frozen=True)
 class RetrySection:
     max_attempts: int = 8  # then the delivery is dead-lettered until `cxrxai node resend`
     initial_delay_seconds: float = 5.0
@@ -150,6 +163,7 @@ class NodeConfig:
     processing: ProcessingSection = field(default_factory=ProcessingSection)
     routing: RoutingSection = field(default_factory=RoutingSection)
     queue: QueueSection = field(default_factory=QueueSection)
+    storage: StorageSection = field(default_factory=StorageSection)
     destinations: tuple[Destination, ...] = ()
     retry: RetrySection = field(default_factory=RetrySection)
     triage: TriageSection = field(default_factory=TriageSection)
@@ -162,6 +176,7 @@ SECTIONS: dict[str, type] = {
     "processing": ProcessingSection,
     "routing": RoutingSection,
     "queue": QueueSection,
+    "storage": StorageSection,
     "retry": RetrySection,
     "triage": TriageSection,
     "metrics": MetricsSection,
@@ -340,6 +355,13 @@ def validate(config: NodeConfig) -> list[str]:
         problems.append(f"queue.backend: {queue.backend!r} is not embedded or celery")
     if queue.backend == "celery" and not queue.broker_url.startswith(("redis://", "rediss://")):
         problems.append("queue.broker_url: the celery backend needs a Redis URL, e.g. redis://host:6379/0")
+    storage = config.storage
+    if storage.kind not in ("folder", "s3"):
+        problems.append(f"storage.kind: {storage.kind!r} is not folder or s3")
+    if storage.kind == "s3" and not storage.s3_bucket:
+        problems.append("storage.s3_bucket: the s3 storage needs a bucket")
+    if storage.kind == "s3" and queue.backend != "celery":
+        problems.append('storage.kind: s3 carries jobs to remote workers; it needs queue.backend = "celery"')
     if queue.visibility_timeout_seconds <= 0:
         problems.append("queue.visibility_timeout_seconds: must be above 0 (longer than the slowest job)")
     processing = config.processing

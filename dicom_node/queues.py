@@ -89,8 +89,11 @@ class CeleryQueue:
     """The node's side of the Celery backend: dispatch queued jobs as tasks, collect finished ones."""
 
     def __init__(self, config: NodeConfig, store: Store) -> None:
+        from dicom_node.object_store import object_store
+
         self.config, self.store = config, store
         self.app = make_app(config)
+        self.objects = object_store(config)  # None: the workers share the spool and results folders
 
     def start(self) -> None:
         LOG.info("jobs go to Celery queue %r on %s", self.config.queue.task_queue, _safe(self.config))
@@ -103,14 +106,13 @@ class CeleryQueue:
         sent = 0
         spool = self.config.paths.spool
         while (job := self.store.claim_job(CELERY_WORKER)) is not None:
-            payload = {
-                "study": job.study_instance_uid,
-                "urgent": job.urgent,
-                "instances": [
-                    {"sop": row["sop_instance_uid"], "path": str(Path(row["path"]).relative_to(spool))}
-                    for row in self.store.new_instances(job.study_instance_uid)
-                ],
-            }
+            instances = []
+            for row in self.store.new_instances(job.study_instance_uid):
+                relative = str(Path(row["path"]).relative_to(spool))
+                if self.objects is not None:
+                    self.objects.put("spool", relative, Path(row["path"]))
+                instances.append({"sop": row["sop_instance_uid"], "path": relative})
+            payload = {"study": job.study_instance_uid, "urgent": job.urgent, "instances": instances}
             result = self.app.send_task(TASK, args=[payload], queue=self.config.queue.task_queue)
             self.store.record_dispatch(job.study_instance_uid, result.id)
             sent += 1
@@ -125,6 +127,8 @@ class CeleryQueue:
             result = self.app.AsyncResult(task_id)
             if result.state == "SUCCESS":
                 outcomes = [InstanceOutcome(**item) for item in result.result["instances"]]
+                if self.objects is not None:
+                    self._fetch_results(outcomes)
                 for outcome in outcomes:
                     commit_outcome(self.store, self.config, job.study_instance_uid, outcome)
                 self.store.finish_job(job.study_instance_uid, study_outcome([o.state for o in outcomes]))
@@ -140,6 +144,29 @@ class CeleryQueue:
             finished += 1
         return finished
 
+    def _fetch_results(self, outcomes) -> None:
+        """Copy the result files from the object store into the node's results folder (the sender sends
+        files) and point the results index at these copies."""
+        from pydicom import dcmread
+
+        from cxrxai.index import ResultsIndex
+        from cxrxai.index.store import image_from_sr
+
+        assert self.objects is not None
+        results = self.config.paths.results
+        index = ResultsIndex(self.config.paths.index_location)
+        for outcome in outcomes:
+            files = {uid: results / relative for uid, relative in outcome.objects}
+            for relative in (r for _, r in outcome.objects):
+                self.objects.get("results", relative, results / relative)
+            sr = next((path for path in files.values() if path.name.startswith("SR-")), None)
+            if sr is not None:
+                image = image_from_sr(dcmread(sr), str(sr))
+                for obj in image.objects:
+                    obj.path = str(files.get(obj.sop_instance_uid, obj.path))
+                index.add(image)
+        index.engine.dispose()
+
     def stop(self, timeout: float) -> None:
         """Dispatched tasks go on in the remote workers; the next start collects them."""
         self.collect()
@@ -152,6 +179,7 @@ def make_queue(config: NodeConfig, store: Store) -> JobQueue:
 # -- the Celery application, shared by the node (sending) and `cxrxai worker` (executing) --------------
 
 _PROCESSOR: Any = None  # the worker process's Processor: the model is loaded once, before consuming
+_OBJECTS: Any = None  # the worker's ObjectStore with [storage] kind = "s3"
 
 
 def make_app(config: NodeConfig):
@@ -191,21 +219,31 @@ def explain_study(payload: dict) -> dict:
     processor = _PROCESSOR
     if processor is None:
         raise RuntimeError("no model loaded in this process: start workers with `cxrxai worker`")
-    spool = processor.config.paths.spool
-    outcomes = [
-        processor.explain_instance(payload["study"], item["sop"], spool / item["path"], payload["urgent"])
-        for item in payload["instances"]
-    ]
+    config = processor.config
+    objects = _OBJECTS
+    spool, results = config.paths.spool, config.paths.results
+    outcomes = []
+    for item in payload["instances"]:
+        if objects is not None and not (spool / item["path"]).is_file():
+            objects.get("spool", item["path"], spool / item["path"])
+        outcome = processor.explain_instance(
+            payload["study"], item["sop"], spool / item["path"], payload["urgent"]
+        )
+        if objects is not None:
+            for _, relative in outcome.objects:
+                objects.put("results", relative, results / relative)
+        outcomes.append(outcome)
     return {"study": payload["study"], "instances": [asdict(o) for o in outcomes]}
 
 
 def run_worker(config: NodeConfig, name: str | None = None) -> int:
     """`cxrxai worker`: load the model once, then take one study task at a time until SIGTERM (which lets
     the current task finish; a task cut short by SIGKILL is redelivered after the visibility timeout)."""
-    global _PROCESSOR
+    global _PROCESSOR, _OBJECTS
 
     from dicom_node.logs import configure_logging
     from dicom_node.metrics import Metrics
+    from dicom_node.object_store import object_store
     from dicom_node.processing import Processor
 
     configure_logging()
@@ -218,6 +256,7 @@ def run_worker(config: NodeConfig, name: str | None = None) -> int:
 
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     _PROCESSOR = Processor(config, Metrics())
+    _OBJECTS = object_store(config)
     app = make_app(config)
     hostname = f"{name or 'cxrxai'}-{os.getpid()}@%h"
     LOG.info("worker %s starting on queue %r at %s", hostname, config.queue.task_queue, _safe(config))

@@ -140,6 +140,10 @@ def test_worker_refuses_an_embedded_configuration(tiny_bundle, tmp_path, capsys)
     assert main(["worker", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "queue.broker_url" in err and "queue.visibility_timeout_seconds" in err
+    bad.write_text('[storage]\nkind = "s3"\n')
+    assert main(["worker", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "storage.s3_bucket" in err and 'needs queue.backend = "celery"' in err
 
 
 def _batch_config(root: Path, bundle: Path, **queue) -> Path:
@@ -268,3 +272,84 @@ def test_batch_from_a_pacs_query(tiny_bundle, tmp_path, capsys):
         assert "3 radiographs found, 0 retrieved" in out and "3 studies: 3 already done, 0 done" in out
     rows = ResultsIndex(load_config(config_path).paths.index_location).query()
     assert set(rows.sop_instance_uid) == {str(dcmread(p).SOPInstanceUID) for p in sources}
+
+
+def test_s3_storage_carries_instances_and_results_between_machines(tiny_bundle, tmp_path, monkeypatch):
+    """Node and worker share no folder: instances and results travel through S3-compatible storage.
+    The S3 side is moto's S3 server on loopback (an emulator of the S3 HTTP API; no real S3 or MinIO
+    is available here)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from cxrxai.index import ResultsIndex
+    from dicom_node.service import Node
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "cxrxai"), ("AWS_SECRET_ACCESS_KEY", "cxrxai-secret"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    s3.start()
+    host, port = s3.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="cxrxai-results")
+    pacs_port = free_port()
+    sources = [write_radiograph(tmp_path / "in" / f"{i}.dcm", seed=90 + i) for i in range(2)]
+    try:
+        with redis_server(tmp_path / "redis") as broker, storescp(tmp_path / "pacs", pacs_port, verbose=True):
+            shared = {
+                "queue": {
+                    "backend": "celery",
+                    "broker_url": broker,
+                    "visibility_timeout_seconds": VISIBILITY_SECONDS,
+                },
+                "storage": {"kind": "s3", "s3_bucket": "cxrxai-results", "s3_endpoint_url": endpoint},
+            }
+            index = str(
+                tmp_path / "shared-index.sqlite"
+            )  # the shared index database (PostgreSQL in practice)
+            destinations = [{"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": pacs_port}]
+            node_config = node_toml(tmp_path / "node", tiny_bundle, free_port(), destinations, **shared)
+            worker_config = node_toml(tmp_path / "worker", tiny_bundle, free_port(), [], **shared)
+            for path in (node_config, worker_config):
+                path.write_text(path.read_text().replace('index = "results.sqlite"', f'index = "{index}"'))
+            config = load_config(node_config)
+            node = Node(config, stop_timeout=30)
+            worker = _worker(worker_config, "ws3", tmp_path / "worker.log")
+            try:
+                node.start()
+                send = ("storescu", "-aet", "STORESCU", "-aec", "CXRXAI", "127.0.0.1", str(config.node.port))
+                assert dcmtk(*send, *map(str, sources)).returncode == 0
+                studies = {str(dcmread(p).StudyInstanceUID) for p in sources}
+                done = lambda: all((node.store.study(s) or {"state": ""})["state"] == "done" for s in studies)  # noqa: E731
+                wait_for(done, 120, what="both studies done by the worker")
+                wait_for(lambda: not node.store.deliveries(("pending", "dead")), 60, what="deliveries")
+                sent = node.store.deliveries(("sent",))
+                assert received_store_requests(tmp_path / "pacs", pacs_port) == len(sent) > 0
+            finally:
+                node.stop()
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(60)
+        worker_results = {
+            p.relative_to(tmp_path / "worker" / "results")
+            for p in (tmp_path / "worker" / "results").rglob("*.dcm")
+        }
+        node_results = {
+            p.relative_to(tmp_path / "node" / "results")
+            for p in (tmp_path / "node" / "results").rglob("*.dcm")
+        }
+        assert worker_results and worker_results == node_results  # made by the worker, fetched by the node
+        worker_spool = list((tmp_path / "worker" / "spool").rglob("*.dcm"))
+        assert len(worker_spool) == 2  # the instances reached the worker through the bucket
+        keys = {
+            o["Key"]
+            for o in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket="cxrxai-results")[
+                "Contents"
+            ]
+        }
+        assert {k.split("/")[1] for k in keys} == {"spool", "results"} and len(keys) == 2 + len(
+            worker_results
+        )
+        objects = ResultsIndex(index).objects()
+        assert objects and all(Path(o.path).is_relative_to(tmp_path / "node" / "results") for o in objects)
+    finally:
+        s3.stop()

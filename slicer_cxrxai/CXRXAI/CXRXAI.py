@@ -172,6 +172,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.results = results
         table = self.ui.findingsTable
         table.blockSignals(True)
+        table.clearSelection()  # so that selecting the first mapped finding below always signals
         table.setRowCount(len(results.findings))
         for row, finding in enumerate(results.findings):
             colour = qt.QColor(*finding.colour)
