@@ -30,6 +30,7 @@ from dicom_node.store import Store
 LOG = logging.getLogger("dicom_node.queue")
 TASK = "cxrxai.explain_study"
 CELERY_WORKER = "celery"  # the `worker` of a dispatched job in the node's database
+COLLECT_SECONDS = 1.0
 
 
 class JobQueue(Protocol):
@@ -94,13 +95,19 @@ class CeleryQueue:
         self.config, self.store = config, store
         self.app = make_app(config)
         self.objects = object_store(config)  # None: the workers share the spool and results folders
+        self._index: Any = None  # the results index, opened on first use (S3 mode points it at our copies)
+        self._collected_at = 0.0
 
     def start(self) -> None:
         LOG.info("jobs go to Celery queue %r on %s", self.config.queue.task_queue, _safe(self.config))
 
     def tick(self) -> None:
+        """Dispatch every tick; ask the result backend about dispatched jobs once a second (one Redis read
+        per dispatched job, so a large backlog must not be polled four times a second)."""
         self.dispatch()
-        self.collect()
+        if time.monotonic() - self._collected_at >= COLLECT_SECONDS:
+            self.collect()
+            self._collected_at = time.monotonic()
 
     def dispatch(self) -> int:
         sent = 0
@@ -154,7 +161,9 @@ class CeleryQueue:
 
         assert self.objects is not None
         results = self.config.paths.results
-        index = ResultsIndex(self.config.paths.index_location)
+        if self._index is None:
+            self._index = ResultsIndex(self.config.paths.index_location)
+        index = self._index
         for outcome in outcomes:
             files = {uid: results / relative for uid, relative in outcome.objects}
             for relative in (r for _, r in outcome.objects):
@@ -165,7 +174,6 @@ class CeleryQueue:
                 for obj in image.objects:
                     obj.path = str(files.get(obj.sop_instance_uid, obj.path))
                 index.add(image)
-        index.engine.dispose()
 
     def stop(self, timeout: float) -> None:
         """Dispatched tasks go on in the remote workers; the next start collects them."""
