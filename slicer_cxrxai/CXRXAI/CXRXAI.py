@@ -82,6 +82,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.lungMaskCheckBox.connect("toggled(bool)", self.updateHeatmap)
         self.ui.showAnatomyCheckBox.connect("toggled(bool)", self.onShowAnatomy)
         self.ui.compareLayersButton.connect("clicked(bool)", self.onCompareLayers)
+        self.ui.showPagesButton.connect("clicked(bool)", self.onShowPages)
         self.ui.runLocallyButton.connect("clicked(bool)", self.onRunLocally)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         self.onInputChanged()
@@ -262,6 +263,13 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.thresholdSlider.value,
                 self.ui.opacitySlider.value,
             )
+
+    def onShowPages(self):
+        if self.results is None or not self.results.pictures:
+            self.ui.statusLabel.text = _("These results have no Secondary Capture pages.")
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not load the result pages."), waitCursor=True):
+            self.logic.showPictures(self.results.pictures)
 
     def onShowAnatomy(self, show):
         if self.results is not None:
@@ -462,6 +470,13 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
 
     def hideHeatmap(self):
         slicer.util.setSliceViewerLayers(foreground=None)
+
+    def showPictures(self, paths):
+        """The Secondary Capture pages (colour images) as volumes, the first one shown."""
+        nodes = [slicer.util.loadVolume(path, {"singleFile": True, "show": False}) for path in paths]
+        if nodes:
+            slicer.util.setSliceViewerLayers(background=nodes[0], foreground=None, fit=True)
+        return nodes
 
     def showAnatomy(self, results, referenceVolume, show=True):
         """The model's lungs and heart as a segmentation on the radiograph, with the CTR's structures."""
