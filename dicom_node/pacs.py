@@ -38,9 +38,6 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
-    ComputedRadiographyImageStorage,
-    DigitalXRayImageStorageForPresentation,
-    DigitalXRayImageStorageForProcessing,
     EnhancedSRStorage,
     SecondaryCaptureImageStorage,
     SegmentationStorage,
@@ -50,6 +47,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from cxrxai.dicom.sr import evidence
 from cxrxai.errors import CXRXAIError
+from dicom_node.routing import CR_DX_SOP_CLASSES
 from dicom_node.spool import durable_write
 
 if TYPE_CHECKING:  # the index (SQLAlchemy, pandas) only for ingest_from_pacs: the Slicer module has neither
@@ -57,11 +55,7 @@ if TYPE_CHECKING:  # the index (SQLAlchemy, pandas) only for ingest_from_pacs: t
     from cxrxai.index.store import IngestReport
 
 SR_CLASSES = (Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage)
-RADIOGRAPH_CLASSES = (
-    ComputedRadiographyImageStorage,
-    DigitalXRayImageStorageForPresentation,
-    DigitalXRayImageStorageForProcessing,
-)
+RADIOGRAPH_CLASSES = tuple(CR_DX_SOP_CLASSES)  # the classes the node receives and explains
 STORAGE_CLASSES = (*SR_CLASSES, SegmentationStorage, SecondaryCaptureImageStorage, *RADIOGRAPH_CLASSES)
 RETRIEVED_SYNTAXES = (
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, JPEG2000Lossless,
@@ -151,11 +145,9 @@ def ingest_from_pacs(
     also for SRs indexed earlier without them)."""
     from cxrxai.index.store import IngestReport
 
-    retrieval = retrieve_results(peer, into, calling_ae_title, "", date_from, date_to, heatmaps, index.has)
+    retrieval = retrieve_results(peer, into, calling_ae_title, "", date_from, date_to, skip=index.has)
     report = PacsReport(retrieval, index.ingest(retrieval.files) if retrieval.files else IngestReport())
-    if heatmaps:
-        if retrieval.files:  # the SEG / SC files retrieved beside the new SRs
-            report.ingest.attached += index.ingest([into]).attached
+    if heatmaps:  # the SEG / SC files of every indexed SR without them: the new ones and earlier ones
         missing = list(_missing_objects(index))
         if missing:
             with _associate(peer, calling_ae_title, into) as association:

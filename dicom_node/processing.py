@@ -110,7 +110,8 @@ class Processor:
             durable_write(target, _encode(dataset))
             written.append((str(dataset.SOPInstanceUID), target))
         self.metrics.stage_seconds.labels(stage="encoding").observe(time.perf_counter() - started)
-        self.index.add(_indexed(objects, written, inference))
+        sr = next(d for d in objects if d.Modality == "SR")
+        self.index.add(indexed_image(sr, dict(written), inference))
         triaged = self._triage(explanation)
         notification = None
         if (urgent or triaged) and self.config.triage.webhook_url:
@@ -219,16 +220,15 @@ def _encode(dataset) -> bytes:
     return buffer.getvalue()
 
 
-def _indexed(objects, written: list[tuple[str, Path]], seconds: float):
-    """The results-index rows of one processed image, read from the SR just written (the same reading
-    as `cxrxai results ingest`, so both ways in give the same rows) plus the inference time."""
+def indexed_image(sr, files: dict[str, Path], seconds: float | None = None):
+    """The results-index rows of one processed image, read from its SR (the same reading as `cxrxai
+    results ingest`, so every way in gives the same rows), with the files of its result objects (by SOP
+    Instance UID) and the inference time when known."""
     from cxrxai.index.store import image_from_sr
 
-    files = {uid: str(path) for uid, path in written}
-    sr = next(d for d in objects if d.Modality == "SR")
-    image = image_from_sr(sr, files[str(sr.SOPInstanceUID)], processing_seconds=seconds)
+    image = image_from_sr(sr, str(files[str(sr.SOPInstanceUID)]), processing_seconds=seconds)
     for obj in image.objects:
-        obj.path = files.get(obj.sop_instance_uid, obj.path)
+        obj.path = str(files[obj.sop_instance_uid]) if obj.sop_instance_uid in files else obj.path
     return image
 
 

@@ -157,7 +157,7 @@ class CeleryQueue:
         from pydicom import dcmread
 
         from cxrxai.index import ResultsIndex
-        from cxrxai.index.store import image_from_sr
+        from dicom_node.processing import indexed_image
 
         assert self.objects is not None
         results = self.config.paths.results
@@ -169,11 +169,8 @@ class CeleryQueue:
             for relative in (r for _, r in outcome.objects):
                 self.objects.get("results", relative, results / relative)
             sr = next((path for path in files.values() if path.name.startswith("SR-")), None)
-            if sr is not None:
-                image = image_from_sr(dcmread(sr), str(sr))
-                for obj in image.objects:
-                    obj.path = str(files.get(obj.sop_instance_uid, obj.path))
-                index.add(image)
+            if sr is not None:  # already indexed by the worker: this points its objects at our copies
+                index.add(indexed_image(dcmread(sr), files))
 
     def stop(self, timeout: float) -> None:
         """Dispatched tasks go on in the remote workers; the next start collects them."""

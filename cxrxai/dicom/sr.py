@@ -22,6 +22,9 @@ from cxrxai.labels import FINDINGS
 from cxrxai.results import FindingPrediction
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+# the SR classes a TID 1500 report can come in: Comprehensive 3D, Comprehensive, Enhanced
+TID1500_SR_CLASSES = (COMPREHENSIVE_3D_SR, "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22")
+DEVICE_SERIAL_NUMBER = "121016"  # DCM: Device Observer Serial Number, where our SRs carry the bundle hash
 
 
 class SRReadError(ValueError):
@@ -294,11 +297,7 @@ def _image_library(source: Dataset) -> hd.sr.ContainerContentItem:
 # ------------------------------------------------------------------------------------------------- read
 def read_sr(dataset: Dataset) -> ReportedFindings:
     """Our findings back from an SR: exact probabilities, thresholds, decisions, CTR. pydicom only."""
-    if str(dataset.get("SOPClassUID", "")) not in (
-        COMPREHENSIVE_3D_SR,
-        "1.2.840.10008.5.1.4.1.1.88.22",
-        "1.2.840.10008.5.1.4.1.1.88.33",
-    ):
+    if str(dataset.get("SOPClassUID", "")) not in TID1500_SR_CLASSES:
         raise SRReadError(
             f"not a Comprehensive / Enhanced SR (SOP Class {dataset.get('SOPClassUID', 'missing')})"
         )
@@ -401,3 +400,19 @@ def evidence(dataset: Dataset) -> list[tuple[str, str, str]]:
                          str(item.ReferencedSOPInstanceUID))
                     )  # fmt: skip
     return found
+
+
+def content_values(dataset: Dataset) -> tuple[dict[str, str], dict[str, str]]:
+    """TEXT values and CODE values of the content tree, by concept code (first occurrence)."""
+    texts: dict[str, str] = {}
+    coded: dict[str, str] = {}
+    stack = list(dataset.get("ContentSequence", []))
+    while stack:
+        item = stack.pop(0)
+        concept = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else None
+        if concept and item.get("ValueType") == "TEXT":
+            texts.setdefault(str(concept), str(item.TextValue))
+        elif concept and item.get("ValueType") == "CODE":
+            coded.setdefault(str(concept), str(item.ConceptCodeSequence[0].CodeValue))
+        stack.extend(item.get("ContentSequence", []))
+    return texts, coded

@@ -60,7 +60,8 @@ def export_cohort(
     """De-identify the images that match `filters` (those of `ResultsIndex.query`; an image is in when
     any of its findings matches) into `out`. Without `key`, a random one: pseudonyms then hold within
     this export only."""
-    selected = index.query(**filters).sr_sop_instance_uid.unique().tolist()
+    matches = index.query(**filters)
+    selected = matches.sr_sop_instance_uid.unique().tolist()
     if not selected:
         raise CXRXAIError("no indexed results match these filters; nothing to export")
     if out.exists() and any(out.iterdir()):
@@ -78,7 +79,7 @@ def export_cohort(
     for obj in objects:
         if obj.kind == "SR" or heatmaps:
             by_sr.setdefault(obj.sr_sop_instance_uid, []).append(str(obj.path))
-    seconds = dict(index.query(**filters)[["sr_sop_instance_uid", "processing_seconds"]].values)
+    seconds = dict(matches[["sr_sop_instance_uid", "processing_seconds"]].values)
     anonymizers: dict[str, object] = {}
     images: list[Image] = []
     files = 0

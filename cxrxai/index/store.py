@@ -25,12 +25,19 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy import Engine, create_engine, inspect, literal_column, select
 from sqlalchemy.orm import Session
 
-from cxrxai.dicom.sr import IMAGE_VIEW, VIEW_CODES, SRReadError, evidence, read_sr
+from cxrxai.dicom.sr import (
+    DEVICE_SERIAL_NUMBER,
+    IMAGE_VIEW,
+    VIEW_CODES,
+    SRReadError,
+    content_values,
+    evidence,
+    read_sr,
+)
 from cxrxai.errors import CXRXAIError
 from cxrxai.index.schema import Finding, Image, ResultObject
 from cxrxai.labels import FINDINGS
 
-DEVICE_SERIAL_NUMBER = "121016"  # DCM: Device Observer Serial Number (our bundle hash)
 MODALITY = "121139"  # DCM: Modality, in the image library entry of the source
 VIEWS = {code.value: name for name, code in VIEW_CODES.items()}
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -206,7 +213,7 @@ def image_from_sr(dataset: Dataset, source: str, processing_seconds: float | Non
     """The index rows of one of our findings SRs (raises SRReadError for any other object). `source` is
     the SR's file (or where it came from); the SEG / SC it lists as evidence become result objects."""
     found = read_sr(dataset)
-    texts, codes = _content_values(dataset)
+    texts, codes = content_values(dataset)
     date = str(dataset.get("StudyDate", "") or "")
     listed = evidence(dataset)
     image = Image(
@@ -247,22 +254,6 @@ RESULT_CLASSES = {  # SOP classes of the result objects an SR lists as evidence
     "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
     "1.2.840.10008.5.1.4.1.1.7": "SC",
 }
-
-
-def _content_values(dataset: Dataset) -> tuple[dict[str, str], dict[str, str]]:
-    """TEXT values and CODE values of the content tree, by concept code (first occurrence)."""
-    texts: dict[str, str] = {}
-    codes: dict[str, str] = {}
-    stack = list(dataset.get("ContentSequence", []))
-    while stack:
-        item = stack.pop(0)
-        concept = item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else None
-        if concept and item.get("ValueType") == "TEXT":
-            texts.setdefault(str(concept), str(item.TextValue))
-        elif concept and item.get("ValueType") == "CODE":
-            codes.setdefault(str(concept), str(item.ConceptCodeSequence[0].CodeValue))
-        stack.extend(item.get("ContentSequence", []))
-    return texts, codes
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:

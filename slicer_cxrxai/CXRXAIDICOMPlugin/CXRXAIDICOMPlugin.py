@@ -50,12 +50,9 @@ class CXRXAIDICOMPluginClass(DICOMPlugin):
         if loadable.cxrxaiKind == "findings":
             sets = [s for s in sets if s.sr in loadable.files]
         else:  # a SEG: the newest result set that lists it
+            uid_of = {str(h.filename): str(h.SOPInstanceUID) for h in headers}
             uid = str(header.SOPInstanceUID)
-            sets = [
-                s
-                for s in sets
-                if any(read_headers([path])[0].SOPInstanceUID == uid for path in s.segmentations)
-            ]
+            sets = [s for s in sets if any(uid_of.get(path) == uid for path in s.segmentations)]
         if not sets:
             slicer.util.errorDisplay(_("The SR that lists these results is not in the DICOM database."))
             return False

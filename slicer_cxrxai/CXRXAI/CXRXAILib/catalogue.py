@@ -116,14 +116,14 @@ def read_results(
 ) -> RadiographResults:
     """The results of one radiograph from our SR and its SEGs (anatomy and heatmaps)."""
     from cxrxai.dicom.seg import read_seg
-    from cxrxai.dicom.sr import read_sr
+    from cxrxai.dicom.sr import DEVICE_SERIAL_NUMBER, content_values, read_sr
 
     reported = read_sr(sr)
     results = RadiographResults(
         source_sop_instance_uid=reported.source_sop_instance_uid,
         study_instance_uid=str(sr.StudyInstanceUID),
         model=f"{reported.algorithm_name} {reported.algorithm_version}".strip(),
-        model_hash=_device_serial_number(sr),
+        model_hash=content_values(sr)[0].get(DEVICE_SERIAL_NUMBER, ""),
         findings=_rows(
             (f.name, f.probability, f.threshold, reported.present[f.name]) for f in reported.findings
         ),
@@ -159,15 +159,3 @@ def from_explanation(explanation) -> RadiographResults:
 def _rows(values: Iterable[tuple[str, float, float, bool]]) -> list[FindingRow]:
     rows = [FindingRow(name, float(p), float(t), bool(present)) for name, p, t, present in values]
     return sorted(rows, key=lambda row: row.probability, reverse=True)
-
-
-def _device_serial_number(sr: Dataset) -> str:
-    """Our bundle content hash: the observer device's serial number (DCM 121016)."""
-    stack = list(sr.get("ContentSequence", []))
-    while stack:
-        item = stack.pop(0)
-        concept = item.get("ConceptNameCodeSequence")
-        if concept and concept[0].CodeValue == "121016" and item.get("ValueType") == "TEXT":
-            return str(item.TextValue)
-        stack.extend(item.get("ContentSequence", []))
-    return ""

@@ -16,11 +16,6 @@ from CXRXAILib.matching import is_ours
 
 CONFIDENCE = 0.99  # above Slicer's TID 1500 (0.95) and SEG plugins for the same files
 TID_1500 = "1500"
-SR_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.88.34",
-    "1.2.840.10008.5.1.4.1.1.88.33",
-    "1.2.840.10008.5.1.4.1.1.88.22",
-)
 
 
 @dataclass(frozen=True)
@@ -48,9 +43,11 @@ def examine(headers: Iterable[Dataset]) -> list[Claim]:
 
 
 def _is_tid1500(header: Dataset) -> bool:
+    from cxrxai.dicom.sr import TID1500_SR_CLASSES
+
     template = header.get("ContentTemplateSequence")
     return (
-        str(header.get("SOPClassUID", "")) in SR_CLASSES
+        str(header.get("SOPClassUID", "")) in TID1500_SR_CLASSES
         and bool(template)
         and str(template[0].get("TemplateIdentifier", "")) == TID_1500
     )
