@@ -58,8 +58,9 @@ samples: $(STAMP)
 	$(PY) -c "from cxrxai.samples import write_samples; write_samples('resources/samples', count=2)"
 
 # The shipped default bundle (resources/bundles/default): phantoms, training, held-out evaluation, model card.
+# MODEL_ARGS overrides the recipe, e.g. MODEL_ARGS="--device cuda --input-size 256 --epochs 40".
 model: $(STAMP)
-	$(PY) -m cxrxai.train.default_model build/model
+	$(PY) -m cxrxai.train.default_model build/model $(MODEL_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--learning-rate", type=float, default=2e-3)
     training.add_argument("--input-size", type=int, default=256)
     training.add_argument("--channels", type=int, nargs="+", default=None, help="U-Net channels per level")
+    training.add_argument(
+        "--strides",
+        type=int,
+        nargs="+",
+        default=None,
+        help="down-sampling per level but the last (default 2 each); 1 first keeps a full-resolution level",
+    )
     training.add_argument("--uncertain", choices=("ignore", "ones", "zeros"), default="ones")
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--device", default="cpu")
@@ -312,9 +319,14 @@ def run_train(args: argparse.Namespace) -> int:
     from cxrxai.model.network import NetworkConfig
     from cxrxai.train.trainer import TrainConfig, train
 
-    network = NetworkConfig()
-    if args.channels:
-        network = NetworkConfig(channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1))
+    channels = tuple(args.channels) if args.channels else NetworkConfig().channels
+    strides = tuple(args.strides) if args.strides else (2,) * (len(channels) - 1)
+    if len(strides) != len(channels) - 1 or any(s not in (1, 2) for s in strides):
+        raise CXRXAIError(
+            f"--strides needs {len(channels) - 1} values of 1 or 2 (one per level but the last), got "
+            f"{' '.join(map(str, strides))}"
+        )
+    network = NetworkConfig(channels=channels, strides=strides)
     digest = train(
         TrainConfig(
             data=args.data,

@@ -90,13 +90,29 @@ def test_findings_change_the_image():
 
     rng = np.random.default_rng(0)
     patient = Patient.sample(rng)
-    for name in ("Pleural Effusion", "Lung Lesion", "Pneumothorax", "Consolidation"):
+    for name in ("Pleural Effusion", "Lung Lesion", "Pneumothorax", "Consolidation", "Atelectasis"):
         base = build_anatomy(patient, (SIZE, SIZE), np.random.default_rng(1))
         sick = build_anatomy(patient, (SIZE, SIZE), np.random.default_rng(1))
         present = {f: f == name for f in FINDINGS}
         mask = render_findings(sick, present, np.random.default_rng(2)).masks[name]
         difference = np.abs((sick.soft + sick.vessels) - (base.soft + base.vessels))
         assert difference[mask].mean() > 0.3, name
+
+
+def test_rib_fractures_break_a_rib_over_aerated_lung():
+    """Where a rib crosses aerated lung is where its break shows on a frontal film."""
+    from cxrxai.phantoms.anatomy import Patient, build_anatomy
+    from cxrxai.phantoms.findings import render_findings
+
+    for seed in range(5):
+        patient = Patient.sample(np.random.default_rng(seed))
+        base = build_anatomy(patient, (SIZE, SIZE), np.random.default_rng(seed))
+        broken = build_anatomy(patient, (SIZE, SIZE), np.random.default_rng(seed))
+        present = {f: f == "Fracture" for f in FINDINGS}
+        mask = render_findings(broken, present, np.random.default_rng(seed)).masks["Fracture"]
+        centre = tuple(np.argwhere(mask).mean(axis=0).round().astype(int))
+        assert broken.lungs[centre], seed
+        assert np.abs(broken.bone - base.bone)[mask].max() > 0.3, seed
 
 
 @needs_dciodvfy

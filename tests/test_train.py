@@ -167,3 +167,24 @@ def test_tiny_training_run_is_reproducible_and_resumable(tmp_path):
     metadata = json.loads((tmp_path / "a" / "configs" / "metadata.json").read_text())
     assert "2 epochs" in metadata["description"]
     assert load_bundle(tmp_path / "a").content_hash != first.content_hash
+
+
+def test_full_resolution_first_level(tmp_path, capsys):
+    """`--strides 1 2`: the first encoder level keeps the input grid (thin lines and rib cortices reach a
+    non-linearity before any down-sampling); the bundle records the strides and inference rebuilds them."""
+    data = tmp_path / "phantoms"
+    assert main(["phantoms", "--count", "8", "--out", str(data), "--size", "96", "--workers", "1"]) == 0
+    args = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "4", "--input-size", "32"]
+    args += ["--channels", "4", "8", "16"]
+    assert main([*args, "--strides", "1", "2", "--out", str(tmp_path / "full")]) == 0
+    bundle = load_bundle(tmp_path / "full")
+    assert bundle.spec.network.strides == (1, 2)
+    import torch
+
+    with torch.no_grad():
+        skips, bottleneck = bundle.network.encode(torch.zeros(1, 1, 32, 32))
+    assert skips[0].shape[-1] == 32 and bottleneck.shape[-1] == 16
+    capsys.readouterr()
+    assert main([*args, "--strides", "3", "2", "--out", str(tmp_path / "bad")]) == 2
+    assert "--strides needs 2 values of 1 or 2" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -170,7 +170,8 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     rib_half = max(shape[0] * 0.009, 1.0)
     rib_profile = np.clip(1 - (rib_distance / rib_half) ** 2, 0, 1)
     cortex = np.exp(-(((rib_distance - rib_half * 0.8) / (rib_half * 0.25)) ** 2))  # bright cortical edges
-    bone += (0.5 * rib_profile + 0.35 * cortex * (rib_distance < rib_half)) * body
+    # about 1 cm of cancellous bone in a cortical shell: ribs stand out against aerated lung, as on film
+    bone += (0.8 * rib_profile + 0.5 * cortex * (rib_distance < rib_half)) * body
     # clavicles: S-shaped bands from the sternal notch to the shoulders
     for side in (-1, 1):
         s = np.linspace(0, 1, 50)

@@ -6,12 +6,14 @@ Mechanisms add or remove water-equivalent thickness (or bone / metal) in the ana
   anatomy is built); Cardiomegaly means a true cardiothoracic ratio above 0.5.
 - Lung Lesion: a nodule or mass (sphere projection). Consolidation: a dense homogeneous region with air
   bronchograms. Pneumonia: patchy, inhomogeneous consolidation. Edema: bilateral perihilar haze with
-  Kerley B lines. Atelectasis: a plate-like band at a lung base. Lung Opacity: any of these, or a faint
+  Kerley B lines. Atelectasis: a plate-like band at a lung base and, in half the cases, a segmental
+  lower-lobe collapse (a triangle from the hilum to the medial base). Lung Opacity: any of these, or a faint
   patchy opacity on its own (the CheXpert hierarchy).
 - Pneumothorax: a visceral pleural line, lucent space outside it with no vessel markings.
 - Pleural Effusion: dependent fluid with a meniscus that blunts the costophrenic angle.
 - Pleural Other: pleural thickening / plaques along the chest wall.
-- Fracture: a cortical break with a step in one rib, often with a healing callus.
+- Fracture: a cortical break with a step in one rib where it crosses aerated lung, often with a healing
+  callus.
 - Support Devices: endotracheal tube, central line, pacemaker with lead, nasogastric tube.
 No Finding is present exactly when none of the other 13 is.
 """
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from skimage.draw import polygon as fill_polygon
 
 from cxrxai.labels import FINDINGS
 from cxrxai.phantoms.anatomy import Anatomy, Patient
@@ -175,7 +178,8 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
         )
         masks["Edema"] = (haze > 0.35) | kerley
     if present["Atelectasis"]:
-        lung = sides[rng.integers(2)]
+        side = int(rng.integers(2))
+        lung = sides[side]
         r, c = _point_in(lung, rng, (0.65, 0.9))
         length = rows * rng.uniform(0.06, 0.12)
         tilt = rng.uniform(-0.25, 0.25)
@@ -188,7 +192,23 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
         anatomy.soft += ndimage.gaussian_filter(band.astype(np.float32), sigma=rows / 300) * rng.uniform(
             3.0, 5.0
         )
-        masks["Atelectasis"] = band
+        collapse = np.zeros(shape, bool)
+        if rng.random() < 0.5:  # segmental lower-lobe collapse: a triangle from the hilum to the medial base
+            coords = np.argwhere(lung)
+            base = float(np.quantile(coords[:, 0], 0.97))
+            medial = float(coords[:, 1].max() if side == 0 else coords[:, 1].min())
+            width = float(np.ptp(coords[:, 1])) * rng.uniform(0.3, 0.5)
+            lateral = medial - width if side == 0 else medial + width
+            hilum_row, hilum_column = anatomy.hila[side][0] * rows, anatomy.hila[side][1] * shape[1]
+            rr, cc = fill_polygon(
+                np.array([hilum_row, base, base]), np.array([hilum_column, medial, lateral]), shape
+            )
+            collapse[rr, cc] = True
+            collapse &= lung
+            anatomy.soft += ndimage.gaussian_filter(
+                collapse.astype(np.float32), sigma=rows / 200
+            ) * rng.uniform(3.5, 5.5)
+        masks["Atelectasis"] = band | collapse
     if present["Pneumothorax"]:
         side = int(rng.integers(2))
         lung = sides[side]
@@ -241,23 +261,21 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
         anatomy.bone += ndimage.gaussian_filter(plaques.astype(np.float32), 0.8) * rng.uniform(0.3, 0.8)
         masks["Pleural Other"] = plaques
     if present["Fracture"]:
-        rib = anatomy.ribs[int(rng.integers(len(anatomy.ribs)))]
-        index = int(rng.integers(len(rib) // 3, 4 * len(rib) // 5))
-        r, c = rib[index]
+        break_row, break_column = _rib_site_over_lung(anatomy, rng)
         gap = np.zeros(shape, bool)
         half = rows * 0.012
         v, u = np.mgrid[0 : shape[0], 0 : shape[1]]
-        gap |= (np.abs(v - r) < half * 2.2) & (np.abs(u - c) < max(half * 0.6, 1.0))
+        gap |= (np.abs(v - break_row) < half * 2.2) & (np.abs(u - break_column) < max(half * 0.6, 1.0))
         anatomy.bone = np.where(gap, 0.0, anatomy.bone).astype(np.float32)  # cortical break
-        step = np.roll(anatomy.bone, int(round(half * 1.2)), axis=0)  # displaced fragment beyond the break
-        beyond = (np.abs(v - r) < half * 2.2) & (u > c) & (u < c + half * 4)
+        step = np.roll(anatomy.bone, int(round(half * 1.6)), axis=0)  # displaced fragment beyond the break
+        beyond = (np.abs(v - break_row) < half * 2.2) & (u > break_column) & (u < break_column + half * 4)
         anatomy.bone = np.where(beyond, step, anatomy.bone).astype(np.float32)
         if rng.random() < 0.6:  # a healing fracture: a fusiform callus of new bone around the break
-            callus = ((v - r) / (half * 1.8)) ** 2 + ((u - c) / (half * 2.8)) ** 2 < 1.0
+            callus = ((v - break_row) / (half * 1.8)) ** 2 + ((u - break_column) / (half * 2.8)) ** 2 < 1.0
             anatomy.bone += ndimage.gaussian_filter(callus.astype(np.float32), half / 3) * rng.uniform(
-                0.6, 1.0
+                1.0, 1.5
             )
-        masks["Fracture"] = (np.abs(v - r) < half * 3) & (np.abs(u - c) < half * 3)
+        masks["Fracture"] = (np.abs(v - break_row) < half * 3) & (np.abs(u - break_column) < half * 3)
     if present["Support Devices"]:
         masks["Support Devices"] = _devices(anatomy, rng)
     if present["Lung Opacity"]:
@@ -277,6 +295,25 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
                 union |= masks[name]
         masks["Lung Opacity"] = union
     return result
+
+
+def _rib_site_over_lung(anatomy: Anatomy, rng: np.random.Generator) -> tuple[float, float]:
+    """A point on a rib's lateral two thirds where it projects over aerated lung: that is where a rib
+    fracture shows on a frontal film (and where radiologists look); over the abdomen, the heart or the
+    soft tissue of the chest wall the cortex has no air behind it and the break is invisible."""
+    rows = anatomy.shape[0]
+    aerated = ndimage.binary_erosion(anatomy.lungs, iterations=max(int(rows * 0.02), 1))
+    sites = [
+        (float(r), float(c))
+        for rib in anatomy.ribs
+        for r, c in rib[len(rib) // 3 : 4 * len(rib) // 5]
+        if 0 <= int(r) < rows and 0 <= int(c) < anatomy.shape[1] and aerated[int(r), int(c)]
+    ]
+    if not sites:  # a lung too small to erode: any lateral rib point
+        rib = anatomy.ribs[int(rng.integers(len(anatomy.ribs)))]
+        r, c = rib[int(rng.integers(len(rib) // 3, 4 * len(rib) // 5))]
+        return float(r), float(c)
+    return sites[int(rng.integers(len(sites)))]
 
 
 def _air_bronchograms(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,34 @@
+"""`make model` end to end on a tiny recipe: phantoms, training, held-out evaluation, bundle and card."""
+
+from __future__ import annotations
+
+import json
+
+from cxrxai.model.bundle import load_bundle
+from cxrxai.train.default_model import Recipe, build
+
+
+def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
+    recipe = Recipe(
+        train_count=24,
+        heldout_count=8,
+        render_rows=96,
+        input_size=32,
+        channels=(4, 8, 16),
+        strides=(1, 2),
+        epochs=1,
+        batch_size=8,
+    )
+    target = tmp_path / "installed"
+    report = build(tmp_path / "work", target, recipe)
+    bundle = load_bundle(target)  # the hash still matches: the card is not part of the content
+    assert bundle.spec.network.channels == (4, 8, 16) and bundle.spec.network.strides == (1, 2)
+    assert not (target / "checkpoints").exists()
+    card = (target / "docs" / "README.md").read_text()
+    assert "channels 4-8-16, strides 1-2" in card and "Not for diagnosis" in card
+    assert f"Mean AUROC: {report['mean_auroc']:.3f}" in card
+    assert json.loads((target / "docs" / "evaluation.json").read_text())["images"] == 8
+    timings = json.loads((tmp_path / "work" / "timings.json").read_text())
+    assert set(timings) == {"training phantoms", "train", "held-out phantoms", "evaluate"}
+    assert all(f"- {step}: " in card for step in timings)
+    assert "--channels 4 8 16 --strides 1 2" in card  # how to re-create this very recipe
