@@ -8,9 +8,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cxrxai import __version__
 from cxrxai.errors import CXRXAIError
+
+if TYPE_CHECKING:  # the model stack is imported lazily: the CLI must start without torch
+    from cxrxai.model.network import NetworkConfig
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "resources" / "bundles" / "default"
 INPUT_SUFFIXES = {".dcm", ".dicom", ".png", ".jpg", ".jpeg", ""}
@@ -315,18 +319,25 @@ def run_phantoms(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_train(args: argparse.Namespace) -> int:
+def network_from_options(channels: list[int] | None, strides: list[int] | None) -> NetworkConfig:
+    """The NetworkConfig that `--channels` / `--strides` ask for (defaults where absent), checked here so
+    a bad value is one line, not a traceback from MONAI."""
     from cxrxai.model.network import NetworkConfig
+
+    levels = tuple(channels) if channels else NetworkConfig().channels
+    steps = tuple(strides) if strides else (2,) * (len(levels) - 1)
+    if len(steps) != len(levels) - 1 or any(s not in (1, 2) for s in steps):
+        raise CXRXAIError(
+            f"--strides needs {len(levels) - 1} values of 1 or 2 (one per level but the last), got "
+            f"{' '.join(map(str, steps))}"
+        )
+    return NetworkConfig(channels=levels, strides=steps)
+
+
+def run_train(args: argparse.Namespace) -> int:
     from cxrxai.train.trainer import TrainConfig, train
 
-    channels = tuple(args.channels) if args.channels else NetworkConfig().channels
-    strides = tuple(args.strides) if args.strides else (2,) * (len(channels) - 1)
-    if len(strides) != len(channels) - 1 or any(s not in (1, 2) for s in strides):
-        raise CXRXAIError(
-            f"--strides needs {len(channels) - 1} values of 1 or 2 (one per level but the last), got "
-            f"{' '.join(map(str, strides))}"
-        )
-    network = NetworkConfig(channels=channels, strides=strides)
+    network = network_from_options(args.channels, args.strides)
     digest = train(
         TrainConfig(
             data=args.data,

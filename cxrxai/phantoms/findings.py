@@ -303,15 +303,16 @@ def _rib_site_over_lung(anatomy: Anatomy, rng: np.random.Generator) -> tuple[flo
     soft tissue of the chest wall the cortex has no air behind it and the break is invisible."""
     rows = anatomy.shape[0]
     aerated = ndimage.binary_erosion(anatomy.lungs, iterations=max(int(rows * 0.02), 1))
+    lateral = [rib[len(rib) // 3 : 4 * len(rib) // 5] for rib in anatomy.ribs]
     sites = [
         (float(r), float(c))
-        for rib in anatomy.ribs
-        for r, c in rib[len(rib) // 3 : 4 * len(rib) // 5]
+        for segment in lateral
+        for r, c in segment
         if 0 <= int(r) < rows and 0 <= int(c) < anatomy.shape[1] and aerated[int(r), int(c)]
     ]
     if not sites:  # a lung too small to erode: any lateral rib point
-        rib = anatomy.ribs[int(rng.integers(len(anatomy.ribs)))]
-        r, c = rib[int(rng.integers(len(rib) // 3, 4 * len(rib) // 5))]
+        segment = lateral[int(rng.integers(len(lateral)))]
+        r, c = segment[int(rng.integers(len(segment)))]
         return float(r), float(c)
     return sites[int(rng.integers(len(sites)))]
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cxrxai.cli import DEFAULT_BUNDLE
+from cxrxai.cli import DEFAULT_BUNDLE, network_from_options
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,21 @@ class Recipe:
     version: str = "1.0.0"
     device: str = "cpu"
 
+
+# The recipe fields `python -m cxrxai.train.default_model` (and so `make model MODEL_ARGS=...`) can override;
+# the seeds and the version stay fixed, so held-out and training sets never overlap.
+OVERRIDABLE = (
+    "train_count",
+    "heldout_count",
+    "render_rows",
+    "input_size",
+    "channels",
+    "strides",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "device",
+)
 
 METHODS = ("gradcam", "hirescam", "gradcampp", "crm", "saliency")
 
@@ -182,13 +197,13 @@ def model_card(report: dict, recipe: Recipe, timings: dict[str, float]) -> str:
 
 def recipe_arguments(recipe: Recipe) -> str:
     """The `python -m cxrxai.train.default_model` options that turn the default recipe into this one."""
+    defaults = Recipe()
     parts = []
-    for name, default in Recipe().__dict__.items():
+    for name in OVERRIDABLE:
         value = getattr(recipe, name)
-        if value == default or name in ("train_seed", "heldout_seed", "version"):
-            continue
-        shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        parts.append(f"--{name.replace('_', '-')} {shown}")
+        if value != getattr(defaults, name):
+            shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            parts.append(f"--{name.replace('_', '-')} {shown}")
     return " ".join(parts)
 
 
@@ -214,20 +229,15 @@ if __name__ == "__main__":
     parser.add_argument("--from", dest="start", choices=STEPS, default=STEPS[0], help="resume at this step")
     defaults = Recipe()
     # Larger recipes (a GPU session, or a long CPU run): every size in the recipe can be overridden.
-    for name in ("train_count", "heldout_count", "render_rows", "input_size", "epochs", "batch_size"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--channels", type=int, nargs="+", default=list(defaults.channels))
-    parser.add_argument("--strides", type=int, nargs="+", default=list(defaults.strides))
-    parser.add_argument("--device", default=defaults.device, help="cpu, or cuda to train on a GPU")
+    for name in OVERRIDABLE:
+        default = getattr(defaults, name)
+        if isinstance(default, tuple):
+            parser.add_argument(f"--{name.replace('_', '-')}", type=int, nargs="+", default=list(default))
+        else:
+            parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args()
-    recipe = replace(
-        defaults,
-        **{name: getattr(args, name) for name in ("train_count", "heldout_count", "render_rows")},
-        **{name: getattr(args, name) for name in ("input_size", "epochs", "batch_size", "learning_rate")},
-        channels=tuple(args.channels),
-        strides=tuple(args.strides),
-        device=args.device,
-    )
+    network = network_from_options(args.channels, args.strides)
+    options = {name: getattr(args, name) for name in OVERRIDABLE}
+    recipe = replace(defaults, **{**options, "channels": network.channels, "strides": network.strides})
     result = build(args.work, recipe=recipe, start=args.start)
     print(f"mean AUROC {result['mean_auroc']:.3f}; bundle in {DEFAULT_BUNDLE}")
