@@ -7,12 +7,12 @@ BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 # Debian packages the tests use: DCMTK (JPEG lossless encoder, storescp/storescu), dicom3tools (dciodvfy),
 # Orthanc (the PACS the node talks to in tests), PostgreSQL (the shared results index in tests), Redis (the
-# Celery broker of the scale-out tests).
-DEB_PACKAGES := dcmtk dicom3tools orthanc postgresql redis-server
-DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc pg_ctlcluster redis-server
+# Celery broker of the scale-out tests), g++ (torch.compile's code generator, used by make model).
+DEB_PACKAGES := dcmtk dicom3tools orthanc postgresql redis-server g++
+DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc pg_ctlcluster redis-server g++
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo lint bench debs clean samples model
+.PHONY: test demo lint bench debs compiler clean samples model
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,7 @@ bench: $(BENCH_STAMP) $(STAMP) debs
 	# the node benchmark needs no torchvision: it runs in the project's own venv
 	$(PY) bench/bench_node.py
 	$(PY) bench/bench_index.py
+	$(PY) bench/bench_train.py
 
 # The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
 samples: $(STAMP)
@@ -59,8 +60,13 @@ samples: $(STAMP)
 
 # The shipped default bundle (resources/bundles/default): phantoms, training, held-out evaluation, model card.
 # MODEL_ARGS overrides the recipe, e.g. MODEL_ARGS="--device cuda --input-size 256 --epochs 40".
-model: $(STAMP)
+model: $(STAMP) compiler
 	$(PY) -m cxrxai.train.default_model build/model $(MODEL_ARGS)
+
+# The recipe torch.compiles the network, which generates C++ on the CPU: g++ only, not every test package.
+compiler:
+	@command -v g++ >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq g++ >/dev/null; }
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

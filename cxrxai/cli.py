@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--workers", type=int, default=0, help="data-loading processes")
     training.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     training.add_argument(
+        "--compile", action="store_true", help="torch.compile the network: faster steps, needs g++ on CPU"
+    )
+    training.add_argument(
         "--no-cache", action="store_true", help="decode images every epoch instead of keeping them in memory"
     )
     training.add_argument("--name", default="cxrxai_unet")
@@ -354,6 +357,7 @@ def run_train(args: argparse.Namespace) -> int:
             workers=args.workers,
             cache=not args.no_cache,
             resume=args.resume,
+            compile=args.compile,
             name=args.name,
         )
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from cxrxai.model.bundle import load_bundle
-from cxrxai.train.default_model import Recipe, build
+from cxrxai.train.default_model import Recipe, build, recipe_arguments
 
 
 def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
+    """The recipe trains torch.compile'd, as `make model` does; the bundle holds the plain network."""
     recipe = Recipe(
         train_count=24,
         heldout_count=8,
@@ -32,3 +33,8 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
     assert set(timings) == {"training phantoms", "train", "held-out phantoms", "evaluate"}
     assert all(f"- {step}: " in card for step in timings)
     assert "--channels 4 8 16 --strides 1 2" in card  # how to re-create this very recipe
+
+
+def test_recipe_arguments_spell_switches_as_options():
+    assert recipe_arguments(Recipe()) == ""
+    assert recipe_arguments(Recipe(compile=False, epochs=3)) == "--epochs 3 --no-compile"

@@ -16,7 +16,7 @@ from cxrxai.labels import FINDINGS
 from cxrxai.model.bundle import load_bundle
 from cxrxai.samples import chest_image
 from cxrxai.train.data import label_value, load_samples, positive_weights
-from cxrxai.train.trainer import tune_thresholds
+from cxrxai.train.trainer import BatchAugmentation, tune_thresholds
 
 
 def test_label_coding_and_policies():
@@ -167,6 +167,79 @@ def test_tiny_training_run_is_reproducible_and_resumable(tmp_path):
     metadata = json.loads((tmp_path / "a" / "configs" / "metadata.json").read_text())
     assert "2 epochs" in metadata["description"]
     assert load_bundle(tmp_path / "a").content_hash != first.content_hash
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+    """A run killed after its first epoch's checkpoint and resumed with the same options gives the model
+    of an uninterrupted run: shuffling, augmentation, optimiser and schedule state all come back."""
+    import torch
+
+    import cxrxai.train.trainer as trainer
+
+    data = tmp_path / "phantoms"
+    assert main(["phantoms", "--count", "12", "--out", str(data), "--size", "96", "--workers", "1"]) == 0
+    args = ["train", "--data", str(data), "--epochs", "2", "--batch-size", "4", "--input-size", "32"]
+    args += ["--channels", "4", "8", "16"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    real_save = torch.save
+
+    def save_then_die(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt  # the machine went away after epoch 1's checkpoint
+
+    monkeypatch.setattr(trainer.torch, "save", save_then_die)
+    assert main([*args, "--out", str(tmp_path / "interrupted")]) != 0
+    monkeypatch.setattr(trainer.torch, "save", real_save)
+    assert torch.load(tmp_path / "interrupted" / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 1
+    assert main([*args, "--out", str(tmp_path / "interrupted"), "--resume"]) == 0
+    whole, resumed = load_bundle(tmp_path / "whole"), load_bundle(tmp_path / "interrupted")
+    assert whole.content_hash == resumed.content_hash
+
+
+def _square_batch(n: int = 6, size: int = 32):
+    """Images that equal their first mask: a bright square, off-centre so that a rotation shows."""
+    import torch
+
+    masks = torch.zeros(n, 3, size, size)
+    masks[:, 0, 6:20, 8:26] = 1.0
+    return masks[:, :1].clone(), masks
+
+
+def test_batch_augmentation_moves_masks_with_images_and_is_seeded():
+    images, masks = _square_batch()
+    first_images, first_masks = BatchAugmentation(3, noise_probability=0.0, contrast_probability=0.0)(
+        images, masks
+    )
+    assert set(first_masks.unique().tolist()) <= {0.0, 1.0}  # nearest-neighbour: masks stay binary
+    moved = (first_masks[:, 0] != masks[:, 0]).flatten(1).any(1)
+    assert moved.sum() >= 3  # most images were transformed (probability 0.8), each its own way
+    assert len({tuple(m.flatten().tolist()) for m in first_masks[:, 0]}) >= 3
+    # the image follows its mask: bilinear and nearest sampling differ only along the square's edge
+    disagree = ((first_images[:, 0] > 0.5) != (first_masks[:, 0] > 0.5)).float().mean()
+    assert disagree < 0.02
+    again_images, again_masks = BatchAugmentation(3, noise_probability=0.0, contrast_probability=0.0)(
+        images, masks
+    )
+    assert (again_images == first_images).all() and (again_masks == first_masks).all()
+
+
+def test_batch_augmentation_photometric_only_changes_the_image():
+    import torch
+
+    images, masks = _square_batch()
+    images = images * 0.6 + 0.2
+    still = BatchAugmentation(0, affine_probability=0.0, contrast_probability=0.0, noise_probability=0.0)
+    same_images, same_masks = still(images, masks)
+    torch.testing.assert_close(same_images, images)
+    assert (same_masks == masks).all()
+    contrast = BatchAugmentation(0, affine_probability=0.0, contrast_probability=1.0, noise_probability=0.0)
+    adjusted, kept = contrast(images, masks)
+    assert (kept == masks).all()
+    # gamma keeps each image's range and its order of intensities, but moves the mid-tones
+    torch.testing.assert_close(adjusted.amin(dim=(1, 2, 3)), images.amin(dim=(1, 2, 3)))
+    torch.testing.assert_close(adjusted.amax(dim=(1, 2, 3)), images.amax(dim=(1, 2, 3)))
+    noisy, _ = BatchAugmentation(0, affine_probability=0.0, noise_probability=1.0)(images, masks)
+    assert 0.01 < float((noisy - images).std()) < 0.03
 
 
 def test_full_resolution_first_level(tmp_path, capsys):

@@ -44,6 +44,8 @@ class Recipe:
     heldout_seed: int = 2027
     version: str = "1.0.0"
     device: str = "cpu"
+    # torch.compile: 1.5x faster steps on 2 CPU cores (bench/bench_train.py); needs a C++ compiler (g++)
+    compile: bool = True
 
 
 # The recipe fields `python -m cxrxai.train.default_model` (and so `make model MODEL_ARGS=...`) can override;
@@ -59,6 +61,7 @@ OVERRIDABLE = (
     "batch_size",
     "learning_rate",
     "device",
+    "compile",
 )
 
 METHODS = ("gradcam", "hirescam", "gradcampp", "crm", "saliency")
@@ -101,6 +104,7 @@ def build(
                 network=NetworkConfig(channels=recipe.channels, strides=recipe.strides),
                 seed=0,
                 device=recipe.device,
+                compile=recipe.compile,
                 name="cxrxai_default",
                 version=recipe.version,
             )
@@ -201,9 +205,15 @@ def recipe_arguments(recipe: Recipe) -> str:
     parts = []
     for name in OVERRIDABLE:
         value = getattr(recipe, name)
-        if value != getattr(defaults, name):
-            shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-            parts.append(f"--{name.replace('_', '-')} {shown}")
+        if value == getattr(defaults, name):
+            continue
+        option = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            parts.append(option if value else f"--no-{option[2:]}")
+        elif isinstance(value, tuple):
+            parts.append(f"{option} {' '.join(map(str, value))}")
+        else:
+            parts.append(f"{option} {value}")
     return " ".join(parts)
 
 
@@ -231,7 +241,11 @@ if __name__ == "__main__":
     # Larger recipes (a GPU session, or a long CPU run): every size in the recipe can be overridden.
     for name in OVERRIDABLE:
         default = getattr(defaults, name)
-        if isinstance(default, tuple):
+        if isinstance(default, bool):
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default
+            )
+        elif isinstance(default, tuple):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, nargs="+", default=list(default))
         else:
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
