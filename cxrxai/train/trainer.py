@@ -62,9 +62,9 @@ class BatchAugmentation:
     noise, drawn per image and applied to a whole batch at once on the training device.
 
     Why not MONAI's per-image RandAffined / RandAdjustContrastd / RandGaussianNoised, which this replaces
-    with the same ranges: on 2 CPU cores they cost 0.11 s per batch of 16 at 128 px, about a third of a
-    training step, in the single data-loading process; one batched `grid_sample` costs a few ms (measured,
-    bench/bench_train.py). The draws come from one seeded generator whose state the checkpoint keeps.
+    with the same ranges: on 2 CPU cores they cost 0.06 s per batch of 16 at 128 px, about a fifth of a
+    training step, in the single data-loading process; this costs 0.01 s (bench/bench_train.py). The draws
+    come from one seeded generator whose state the checkpoint keeps.
     """
 
     def __init__(
