@@ -234,11 +234,16 @@ def test_batch_augmentation_photometric_only_changes_the_image():
     torch.testing.assert_close(same_images, images)
     assert (same_masks == masks).all()
     contrast = BatchAugmentation(0, affine_probability=0.0, contrast_probability=1.0, noise_probability=0.0)
-    adjusted, kept = contrast(images, masks)
+    ramp = images + torch.linspace(0.0, 0.2, images.shape[-1])  # mid-tones for gamma to move
+    adjusted, kept = contrast(ramp, masks)
     assert (kept == masks).all()
     # gamma keeps each image's range and its order of intensities, but moves the mid-tones
-    torch.testing.assert_close(adjusted.amin(dim=(1, 2, 3)), images.amin(dim=(1, 2, 3)))
-    torch.testing.assert_close(adjusted.amax(dim=(1, 2, 3)), images.amax(dim=(1, 2, 3)))
+    torch.testing.assert_close(adjusted.amin(dim=(1, 2, 3)), ramp.amin(dim=(1, 2, 3)))
+    torch.testing.assert_close(adjusted.amax(dim=(1, 2, 3)), ramp.amax(dim=(1, 2, 3)))
+    order = ramp.flatten(1).argsort(dim=1)  # each image's pixels from darkest to brightest
+    in_order = adjusted.flatten(1).gather(1, order)
+    assert (in_order[:, 1:] >= in_order[:, :-1] - 1e-6).all()
+    assert float((adjusted - ramp).abs().amax()) > 1e-3
     noisy, _ = BatchAugmentation(0, affine_probability=0.0, noise_probability=1.0)(images, masks)
     assert 0.01 < float((noisy - images).std()) < 0.03
 

@@ -285,7 +285,7 @@ def train(config: TrainConfig) -> str:
         torch.set_rng_state(state["torch"])
         start = int(state["epoch"])
     # torch.compile fuses the network's kernels: 1.5x faster training steps at 128 px on 2 CPU cores
-    # (bench/bench_train.py), for about a minute of compilation; it needs a C compiler, so it is opt-in.
+    # (bench/bench_train.py), for about a minute of compilation; it needs g++, so it is opt-in.
     step = torch.compile(network) if config.compile else network
     for epoch in range(start, config.epochs):
         network.train()
