@@ -22,12 +22,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[model,node,index,scale,test]'
 	touch $(STAMP)
 
+# $(call apt_install,COMMANDS,PACKAGES): apt-get install PACKAGES when one of COMMANDS is missing.
+define apt_install
+missing=""; for c in $(1); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+if [ -n "$$missing" ]; then \
+	echo "installing Debian packages for:$$missing"; \
+	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(2) >/dev/null; \
+fi
+endef
+
 debs:
-	@missing=""; for c in $(DEB_COMMANDS); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages for:$$missing"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
-	fi
+	@$(call apt_install,$(DEB_COMMANDS),$(DEB_PACKAGES))
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cxrxai dicom_node slicer_cxrxai tests bench
@@ -65,8 +70,7 @@ model: $(STAMP) compiler
 
 # The recipe torch.compiles the network, which generates C++ on the CPU: g++ only, not every test package.
 compiler:
-	@command -v g++ >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq g++ >/dev/null; }
+	@$(call apt_install,g++,g++)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

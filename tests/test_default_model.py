@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cxrxai.model.bundle import load_bundle
-from cxrxai.train.default_model import Recipe, build, recipe_arguments
+from cxrxai.train.default_model import Recipe, build, main, recipe_arguments
 
 
 def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
@@ -38,3 +38,10 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
 def test_recipe_arguments_spell_switches_as_options():
     assert recipe_arguments(Recipe()) == ""
     assert recipe_arguments(Recipe(compile=False, epochs=3)) == "--epochs 3 --no-compile"
+
+
+def test_a_bad_strides_option_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main([str(tmp_path / "work"), "--channels", "4", "8", "16", "--strides", "3"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("make model: --strides needs 2 values of 1 or 2") and error.count("\n") == 1
+    assert not (tmp_path / "work").exists()  # nothing was started

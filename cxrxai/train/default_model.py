@@ -233,8 +233,11 @@ def machine(device: str = "cpu") -> str:
     return cpu
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """`make model`'s entry point; a bad option is one line on stderr and exit status 2."""
     import argparse
+
+    from cxrxai.errors import CXRXAIError
 
     parser = argparse.ArgumentParser(description="Train, evaluate and install the default bundle.")
     parser.add_argument("work", type=Path, nargs="?", default=Path("build/model"))
@@ -251,9 +254,18 @@ if __name__ == "__main__":
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, nargs="+", default=list(default))
         else:
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = parser.parse_args()
-    network = network_from_options(args.channels, args.strides)
+    args = parser.parse_args(argv)
+    try:
+        network = network_from_options(args.channels, args.strides)
+    except CXRXAIError as error:
+        print(f"make model: {error}", file=sys.stderr)
+        return 2
     options = {name: getattr(args, name) for name in OVERRIDABLE}
     recipe = replace(defaults, **{**options, "channels": network.channels, "strides": network.strides})
     result = build(args.work, recipe=recipe, start=args.start)
     print(f"mean AUROC {result['mean_auroc']:.3f}; bundle in {DEFAULT_BUNDLE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
