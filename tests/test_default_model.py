@@ -45,3 +45,9 @@ def test_a_bad_strides_option_is_one_line_and_exit_2(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("make model: --strides needs 2 values of 1 or 2") and error.count("\n") == 1
     assert not (tmp_path / "work").exists()  # nothing was started
+
+
+def test_missing_training_data_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main([str(tmp_path / "work"), "--from", "train"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("make model: ") and "train.csv not found" in error

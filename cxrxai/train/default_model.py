@@ -238,7 +238,8 @@ def machine(device: str = "cpu") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`make model`'s entry point; a bad option is one line on stderr and exit status 2."""
+    """`make model`'s entry point; a bad option, or bad data met while building, is one line on stderr
+    and exit status 2."""
     import argparse
 
     from cxrxai.errors import CXRXAIError
@@ -261,12 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         network = network_from_options(args.channels, args.strides)
-    except CXRXAIError as error:
+        options = {name: getattr(args, name) for name in OVERRIDABLE}
+        recipe = replace(defaults, **{**options, "channels": network.channels, "strides": network.strides})
+        result = build(args.work, recipe=recipe, start=args.start)
+    except CXRXAIError as error:  # as `cxrxai` reports them: one line, exit 2
         print(f"make model: {error}", file=sys.stderr)
         return 2
-    options = {name: getattr(args, name) for name in OVERRIDABLE}
-    recipe = replace(defaults, **{**options, "channels": network.channels, "strides": network.strides})
-    result = build(args.work, recipe=recipe, start=args.start)
     print(f"mean AUROC {result['mean_auroc']:.3f}; bundle in {DEFAULT_BUNDLE}")
     return 0
 
