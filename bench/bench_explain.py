@@ -285,8 +285,8 @@ def _closed_form_only(explainer: Explainer, x: torch.Tensor) -> torch.Tensor:
     network = explainer.network
     with torch.no_grad(), captured_outputs({"decoder1": network.layers()["decoder1"]}) as acts:
         logits, _ = network(x)
-    _, w_direct, _ = network.head_weights()
-    return crm.closed_form(logits[0], acts["decoder1"][0], w_direct.detach())
+    head = network.head_weights().detached()
+    return crm.closed_form(logits[0], acts["decoder1"][0], head.average, head.maximum)
 
 
 if __name__ == "__main__":

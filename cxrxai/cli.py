@@ -103,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="down-sampling per level but the last (default 2 each); 1 first keeps a full-resolution level",
     )
+    training.add_argument(
+        "--max-pool",
+        action="store_true",
+        help="the findings head also reads the global max of the last decoder features (small findings)",
+    )
+    training.add_argument(
+        "--finding-mask-weight",
+        type=float,
+        default=0.0,
+        help="> 0: also learn where each finding is, from masks/<key>/<finding>.png where present",
+    )
     training.add_argument("--uncertain", choices=("ignore", "ones", "zeros"), default="ones")
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--device", default="cpu")
@@ -322,9 +333,11 @@ def run_phantoms(args: argparse.Namespace) -> int:
     return 0
 
 
-def network_from_options(channels: list[int] | None, strides: list[int] | None) -> NetworkConfig:
-    """The NetworkConfig that `--channels` / `--strides` ask for (defaults where absent), checked here so
-    a bad value is one line, not a traceback from MONAI."""
+def network_from_options(
+    channels: list[int] | None, strides: list[int] | None, max_pool: bool = False
+) -> NetworkConfig:
+    """The NetworkConfig that `--channels` / `--strides` / `--max-pool` ask for (defaults where absent),
+    checked here so a bad value is one line, not a traceback from MONAI."""
     from cxrxai.model.network import NetworkConfig
 
     levels = tuple(channels) if channels else NetworkConfig().channels
@@ -334,13 +347,17 @@ def network_from_options(channels: list[int] | None, strides: list[int] | None) 
             f"--strides needs {len(levels) - 1} values of 1 or 2 (one per level but the last), got "
             f"{' '.join(map(str, steps))}"
         )
-    return NetworkConfig(channels=levels, strides=steps)
+    return NetworkConfig(channels=levels, strides=steps, max_pool=max_pool)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from cxrxai.train.trainer import TrainConfig, train
 
-    network = network_from_options(args.channels, args.strides)
+    if args.finding_mask_weight < 0:
+        raise CXRXAIError(
+            f"--finding-mask-weight must be 0 (off) or positive, got {args.finding_mask_weight}"
+        )
+    network = network_from_options(args.channels, args.strides, args.max_pool)
     digest = train(
         TrainConfig(
             data=args.data,
@@ -352,6 +369,7 @@ def run_train(args: argparse.Namespace) -> int:
             input_size=args.input_size,
             network=network,
             uncertain=args.uncertain,
+            finding_mask_weight=args.finding_mask_weight,
             seed=args.seed,
             device=args.device,
             workers=args.workers,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,19 @@ def explainer(tiny_bundle) -> Explainer:
     return Explainer.from_bundle(tiny_bundle)
 
 
-@pytest.fixture()
-def explainer64(tiny_bundle) -> Explainer:
-    """The tiny model in float64 with batch-norm statistics made non-trivial, for exact comparisons."""
-    bundle = load_bundle(tiny_bundle)
+@pytest.fixture(scope="session")
+def tiny_max_pool_bundle(tmp_path_factory) -> Path:
+    """The tiny network with a head that also max-pools decoder1."""
+    root = tmp_path_factory.mktemp("bundle-max-pool")
+    make_untrained_bundle(root, replace(TINY, max_pool=True), input_size=TINY_SIZE, seed=3)
+    return root
+
+
+@pytest.fixture(params=["average-pooled head", "average- and max-pooled head"])
+def explainer64(request, tiny_bundle, tiny_max_pool_bundle) -> Explainer:
+    """The tiny model in float64 with batch-norm statistics made non-trivial, for exact comparisons; once
+    with each head the engine has closed forms for."""
+    bundle = load_bundle(tiny_bundle if request.param_index == 0 else tiny_max_pool_bundle)
     network = bundle.network
     generator = torch.Generator().manual_seed(7)
     for module in network.modules():

@@ -31,16 +31,23 @@ def test_level_by_level_forward_is_monai_unet_forward(explainer):
     torch.testing.assert_close(anatomy, reference, rtol=0, atol=0)
 
 
-def test_torchscript_export_matches(tiny_bundle, explainer):
-    scripted = torch.jit.load(str(tiny_bundle / TORCHSCRIPT))
+@pytest.fixture(params=["average-pooled head", "average- and max-pooled head"])
+def either_bundle(request, tiny_bundle, tiny_max_pool_bundle):
+    return tiny_bundle if request.param_index == 0 else tiny_max_pool_bundle
+
+
+def test_torchscript_export_matches(either_bundle):
+    scripted = torch.jit.load(str(either_bundle / TORCHSCRIPT))
+    network = load_bundle(either_bundle).network
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
-        ours, theirs = explainer.network(x), scripted(x)
+        ours, theirs = network(x), scripted(x)
     for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(a, b)
 
 
-def test_monai_bundle_run_agrees_with_our_api(tiny_bundle, explainer, tmp_path):
+def test_monai_bundle_run_agrees_with_our_api(either_bundle, tmp_path):
+    tiny_bundle, explainer = either_bundle, Explainer.from_bundle(either_bundle)
     data = tmp_path / "images"
     data.mkdir()
     for i, (rows, columns) in enumerate([(60, 44), (40, 52)]):
@@ -65,6 +72,35 @@ def test_monai_bundle_run_agrees_with_our_api(tiny_bundle, explainer, tmp_path):
     for path, probabilities in rows.items():
         ours = explainer.predict(read_radiograph(path))
         np.testing.assert_allclose(probabilities, [f.probability for f in ours.findings], atol=1e-5)
+
+
+def test_max_pool_is_recorded_only_when_set():
+    """Bundles written before the max-pooling head existed keep their content hash: the field is absent
+    from the hashed metadata unless it is set, and reads back as unset."""
+    from cxrxai.model.network import NetworkConfig
+
+    assert "max_pool" not in NetworkConfig().as_dict()
+    assert NetworkConfig.from_dict(NetworkConfig().as_dict()) == NetworkConfig()
+    with_max = NetworkConfig(max_pool=True)
+    assert with_max.as_dict()["max_pool"] is True
+    assert NetworkConfig.from_dict(with_max.as_dict()) == with_max
+
+
+def test_max_pooled_head_reads_the_largest_cell(tiny_max_pool_bundle):
+    network = load_bundle(tiny_max_pool_bundle).network
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        skips, bottleneck = network.encode(x)
+        features = network.decode_features(bottleneck, skips)
+        logits, _ = network(x)
+        head = network.head_weights()
+        expected = (
+            bottleneck.mean(dim=(2, 3)) @ head.bottleneck.T
+            + features.mean(dim=(2, 3)) @ head.average.T
+            + features.amax(dim=(2, 3)) @ head.maximum.T
+            + head.bias
+        )
+    torch.testing.assert_close(logits, expected)
 
 
 def test_wrong_configured_hash_is_refused(tiny_bundle):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cxrxai.explain import crm
@@ -44,19 +45,22 @@ def test_closed_form_is_wrong_for_the_bottleneck(explainer64, chest_input):
     network = explainer64.network
     with torch.no_grad(), captured_outputs({"b": network.layers()["bottleneck"]}) as acts:
         logits, _ = network(chest_input)
-    w_b, _, _ = network.head_weights()
-    direct_only = crm.closed_form(logits[0], acts["b"][0], w_b.detach())
+    direct_only = crm.closed_form(logits[0], acts["b"][0], network.head_weights().bottleneck.detach())
     oracle = crm.by_ablation(network, chest_input, network.layers()["bottleneck"])
     assert float((direct_only - oracle).abs().max()) > 1e-3 * float(oracle.max())
 
 
-def test_local_bottleneck_crm_on_a_deeper_network_with_small_windows(tmp_path):
-    """Windows strictly inside every level (and a different footprint: two residual units per level)."""
+@pytest.mark.parametrize("max_pool", [False, True])
+def test_local_bottleneck_crm_on_a_deeper_network_with_small_windows(tmp_path, max_pool):
+    """Windows strictly inside every level (and a different footprint: two residual units per level); with
+    a max-pooling head, most removals leave a channel's maximum outside the changed box."""
     from cxrxai.explain.engine import Explainer
     from cxrxai.model.bundle import load_bundle, make_untrained_bundle
     from cxrxai.model.network import NetworkConfig
 
-    config = NetworkConfig(channels=(4, 6, 8, 10), strides=(2, 2, 2), features=4, num_res_units=2)
+    config = NetworkConfig(
+        channels=(4, 6, 8, 10), strides=(2, 2, 2), features=4, num_res_units=2, max_pool=max_pool
+    )
     make_untrained_bundle(tmp_path, config, input_size=128, seed=5)
     bundle = load_bundle(tmp_path)
     bundle.network = bundle.network.double().eval()

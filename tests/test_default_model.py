@@ -24,9 +24,11 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
     report = build(tmp_path / "work", target, recipe)
     bundle = load_bundle(target)  # the hash still matches: the card is not part of the content
     assert bundle.spec.network.channels == (4, 8, 16) and bundle.spec.network.strides == (1, 2)
+    assert bundle.spec.network.max_pool and "finding masks weighted 1.0" in bundle.spec.description
     assert not (target / "checkpoints").exists()
     card = (target / "docs" / "README.md").read_text()
     assert "channels 4-8-16, strides 1-2" in card and "Not for diagnosis" in card
+    assert "max-pooled last decoder features" in card and "findings' masks (weight 1.0" in card
     assert f"Mean AUROC: {report['mean_auroc']:.3f}" in card
     assert json.loads((target / "docs" / "evaluation.json").read_text())["images"] == 8
     timings = json.loads((tmp_path / "work" / "timings.json").read_text())
@@ -38,6 +40,8 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
 def test_recipe_arguments_spell_switches_as_options():
     assert recipe_arguments(Recipe()) == ""
     assert recipe_arguments(Recipe(compile=False, epochs=3)) == "--epochs 3 --no-compile"
+    plain = Recipe(max_pool=False, finding_mask_weight=0.0)
+    assert recipe_arguments(plain) == "--no-max-pool --finding-mask-weight 0.0"
 
 
 def test_a_bad_strides_option_is_one_line_and_exit_2(tmp_path, capsys):

@@ -168,10 +168,21 @@ def test_fused_map_adds_up_to_logit_minus_bias(explainer64, chest_input):
     wanted = {name: layers[name] for name in ("bottleneck", "decoder1")}
     with torch.no_grad(), captured_outputs(wanted) as acts:
         logits, _ = network(chest_input)
-    w_b, w_d, bias = network.head_weights()
-    fused = fused_contributions(acts["bottleneck"][0], acts["decoder1"][0], w_b.detach(), w_d.detach())
+    head = network.head_weights().detached()
+    fused = fused_contributions(acts["bottleneck"][0], acts["decoder1"][0], head)
     assert fused.shape == (14, 32, 32)
-    torch.testing.assert_close(fused.sum(dim=(1, 2)), (logits[0] - bias).detach(), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fused.sum(dim=(1, 2)), logits[0] - head.bias, rtol=1e-10, atol=1e-10)
+
+
+def test_max_pooled_head_routes_its_gradient_to_one_cell_per_channel(explainer64, chest_input):
+    """With a max-pooling head, decoder1's gradient is no longer flat, so Grad-CAM (channel weights) and
+    HiResCAM (cell by cell) part; with the average alone they are the same map."""
+    maps = _maps(explainer64, chest_input, ["gradcam", "hirescam"])
+    differ = [
+        float((maps[f"gradcam/decoder1/{f}"] - maps[f"hirescam/decoder1/{f}"]).abs().max()) > 1e-6
+        for f in (FINDINGS[c] for c in TARGETS)
+    ]
+    assert all(differ) if explainer64.network.max_pool else not any(differ)
 
 
 @pytest.mark.parametrize("method", ["lime", "occlusion"])

@@ -170,9 +170,13 @@ def test_tiny_training_run_is_reproducible_and_resumable(tmp_path):
     assert load_bundle(tmp_path / "a").content_hash != first.content_hash
 
 
-def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "options", [[], ["--max-pool", "--finding-mask-weight", "1"]], ids=["plain", "max-pool+finding-masks"]
+)
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch, options):
     """A run killed after its first epoch's checkpoint and resumed with the same options gives the model
-    of an uninterrupted run: shuffling, augmentation, optimiser and schedule state all come back."""
+    of an uninterrupted run: shuffling, augmentation, optimiser and schedule state all come back (with
+    finding masks, the training-only map head's too; it stays out of the bundle)."""
     import torch
 
     import cxrxai.train.trainer as trainer
@@ -180,7 +184,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     data = tmp_path / "phantoms"
     assert main(["phantoms", "--count", "12", "--out", str(data), "--size", "96", "--workers", "1"]) == 0
     args = ["train", "--data", str(data), "--epochs", "2", "--batch-size", "4", "--input-size", "32"]
-    args += ["--channels", "4", "8", "16"]
+    args += ["--channels", "4", "8", "16", *options]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     real_save = torch.save
 
@@ -195,6 +199,63 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert main([*args, "--out", str(tmp_path / "interrupted"), "--resume"]) == 0
     whole, resumed = load_bundle(tmp_path / "whole"), load_bundle(tmp_path / "interrupted")
     assert whole.content_hash == resumed.content_hash
+    assert whole.spec.network.max_pool == bool(options)
+    assert not any("finding_maps" in key for key in whole.network.state_dict())
+
+
+def test_finding_masks_are_known_from_a_mask_file_or_a_negative_label(tmp_path):
+    import torch
+
+    from cxrxai.labels import slug
+    from cxrxai.model.bundle import Preprocessing
+    from cxrxai.train.data import Sample
+    from cxrxai.train.trainer import RadiographDataset
+
+    data = tmp_path / "phantoms"
+    assert main(["phantoms", "--count", "12", "--out", str(data), "--size", "96", "--workers", "1"]) == 0
+    samples = load_samples(data, "chexpert", "train", "ones")
+    dataset = RadiographDataset(samples, Preprocessing(input_size=32), finding_masks=True)
+    located = 0
+    for sample, item in zip(samples, (dataset[i] for i in range(len(samples))), strict=True):
+        assert item["finding_masks"].shape == (14, 32, 32) and item["finding_masks"].dtype == torch.bool
+        for j, name in enumerate(FINDINGS):
+            has_file = sample.mask_folder is not None and (sample.mask_folder / f"{slug(name)}.png").is_file()
+            assert bool(item["finding_masks"][j].any()) == has_file, (sample.image, name)
+            expected = name != "No Finding" and (has_file or sample.labels[j] == 0.0)
+            assert bool(item["finding_known"][j]) == expected, (sample.image, name)
+            located += has_file
+    assert located > 0
+    bare = Sample(samples[0].image, samples[0].labels, None)  # real data without masks: nothing scored
+    assert not RadiographDataset([bare], Preprocessing(input_size=32), finding_masks=True)[0][
+        "finding_known"
+    ].any()
+
+
+def test_finding_mask_loss_scores_only_known_maps():
+    import torch
+
+    from cxrxai.train.trainer import JointLoss
+
+    loss = JointLoss(torch.ones(14), 1.0, finding_mask_weight=1.0)
+    masks = torch.zeros(2, 14, 16, 16)
+    masks[0, 3, 4:8, 4:8] = 1.0
+    known = torch.zeros(2, 14, dtype=torch.bool)
+    known[0, 3] = known[1, 5] = True
+    right = (masks * 2 - 1) * 20  # confident and correct logits
+    assert float(loss.finding_mask_loss(right, masks, known)) < 1e-3
+    wrong_where_unknown = right.clone()
+    wrong_where_unknown[0, 4] = -wrong_where_unknown[0, 4]
+    wrong_where_unknown[1, :5] = 20.0
+    assert float(loss.finding_mask_loss(wrong_where_unknown, masks, known)) < 1e-3
+    missed = right.clone()
+    missed[0, 3] = -20.0  # the lesion not marked: BCE and Dice both see it
+    assert float(loss.finding_mask_loss(missed, masks, known)) > 1.0
+
+
+def test_a_negative_finding_mask_weight_is_one_line(tmp_path, capsys):
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "b"), "--finding-mask-weight", "-1"]
+    assert main(args) == 2
+    assert "--finding-mask-weight must be 0 (off) or positive" in capsys.readouterr().err
 
 
 def _square_batch(n: int = 6, size: int = 32):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch.nn.functional import relu
 
+from cxrxai.model.network import global_max
+
 
 def gradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Selvaraju et al. 2017: weights are spatially averaged gradients, map = ReLU(sum_k w_k A_k)."""
@@ -34,22 +36,52 @@ def hirescam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return relu(torch.einsum("tkhw,khw->thw", g, a))
 
 
-def pooled_head_cams(a: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
-    """All three methods for a layer whose only path to the logits is global average pooling + linear.
+def pooled_contributions(
+    a: torch.Tensor, w_average: torch.Tensor, w_maximum: torch.Tensor | None = None
+) -> torch.Tensor:
+    """T x h x w: each cell's signed share of (logit - bias) through a pooled linear head.
 
-    There d logit_t / d A_k(u, v) = W_tk / Z everywhere, so no backward pass is needed:
-    Grad-CAM = HiResCAM = ReLU(CAM / Z), and Grad-CAM++ has weights Z relu(g_k) / (2 + g_k S_k) with
-    S_k = sum_ab A_k(a, b) (eq. 19 with a spatially constant gradient). `w` is T x K.
+    Average pooling gives every cell CAM / Z (Z = h w); max pooling adds W_max[t, k] A_k(max cell) at each
+    channel's maximum cell. Summed over the grid this is the layer's whole contribution to the logit, and
+    it is also the gradient x activation map (HiResCAM before its ReLU): the gradient is W / Z everywhere
+    plus W_max at the max cell. `w_average`, `w_maximum` are T x K.
     """
     z = a.shape[1] * a.shape[2]
-    g = w / z
-    cam = relu(torch.einsum("tk,khw->thw", g, a))
-    factor = 2.0 + g * a.sum(dim=(1, 2))[None, :]
-    weights = torch.where(factor != 0, z * relu(g) / torch.where(factor != 0, factor, 1.0), 0.0)
+    shares = torch.einsum("tk,khw->thw", w_average / z, a)
+    if w_maximum is None:
+        return shares
+    values, index = global_max(a[None])
+    flat = shares.reshape(shares.shape[0], -1).index_add(1, index[0], w_maximum * values)
+    return flat.view_as(shares)
+
+
+def pooled_head_cams(
+    a: torch.Tensor, w_average: torch.Tensor, w_maximum: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """All three methods for a layer whose only path to the logits is a pooled linear head.
+
+    There d logit_t / d A_k(u, v) = W_tk / Z everywhere (plus W_max,tk at channel k's max cell when the
+    head also max-pools), so no backward pass is needed: Grad-CAM weights are (W + W_max) / Z, HiResCAM is
+    ReLU(`pooled_contributions`), and Grad-CAM++ (eq. 19) has weights sum_ab relu(g) / (2 + g S_k) with
+    S_k = sum_ab A_k(a, b), which takes one value at Z - 1 cells and another at the max cell.
+    """
+    z = a.shape[1] * a.shape[2]
+    total = a.sum(dim=(1, 2))[None, :]
+
+    def alpha_relu(g: torch.Tensor) -> torch.Tensor:  # eq. 19's alpha x relu(g); 0 where undefined
+        factor = 2.0 + g * total
+        return torch.where(factor != 0, relu(g) / torch.where(factor != 0, factor, 1.0), 0.0)
+
+    g = w_average / z
+    if w_maximum is None:
+        gradcam_weights, plus_weights = g, z * alpha_relu(g)
+    else:
+        gradcam_weights = g + w_maximum / z
+        plus_weights = (z - 1) * alpha_relu(g) + alpha_relu(g + w_maximum)
     return {
-        "gradcam": cam,
-        "hirescam": cam.clone(),
-        "gradcampp": relu(torch.einsum("tk,khw->thw", weights, a)),
+        "gradcam": relu(torch.einsum("tk,khw->thw", gradcam_weights, a)),
+        "hirescam": relu(pooled_contributions(a, w_average, w_maximum)),
+        "gradcampp": relu(torch.einsum("tk,khw->thw", plus_weights, a)),
     }
 
 

@@ -7,7 +7,9 @@ terms R_c (class-selective) and their sum.
 
 Closed form (derivation in docs/explanations.md): for a layer that reaches the logits only through global
 average pooling and a linear head, removing (l, m) lowers logit c by exactly CAM_c(l, m) / Z, so
-R_c(l, m) = (sigmoid(s_c) - sigmoid(s_c - CAM_c(l, m) / Z))^2 for all positions in one einsum.
+R_c(l, m) = (sigmoid(s_c) - sigmoid(s_c - CAM_c(l, m) / Z))^2 for all positions in one einsum. When the
+head also max-pools the layer, removing channel k's max cell lowers that max to the channel's second
+largest value, so the largest two values per channel complete the closed form.
 The bottleneck also feeds the decoder, so there we re-run the decoder for every removed element, in
 chunks, from the cached bottleneck and skip connections: exact, and far cheaper than re-running the model.
 `by_ablation` is the definition itself (full re-runs), the test oracle.
@@ -33,10 +35,21 @@ def squared_output_change(logits: torch.Tensor, change: torch.Tensor) -> torch.T
     return (torch.sigmoid(logits) * torch.sigmoid(-logits - change) * torch.expm1(change)) ** 2
 
 
-def closed_form(logits: torch.Tensor, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """C x h x w per-output CRM for a pooled-head layer. logits: C; features: K x h x w; weights: C x K."""
-    z = features.shape[1] * features.shape[2]
-    delta = torch.einsum("ck,khw->chw", weights, features) / z
+def closed_form(
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    weights: torch.Tensor,
+    max_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """C x h x w per-output CRM for a pooled-head layer. logits: C; features: K x h x w (>= 0 when
+    max-pooled, as decoder1 is after its ReLU); weights, max_weights: C x K (average, max pooling)."""
+    k, h, w = features.shape
+    delta = torch.einsum("ck,khw->chw", weights, features) / (h * w)
+    if max_weights is not None:
+        top = features.reshape(k, -1).topk(min(2, h * w), dim=1)
+        second = top.values[:, 1] if h * w > 1 else torch.zeros_like(top.values[:, 0])  # a zeroed cell
+        drop = max_weights * (top.values[:, 0] - second)[None, :]  # ties drop nothing, whichever cell
+        delta = delta.reshape(len(weights), -1).index_add(1, top.indices[:, 0], drop).view_as(delta)
     return squared_output_change(logits[:, None, None], -delta)
 
 
@@ -108,13 +121,14 @@ def exact_from_bottleneck(
     bottleneck cell (l, m) alters only a small box of each decoder level (29 x 29 of 256 x 256 at the last
     level for the default network). For every cell we re-run each level on a window around that box, taking
     unchanged values from the cached forward pass (`decoded`: each level's output, the last after its ReLU),
-    then add the change of the pooled features to the head. Equal to the remove-and-re-run definition
+    then add the change of the pooled features to the head (for a max-pooling head, the new maximum is
+    the larger of the changed box's and the unchanged rest's). Equal to the remove-and-re-run definition
     (tested), with a small fraction of the work of re-running the decoder for every cell.
     """
     device, dtype = bottleneck.device, bottleneck.dtype
     levels = list(network.decoder)
     footprints = [probe_footprint(level, _first_conv_channels(level), dtype, device) for level in levels]
-    w_bottleneck, w_direct, _ = (w.detach() for w in network.head_weights())
+    head = network.head_weights().detached()
     _, _, h, w = bottleneck.shape
     z_b, z_d = h * w, decoded[-1].shape[2] * decoded[-1].shape[3]
     inputs = [bottleneck, *decoded[:-1]]  # what each level reads besides its skip connection
@@ -151,12 +165,40 @@ def exact_from_bottleneck(
             previous = (result, win_r * footprint.factor, win_c * footprint.factor)
             box = reach
         result, offset_r, offset_c = previous  # type: ignore[misc]
-        difference = torch.relu(result) - _crop(decoded[-1][0], offset_r, offset_c, result.shape[-1])
-        delta_pooled = (difference * _inside(box, offset_r, offset_c, result.shape[-1])).sum(dim=(2, 3))
+        changed_cells = _inside(box, offset_r, offset_c, result.shape[-1])
+        features = torch.relu(result)
+        difference = features - _crop(decoded[-1][0], offset_r, offset_c, result.shape[-1])
+        delta_pooled = (difference * changed_cells).sum(dim=(2, 3))
         removed = bottleneck[0][:, rows, columns]  # K x P
-        delta_logits = (w_direct @ delta_pooled.T) / z_d - (w_bottleneck @ removed) / z_b  # C x P
+        delta_logits = (head.average @ delta_pooled.T) / z_d - (head.bottleneck @ removed) / z_b  # C x P
+        if head.maximum is not None:  # features >= 0, so masking with 0 never raises a maximum
+            new_max = torch.maximum(
+                (features * changed_cells).amax(dim=(2, 3)), _max_outside(decoded[-1][0], box)
+            )
+            delta_logits += head.maximum @ (new_max - decoded[-1][0].amax(dim=(1, 2))[None, :]).T
         out[index] = squared_output_change(logits[:, None], delta_logits).T
     return out.T.reshape(-1, h, w)
+
+
+def _max_outside(features: torch.Tensor, box: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """P x K: each channel's maximum outside each position's box (0 if the box covers the whole map).
+
+    A channel's maximum is unchanged unless its max cell lies in the box; only those (position, channel)
+    pairs, a few per channel, are recomputed over the whole map."""
+    k, h, w = features.shape
+    lo_r, hi_r, lo_c, hi_c = box
+    values, index = features.reshape(k, -1).max(dim=1)
+    r, c = index // w, index % w
+    covered = (r >= lo_r[:, None]) & (r <= hi_r[:, None]) & (c >= lo_c[:, None]) & (c <= hi_c[:, None])
+    out = values.expand(len(lo_r), k).clone()
+    p, channel = covered.nonzero(as_tuple=True)
+    if len(p):
+        rows, columns = torch.arange(h, device=features.device), torch.arange(w, device=features.device)
+        in_r = (rows >= lo_r[p, None]) & (rows <= hi_r[p, None])
+        in_c = (columns >= lo_c[p, None]) & (columns <= hi_c[p, None])
+        hidden = in_r[:, :, None] & in_c[:, None, :]
+        out[p, channel] = features[channel].masked_fill(hidden, 0.0).amax(dim=(1, 2))
+    return out
 
 
 def _reach(footprint: Footprint, box: tuple[torch.Tensor, ...], n_out: int) -> tuple[torch.Tensor, ...]:

@@ -1,9 +1,10 @@
 """The explanation engine: every map of every requested finding from one forward pass.
 
 Cost model (why it is fast):
-- `decoder1` reaches the logits only through global average pooling + the linear head, so its gradient is
-  W[c] / Z everywhere: Grad-CAM, HiResCAM, Grad-CAM++ and CRM for all findings come from one einsum each,
-  with no backward pass at all (`cams.pooled_head_cams`, `crm.closed_form`).
+- `decoder1` reaches the logits only through global average (and optionally max) pooling + the linear
+  head, so its gradient is W[c] / Z everywhere (plus W_max[c] at each channel's max cell): Grad-CAM,
+  HiResCAM, Grad-CAM++ and CRM for all findings come from one einsum each, with no backward pass at all
+  (`cams.pooled_head_cams`, `crm.closed_form`).
 - Every other layer (encoder levels, bottleneck, deeper decoder levels) and the input (saliency) gets its
   gradient from ONE truncated vector-Jacobian product per finding, `torch.autograd.grad(logit_c, [all
   hooked activations, input])`, which stops at the activations and never touches parameter gradients.
@@ -31,11 +32,11 @@ from cxrxai.anatomy import cardiothoracic_ratio
 from cxrxai.errors import BundleError
 from cxrxai.explain import DEFAULT_METHODS, METHODS
 from cxrxai.explain import crm as crm_maps
-from cxrxai.explain.cams import FORMULAS, gradcam, pooled_head_cams
+from cxrxai.explain.cams import FORMULAS, gradcam, pooled_contributions, pooled_head_cams
 from cxrxai.io.radiograph import Radiograph
 from cxrxai.labels import EVIDENCE_OUTSIDE_LUNGS, FINDINGS, LUNG_CHANNELS, resolve_findings
 from cxrxai.model.bundle import Bundle, load_bundle
-from cxrxai.model.network import CXRUNet
+from cxrxai.model.network import CXRUNet, HeadWeights
 from cxrxai.model.preprocess import prepare
 from cxrxai.results import Explanation, FindingPrediction, HeatMap
 
@@ -147,8 +148,8 @@ class Explainer:
         lungs = (anatomy[list(LUNG_CHANNELS)] >= threshold).any(dim=0).float()
         result = RawExplanation(logits=logits[0].detach(), anatomy=anatomy)
         names = [FINDINGS[t] for t in targets]
-        w_bottleneck, w_direct, _ = (w.detach() for w in net.head_weights())
         index = torch.tensor(targets, dtype=torch.long, device=self.device)
+        head = _head_rows(net.head_weights().detached(), index)
 
         def add(method: str, layer: str, maps: torch.Tensor, labels: list[str], note: str) -> None:
             for label, values in zip(labels, maps.detach(), strict=True):
@@ -156,7 +157,7 @@ class Explainer:
 
         cams = [m for m in GRADIENT_CAMS if m in methods]
         if targets and cams:
-            direct = pooled_head_cams(acts[DIRECT_LAYER][0].detach(), w_direct[index])
+            direct = pooled_head_cams(acts[DIRECT_LAYER][0].detach(), head.average, head.maximum)
             for method in cams:
                 add(
                     method,
@@ -166,9 +167,7 @@ class Explainer:
                     "closed form: pooled linear head, no backward",
                 )
         if targets and "gradcam" in methods:
-            fused = fused_contributions(
-                acts["bottleneck"][0], acts[DIRECT_LAYER][0], w_bottleneck[index], w_direct[index]
-            )
+            fused = fused_contributions(acts["bottleneck"][0], acts[DIRECT_LAYER][0], head)
             add(
                 "gradcam",
                 "fused",
@@ -246,8 +245,8 @@ class Explainer:
 
     def _crm(self, logits: torch.Tensor, acts, index: torch.Tensor, names: list[str], add) -> None:
         net = self.network
-        _, w_direct, _ = (w.detach() for w in net.head_weights())
-        direct = crm_maps.closed_form(logits, acts[DIRECT_LAYER][0].detach(), w_direct)
+        head = net.head_weights().detached()
+        direct = crm_maps.closed_form(logits, acts[DIRECT_LAYER][0].detach(), head.average, head.maximum)
         add("crm", DIRECT_LAYER, direct[index], names, "closed form: exact for the pooled head")
         add(
             "crm",
@@ -319,21 +318,24 @@ class Explainer:
         )
 
 
-def fused_contributions(
-    bottleneck: torch.Tensor, direct: torch.Tensor, w_bottleneck: torch.Tensor, w_direct: torch.Tensor
-) -> torch.Tensor:
+def _head_rows(head: HeadWeights, index: torch.Tensor) -> HeadWeights:
+    """The head's weights for the chosen findings only."""
+    maximum = None if head.maximum is None else head.maximum[index]
+    return HeadWeights(head.bottleneck[index], head.average[index], maximum, head.bias[index])
+
+
+def fused_contributions(bottleneck: torch.Tensor, direct: torch.Tensor, head: HeadWeights) -> torch.Tensor:
     """T x N x N signed contribution density of the pooled layers, summing exactly to logit - bias.
 
-    logit_c - b_c = sum_j (1 / Z_j) sum_uv CAM_c^(j)(u, v) over the pooled layers j. Each bottleneck cell's
-    share is spread evenly over the r x r working cells it covers, so the sum is preserved; adding maps
-    this way, rather than averaging min-max-normalised maps, keeps each layer's real weight.
+    logit_c - b_c = sum over the pooled layers of each cell's share (`cams.pooled_contributions`: CAM / Z,
+    and the max-pooled term at each channel's max cell). Each bottleneck cell's share is spread evenly over
+    the r x r working cells it covers, so the sum is preserved; adding maps this way, rather than averaging
+    min-max-normalised maps, keeps each layer's real weight. `head` holds the rows of the T targets.
     """
-    z_b = bottleneck.shape[1] * bottleneck.shape[2]
-    z_d = direct.shape[1] * direct.shape[2]
-    coarse = torch.einsum("tk,khw->thw", w_bottleneck, bottleneck.detach()) / z_b
+    coarse = pooled_contributions(bottleneck.detach(), head.bottleneck)
     r = direct.shape[1] // bottleneck.shape[1]
     spread = coarse.repeat_interleave(r, dim=1).repeat_interleave(r, dim=2) / (r * r)
-    return spread + torch.einsum("tk,khw->thw", w_direct, direct.detach()) / z_d
+    return spread + pooled_contributions(direct.detach(), head.average, head.maximum)
 
 
 def _lung_statistics(heatmaps: list[HeatMap], lungs: torch.Tensor, add_masked: bool) -> None:

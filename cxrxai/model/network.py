@@ -6,14 +6,19 @@ and every encoder level, the bottleneck and every decoder level becomes a named 
 explanation engine can hook, and the classification head can pool the bottleneck.
 
 Head: logits = W [GAP(bottleneck) ; GAP(decoder1)] + b, a single linear layer over globally average-pooled
-features. That structure is what the explanation engine exploits: `decoder1` reaches the logits only
-through the pooled head, so its Grad-CAM, HiResCAM, CAM and CRM have closed forms; the bottleneck also
-feeds the decoder, so it needs a vector-Jacobian product (and partial forward passes for exact CRM).
+features, or with `max_pool` W [GAP(bottleneck) ; GAP(decoder1) ; GMP(decoder1)] + b. The max term is there
+for small findings: a rib fracture covers a few dozen of decoder1's 16,384 cells at 128 px, so average
+pooling dilutes its evidence several hundred-fold before the linear layer sees it, and the max does not.
+That structure is what the explanation engine exploits: `decoder1` reaches the logits only through the
+pooled head, so its Grad-CAM, HiResCAM, CAM and CRM have closed forms (the max adds one cell per
+channel); the bottleneck also feeds the decoder, so it needs a vector-Jacobian product (and partial
+forward passes for exact CRM).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from monai.networks.nets import UNet
@@ -31,6 +36,7 @@ class NetworkConfig:
     num_findings: int = 14
     num_anatomy: int = 3
     dropout: float = 0.0
+    max_pool: bool = False  # the head also reads GMP(decoder1)
 
     @classmethod
     def from_dict(cls, data: dict) -> NetworkConfig:
@@ -41,7 +47,35 @@ class NetworkConfig:
         return cls(**known)
 
     def as_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        """Plain JSON values; `max_pool` only when set, so bundles written before it existed keep their
+        content hash."""
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        if not self.max_pool:
+            del data["max_pool"]
+        return data
+
+
+class HeadWeights(NamedTuple):
+    """The pooled linear head split by the pooled feature it reads (C = findings, K = channels)."""
+
+    bottleneck: torch.Tensor  # C x K_bottleneck, on GAP(bottleneck)
+    average: torch.Tensor  # C x K_decoder1, on GAP(decoder1)
+    maximum: torch.Tensor | None  # C x K_decoder1, on GMP(decoder1); None without max pooling
+    bias: torch.Tensor  # C
+
+    def detached(self) -> HeadWeights:
+        maximum = None if self.maximum is None else self.maximum.detach()
+        return HeadWeights(self.bottleneck.detach(), self.average.detach(), maximum, self.bias.detach())
+
+
+def global_max(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """B x K max over each map and its flat (row-major) cell index.
+
+    The head pools with this rather than `amax`: autograd sends the whole gradient to the returned cell
+    (amax would split it among ties), so the engine's closed forms, which read the same index, equal it.
+    """
+    values, index = features.flatten(2).max(dim=2)
+    return values, index
 
 
 class CXRUNet(nn.Module):
@@ -56,6 +90,7 @@ class CXRUNet(nn.Module):
         num_findings: int = 14,
         num_anatomy: int = 3,
         dropout: float = 0.0,
+        max_pool: bool = False,
     ) -> None:
         super().__init__()
         if len(strides) != len(channels) - 1:
@@ -79,8 +114,10 @@ class CXRUNet(nn.Module):
         self.decoder = nn.ModuleList(ups)  # deepest first
         self.decoder_activation = nn.ReLU()  # "decoder1": the last decoder features, >= 0
         self.segmentation_head = nn.Conv2d(features, num_anatomy, kernel_size=1)
-        self.classifier = nn.Linear(channels[-1] + features, num_findings)
+        self.max_pool = max_pool
+        self.classifier = nn.Linear(channels[-1] + features * (2 if max_pool else 1), num_findings)
         self.bottleneck_channels = channels[-1]
+        self.features = features
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         skips, bottleneck = self.encode(x)
@@ -97,12 +134,21 @@ class CXRUNet(nn.Module):
         self, bottleneck: torch.Tensor, skips: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The rest of the network from the bottleneck: used by forward() and by exact bottleneck CRM."""
+        return self.heads(bottleneck, self.decode_features(bottleneck, skips))
+
+    def decode_features(self, bottleneck: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """decoder1: the last decoder level's features after their ReLU (B x features x N x N)."""
         x = bottleneck
         for up, skip in zip(self.decoder, reversed(skips), strict=True):
             x = up(torch.cat([skip, x], dim=1))  # MONAI SkipConnection: cat([input, submodule(input)])
-        features = self.decoder_activation(x)
-        pooled = torch.cat([bottleneck.mean(dim=(2, 3)), features.mean(dim=(2, 3))], dim=1)
-        return self.classifier(pooled), self.segmentation_head(features)
+        return self.decoder_activation(x)
+
+    def heads(self, bottleneck: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(finding logits, anatomy logits) from the bottleneck and decoder1."""
+        pooled = [bottleneck.mean(dim=(2, 3)), features.mean(dim=(2, 3))]
+        if self.max_pool:
+            pooled.append(global_max(features)[0])
+        return self.classifier(torch.cat(pooled, dim=1)), self.segmentation_head(features)
 
     def layers(self) -> dict[str, nn.Module]:
         """Hookable layers from the shallowest encoder level to the last decoder level, by display name."""
@@ -114,10 +160,12 @@ class CXRUNet(nn.Module):
         named["decoder1"] = self.decoder_activation
         return named
 
-    def head_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(W_bottleneck C x Kb, W_decoder1 C x Kd, bias C) of the pooled linear head."""
+    def head_weights(self) -> HeadWeights:
+        """The pooled linear head's weights, split by pooled feature."""
         w = self.classifier.weight
-        return w[:, : self.bottleneck_channels], w[:, self.bottleneck_channels :], self.classifier.bias
+        kb, kd = self.bottleneck_channels, self.features
+        maximum = w[:, kb + kd : kb + 2 * kd] if self.max_pool else None
+        return HeadWeights(w[:, :kb], w[:, kb : kb + kd], maximum, self.classifier.bias)
 
 
 class FindingLogits(nn.Module):

@@ -6,7 +6,9 @@ coded 1.0 / 0.0 / -1.0 (uncertain) / blank (not mentioned = negative).
 MIMIC-CXR-JPG: `mimic-cxr-2.0.0-chexpert.csv` (subject_id, study_id, 14 labels), `-split.csv`
 (dicom_id, study_id, subject_id, split) and `-metadata.csv` (dicom_id, ..., ViewPosition); images at
 `files/p<first 2 digits of subject>/p<subject>/s<study>/<dicom_id>.jpg`; frontal (PA / AP) views only.
-Masks are optional per sample: `masks/<patient or dicom id>/<right_lung|left_lung|heart>.png`.
+Masks are optional per sample: `masks/<patient or dicom id>/<right_lung|left_lung|heart>.png`, and for
+training with finding masks (`--finding-mask-weight`) `<finding>.png` beside them (e.g. `fracture.png`, as
+`cxrxai phantoms` writes them) where a finding is present and localised.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Sample:
     image: Path
     labels: tuple[float, ...]  # 1 / 0, or NaN where the label is to be ignored
     masks: tuple[Path, ...] | None  # right lung, left lung, heart, or None
+    mask_folder: Path | None = None  # where this sample's masks live, if it has a masks folder
 
 
 def label_value(text: str, policy: str) -> float:
@@ -48,10 +51,11 @@ def label_value(text: str, policy: str) -> float:
     return value
 
 
-def _masks_for(root: Path, key: str) -> tuple[Path, ...] | None:
+def _masks_for(root: Path, key: str) -> tuple[tuple[Path, ...] | None, Path | None]:
+    """(anatomy mask paths if all exist, the sample's masks folder if it exists)."""
     folder = root / "masks" / key
     paths = tuple(folder / f"{name}.png" for name in ANATOMY_FILES)
-    return paths if all(p.is_file() for p in paths) else None
+    return (paths if all(p.is_file() for p in paths) else None), (folder if folder.is_dir() else None)
 
 
 def chexpert_samples(root: Path, csv_name: str, policy: str) -> list[Sample]:
@@ -79,7 +83,7 @@ def chexpert_samples(root: Path, csv_name: str, policy: str) -> list[Sample]:
                 Sample(
                     root / relative,
                     tuple(label_value(row[f], policy) for f in FINDINGS),
-                    _masks_for(root, patient),
+                    *_masks_for(root, patient),
                 )
             )
     return samples
@@ -114,7 +118,7 @@ def mimic_samples(root: Path, split: str, policy: str) -> list[Sample]:
                 Sample(
                     image,
                     tuple(label_value(record[f], policy) for f in FINDINGS),
-                    _masks_for(root, row["dicom_id"]),
+                    *_masks_for(root, row["dicom_id"]),
                 )
             )
     return samples

@@ -42,6 +42,11 @@ class Recipe:
     # default keeps the cheaper one.
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
+    # Global max pooling of decoder1 beside the average (28 epochs: mean AUROC 0.913 against 0.879 for the
+    # average alone, Fracture 0.75 against 0.64), and finding masks as a training signal (4 epochs: 0.823
+    # with both against 0.760 with the max alone).
+    max_pool: bool = True
+    finding_mask_weight: float = 1.0
     # 56 epochs train in 48 min with torch.compile and reach mean AUROC 0.916 on the held-out phantoms; 28
     # (the recipe's old length) gave 0.879 (0.890 with the old augmentation), and that model scored about
     # as well on its own training images as on held-out ones: under-fitted, not short of data.
@@ -65,6 +70,8 @@ OVERRIDABLE = (
     "input_size",
     "channels",
     "strides",
+    "max_pool",
+    "finding_mask_weight",
     "epochs",
     "batch_size",
     "learning_rate",
@@ -109,7 +116,10 @@ def build(
                 batch_size=recipe.batch_size,
                 learning_rate=recipe.learning_rate,
                 input_size=recipe.input_size,
-                network=NetworkConfig(channels=recipe.channels, strides=recipe.strides),
+                network=NetworkConfig(
+                    channels=recipe.channels, strides=recipe.strides, max_pool=recipe.max_pool
+                ),
+                finding_mask_weight=recipe.finding_mask_weight,
                 seed=0,
                 device=recipe.device,
                 compile=recipe.compile,
@@ -154,14 +164,20 @@ def model_card(report: dict, recipe: Recipe, timings: dict[str, float]) -> str:
         "",
         f"MONAI U-Net (channels {'-'.join(map(str, recipe.channels))}, strides "
         f"{'-'.join(map(str, recipe.strides))}, one residual unit per level) with a lung / heart",
-        "segmentation head and a linear head over the pooled bottleneck and last decoder features for the",
-        f"14 CheXpert / MIMIC-CXR observations; {recipe.input_size} px letterboxed input.",
+        "segmentation head and a linear head over the average-pooled bottleneck and last decoder features"
+        + (" and the max-pooled last decoder features" if recipe.max_pool else ""),
+        f"for the 14 CheXpert / MIMIC-CXR observations; {recipe.input_size} px letterboxed input.",
         "",
         "## Training data",
         "",
         f"{recipe.train_count} synthetic chest radiograph phantoms",
         f"(`cxrxai phantoms --seed {recipe.train_seed} --size {recipe.render_rows}`), labels in the CheXpert",
-        "coding (blank = not mentioned, a few uncertain positives, mapped to 1), lung and heart masks.",
+        "coding (blank = not mentioned, a few uncertain positives, mapped to 1), lung and heart masks"
+        + (
+            f", and the findings' masks (weight {recipe.finding_mask_weight}, training-only map head)."
+            if recipe.finding_mask_weight > 0
+            else "."
+        ),
         "One tenth held back for thresholds",
         f"(Youden's J). {recipe.epochs} epochs, batch {recipe.batch_size}, AdamW, learning rate "
         f"{recipe.learning_rate}, cosine schedule, seed 0.",
@@ -263,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
     try:
-        network = network_from_options(args.channels, args.strides)
+        network = network_from_options(args.channels, args.strides, args.max_pool)
         options = {name: getattr(args, name) for name in OVERRIDABLE}
         recipe = replace(defaults, **{**options, "channels": network.channels, "strides": network.strides})
         result = build(args.work, recipe=recipe, start=args.start)
