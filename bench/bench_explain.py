@@ -26,7 +26,7 @@ from cxrxai.explain import crm
 from cxrxai.explain.engine import Explainer, captured_outputs
 from cxrxai.labels import FINDINGS
 from cxrxai.model.bundle import load_bundle, make_untrained_bundle
-from cxrxai.model.network import FindingLogits
+from cxrxai.model.network import FindingLogits, NetworkConfig
 
 CAM_METHODS = ("gradcam", "gradcampp", "hirescam")
 
@@ -65,10 +65,16 @@ def main() -> None:
         "--ablation-positions", type=int, default=512, help="positions timed for CRM by definition"
     )
     parser.add_argument("--bundle", default="/tmp/cxrxai-bench-bundle")
+    parser.add_argument(
+        "--max-pool",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the findings head also max-pools decoder1, as in the default model",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    make_untrained_bundle(args.bundle, input_size=args.size, seed=0)
+    make_untrained_bundle(args.bundle, NetworkConfig(max_pool=args.max_pool), input_size=args.size, seed=0)
     explainer = Explainer(load_bundle(args.bundle, device=args.device), args.device)
     network = explainer.network
     layers = network.layers()
@@ -216,7 +222,8 @@ def main() -> None:
     )
 
     print(
-        f"\nmachine: {machine(device)}; input {args.size} x {args.size}; default network; "
+        f"\nmachine: {machine(device)}; input {args.size} x {args.size}; default network, "
+        f"{'average- and max-pooled' if args.max_pool else 'average-pooled'} head; "
         f"times are medians of {args.repeats} (ours)\n"
     )
     print("| work | ours (s) | reference (s) | reference | speed-up | max map difference |")
