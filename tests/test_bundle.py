@@ -103,6 +103,34 @@ def test_max_pooled_head_reads_the_largest_cell(tiny_max_pool_bundle):
     torch.testing.assert_close(logits, expected)
 
 
+def test_display_layer_comes_from_the_bundles_own_evaluation(tiny_bundle, tmp_path):
+    from cxrxai.model.bundle import EVALUATION, display_layer
+
+    assert load_bundle(tiny_bundle).display_layer == "fused"  # no evaluation shipped: the fused map
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, root)
+    scores = {
+        "gradcam/fused": {"iou_tuned": {"mean": 0.10}},
+        "gradcam/decoder2": {"iou_tuned": {"mean": 0.39}},
+        "gradcam+lungmask/decoder1": {"iou_tuned": {"mean": 0.60}},  # another method: not displayed
+        "gradcampp/decoder1": {"iou_tuned": {"mean": 0.50}},
+        "gradcam/decoder1": {"iou_tuned": {"mean": 0.33}},
+    }
+    (root / EVALUATION).parent.mkdir(exist_ok=True)
+    (root / EVALUATION).write_text(json.dumps({"localisation": scores}))
+    assert load_bundle(root).display_layer == "decoder2"  # docs are not hashed: the bundle still loads
+    (root / EVALUATION).write_text("{not json")
+    assert display_layer(root) == "fused"
+
+
+def test_shipped_default_leads_with_its_best_grad_cam_layer():
+    from cxrxai.cli import DEFAULT_BUNDLE
+
+    report = json.loads((DEFAULT_BUNDLE / "docs" / "evaluation.json").read_text())
+    tuned = {k: v["iou_tuned"]["mean"] for k, v in report["localisation"].items() if k.startswith("gradcam/")}
+    assert load_bundle(DEFAULT_BUNDLE).display_layer == max(tuned, key=tuned.get).split("/")[1]
+
+
 def test_wrong_configured_hash_is_refused(tiny_bundle):
     actual = load_bundle(tiny_bundle).content_hash
     assert load_bundle(tiny_bundle, actual.removeprefix("sha256:")).content_hash == actual

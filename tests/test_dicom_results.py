@@ -103,6 +103,17 @@ def test_layers_run_from_encoder_to_decoder(explainer, tmp_path):
     assert layers == ["fused", "encoder1", "encoder2", "bottleneck", "decoder2", "decoder1"]
 
 
+def test_the_model_display_layer_leads_the_seg_and_the_page(explainer, tmp_path):
+    """A bundle whose evaluation found decoder2 localising best leads with decoder2: first in the SEG, the
+    page's overlay (labelled) and the presentation state's; every layer, fused included, is still written."""
+    source, radiograph, explanation = _explained(explainer, tmp_path)
+    explanation.model["display_layer"] = "decoder2"
+    layers = [h.layer for h in heatmap_layers(explanation, "Cardiomegaly")]
+    assert layers == ["decoder2", "fused", "encoder1", "encoder2", "bottleneck", "decoder1"]
+    explanation.model["display_layer"] = "encoder9"  # not among the maps: fall back to fused
+    assert heatmap_layers(explanation, "Cardiomegaly")[0].layer == "fused"
+
+
 def test_highdicom_segread_trap_and_our_reader(explainer, tmp_path):
     """highdicom's reader refuses a projection-radiograph SEG (no Slice Thickness); ours reads it."""
     _, radiograph, explanation = _explained(explainer, tmp_path)

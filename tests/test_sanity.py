@@ -45,9 +45,7 @@ def test_cascading_randomisation_decorrelates_maps(explainer64, chest_input):
     for stage in CASCADE:
         _reinitialise(getattr(bundle.network, stage), generator)
         maps = {h.key: h.values for h in randomised.explain_tensor(chest_input, [2], methods).heatmaps}
-        correlations[stage] = {
-            key: _rank_correlation(original[key], maps[key]) for key in keys
-        }
+        correlations[stage] = {key: _rank_correlation(original[key], maps[key]) for key in keys}
     final = correlations["encoder"]
     assert all(np.isfinite(v) and v < 0.5 for v in final.values()), correlations
     # and the decoder1 map already changes once the head is re-initialised

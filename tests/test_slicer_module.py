@@ -86,7 +86,7 @@ def test_results_of_a_radiograph_are_found_and_read_as_the_sr_says(study):
         and layers[-1] == "fused"
         and layers.index("bottleneck") < layers.index("decoder1")
     )
-    assert results.default_layer(finding, "gradcam") == "fused"
+    assert results.default_layer(finding, "gradcam") == "fused"  # the tiny bundle has no evaluation
     heat_seg = next(
         read_seg(dcmread(p)) for p in sets[0].segmentations if dcmread(p).SegmentationType == "FRACTIONAL"
     )
@@ -123,6 +123,20 @@ def test_a_local_run_fills_the_same_catalogue_with_every_method(explainer, tiny_
     assert results.layers(finding, "saliency") == ["input"]
     direct = from_explanation(explainer.explain(read_radiograph(tmp_path / "cr.dcm"), methods=("gradcam",)))
     assert [r.probability for r in direct.findings] == [r.probability for r in results.findings]
+
+
+def test_the_viewer_opens_on_the_layer_the_model_leads_with(explainer, tmp_path):
+    """Through the SEG (its first map of a finding) and from a local run alike; other methods keep theirs."""
+    dataset = radiograph_dataset(chest_image(64, 60, seed=12), uid_seed="slicer-display")
+    radiograph = read_radiograph(dataset)
+    explanation = explainer.explain(radiograph, methods=("gradcam", "crm"))
+    explanation.model["display_layer"] = "decoder2"
+    write_dicom_results(explanation, dataset, radiograph.pixels, tmp_path, HeatmapSelection("top-1"))
+    (found,) = matching.results_for(str(dataset.SOPInstanceUID), matching.read_headers([tmp_path]))
+    for results in (matching.load(found), from_explanation(explanation)):
+        finding = results.mapped_findings()[0]
+        assert results.default_layer(finding, "gradcam") == "decoder2"
+    assert from_explanation(explanation).default_layer(finding, "crm") == "decoder1"
 
 
 def test_display_maths():

@@ -50,11 +50,15 @@ def device_of(explanation: Explanation) -> Device:
 
 
 def heatmap_layers(explanation: Explanation, finding: str) -> list[HeatmapLayer]:
-    """The fused Grad-CAM map, then every layer from encoder to decoder, at the source geometry."""
+    """The model's display layer's Grad-CAM map (the fused map unless its bundle's evaluation found a
+    layer that overlaps findings better), then every other layer from encoder to decoder, at the source
+    geometry. The first one is the page's overlay and the presentation state's, and leads the SEG."""
     layers = {
         h.layer for h in explanation.heatmaps.values() if h.method == HEATMAP_METHOD and h.target == finding
     }
-    ordered = (["fused"] if "fused" in layers else []) + sorted(layers - {"fused"}, key=layer_order)
+    preferred = str(explanation.model.get("display_layer", "fused"))
+    leading = list(dict.fromkeys(layer for layer in (preferred, "fused") if layer in layers))
+    ordered = leading + sorted(layers - set(leading), key=layer_order)
     return [
         HeatmapLayer(
             finding, HEATMAP_METHOD, layer, explanation.map_at_source(f"{HEATMAP_METHOD}/{layer}/{finding}")
@@ -87,7 +91,7 @@ def build_dicom_results(
         if not layers:
             continue
         strip = [(h.layer, h.values) for h in layers if h.layer != "fused"]
-        page = finding_page(pixels, finding, layers[0].values, lungs, strip, model)
+        page = finding_page(pixels, finding, (layers[0].layer, layers[0].values), lungs, strip, model)
         pages.append(build_sc(source, page, device, f"finding:{finding.name}", number))
     anatomy = dict(zip(explanation.anatomy_names, masks, strict=True))
     hottest = [

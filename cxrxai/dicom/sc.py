@@ -83,13 +83,14 @@ def _page(title: str, body: Image.Image) -> np.ndarray:
 def finding_page(
     pixels: np.ndarray,
     finding: FindingPrediction,
-    heat: np.ndarray,
+    heat: tuple[str, np.ndarray],
     lungs: np.ndarray | None,
     strip: Sequence[tuple[str, np.ndarray]],
     model: str,
 ) -> np.ndarray:
-    """RGB page: overlay + legend, then the layer strip (encoder to decoder)."""
-    main = _fit(_overlay(pixels, heat, lungs), PAGE_WIDTH - LEGEND, 768)
+    """RGB page: overlay of `heat` (layer, map) + legend, then the layer strip (encoder to decoder)."""
+    heat_layer, heat_map = heat
+    main = _fit(_overlay(pixels, heat_map, lungs), PAGE_WIDTH - LEGEND, 768)
     tile_width = PAGE_WIDTH // max(len(strip), 1)
     tiles = [(_fit(_overlay(pixels, h, None), tile_width - 4, 256), layer) for layer, h in strip]
     strip_height = max((t.height for t, _ in tiles), default=0) + (20 if tiles else 0)
@@ -97,6 +98,7 @@ def finding_page(
     body.paste(main, ((PAGE_WIDTH - LEGEND - main.width) // 2, 0))
     body.paste(_legend(main.height), (PAGE_WIDTH - LEGEND, 0))
     draw = ImageDraw.Draw(body)
+    draw.text((8, 4), f"Grad-CAM, {heat_layer}", fill=(255, 255, 255), font=_font(18))
     for i, (tile, layer) in enumerate(tiles):
         body.paste(tile, (i * tile_width + 2, main.height + 20))
         draw.text((i * tile_width + 4, main.height + 2), layer, fill=(255, 255, 255), font=_font(14))

@@ -29,6 +29,9 @@ METADATA = Path("configs/metadata.json")
 INFERENCE = Path("configs/inference.json")
 WEIGHTS = Path("models/model.pt")
 TORCHSCRIPT = Path("models/model.ts")
+EVALUATION = Path("docs/evaluation.json")
+DISPLAYED_METHOD = "gradcam"
+FUSED_LAYER = "fused"
 HASH_PREFIX = "sha256:"
 
 
@@ -83,6 +86,7 @@ class Bundle:
     spec: BundleSpec
     content_hash: str
     network: CXRUNet
+    display_layer: str = FUSED_LAYER  # the Grad-CAM layer results lead with (`display_layer()`)
 
     @property
     def thresholds(self) -> list[float]:
@@ -135,7 +139,29 @@ def load_bundle(root: str | Path, expected_hash: str | None = None, device: str 
     except RuntimeError as exc:
         raise BundleError(f"{root}: weights do not fit the network in metadata ({str(exc)[:200]})") from exc
     network.to(device).eval()
-    return Bundle(root=root, spec=spec, content_hash=actual, network=network)
+    return Bundle(
+        root=root, spec=spec, content_hash=actual, network=network, display_layer=display_layer(root)
+    )
+
+
+def display_layer(root: Path) -> str:
+    """The Grad-CAM layer whose maps overlapped the findings' masks best in the bundle's own evaluation
+    (`docs/evaluation.json`, mean IoU at per-finding tuned thresholds), else the fused map.
+
+    Which layer reads best depends on the model: for an average-pooled head the fused map localised best,
+    while a max-pooled head concentrates the fused map (exactly) on one cell per channel, a few dots on
+    an overlay, and a decoder level shows the region. A display choice only: every layer is still written.
+    """
+    try:
+        scores = json.loads((root / EVALUATION).read_text(encoding="utf-8"))["localisation"]
+        tuned = {
+            key.split("/", 1)[1]: float(entry["iou_tuned"]["mean"])
+            for key, entry in scores.items()
+            if key.startswith(DISPLAYED_METHOD + "/") and "iou_tuned" in entry
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return FUSED_LAYER  # no (readable) evaluation shipped with the bundle
+    return max(tuned, key=tuned.__getitem__) if tuned else FUSED_LAYER
 
 
 def _normalise_hash(value: str) -> str:

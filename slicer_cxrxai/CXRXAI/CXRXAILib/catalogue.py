@@ -26,6 +26,7 @@ from CXRXAILib.display import (
 LUNGS = ("Right Lung", "Left Lung")
 ANATOMY_ORDER = ("Right Lung", "Left Lung", "Heart")
 SEGMENTATION_METHOD = "seggradcam"
+DISPLAYED_METHOD = "gradcam"  # the method our SEG, pages and presentation state show
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class RadiographResults:
     maps: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
     anatomy: dict[str, np.ndarray] = field(default_factory=dict)  # structure -> bool rows x columns
     pictures: list[str] = field(default_factory=list)  # Secondary Capture files, for the PACS-style pages
+    # finding -> the Grad-CAM layer the model's results lead with (the first of its maps in our SEG)
+    display_layers: dict[str, str] = field(default_factory=dict)
 
     def mapped_findings(self) -> list[str]:
         """Findings that have at least one heatmap, in table order."""
@@ -87,10 +90,14 @@ class RadiographResults:
         return sorted_layers([layer for t, m, layer in self.maps if t == target and m == method])
 
     def default_layer(self, finding: str, method: str, structure: str | None = None) -> str | None:
-        """Fused when there is one (it summarises the layers), else the last decoder level."""
+        """The layer the results lead with (chosen from the model's own evaluation) when it has this
+        method's map, else fused when there is one (it summarises the layers), else the last decoder
+        level."""
         layers = self.layers(finding, method, structure)
         if not layers:
             return None
+        if method == DISPLAYED_METHOD and self.display_layers.get(finding) in layers:
+            return self.display_layers[finding]
         return FUSED if FUSED in layers else [layer for layer in layers if layer != FUSED][-1]
 
     def lungs(self) -> np.ndarray | None:
@@ -134,6 +141,7 @@ def read_results(
         for segment in read_seg(dataset).segments:
             if segment.finding and segment.method and segment.layer:
                 results.maps[segment.finding, segment.method, segment.layer] = segment.values
+                results.display_layers.setdefault(segment.finding, segment.layer)
             elif dataset.SegmentationType == "BINARY":
                 results.anatomy[segment.label] = segment.values.astype(bool)
     return results
@@ -149,8 +157,10 @@ def from_explanation(explanation) -> RadiographResults:
         findings=_rows((f.name, f.probability, f.threshold, f.present) for f in explanation.findings),
         ctr=explanation.ctr,
     )
+    display = str(explanation.model.get("display_layer", FUSED))
     for key, heatmap in explanation.heatmaps.items():
         results.maps[heatmap.target, heatmap.method, heatmap.layer] = explanation.map_at_source(key)
+        results.display_layers[heatmap.target] = display
     masks = explanation.anatomy_at_source()
     results.anatomy = dict(zip(explanation.anatomy_names, masks, strict=True))
     return results
