@@ -11,7 +11,13 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless
 
-from cxrxai.dicom.results import HeatmapSelection, build_dicom_results, heatmap_layers, write_dicom_results
+from cxrxai.dicom.results import (
+    HeatmapSelection,
+    build_dicom_results,
+    heatmap_layers,
+    strip_layers,
+    write_dicom_results,
+)
 from cxrxai.dicom.seg import SEGReadError, read_seg
 from cxrxai.dicom.sr import read_sr
 from cxrxai.io import read_radiograph
@@ -110,6 +116,9 @@ def test_the_model_display_layer_leads_the_seg_and_the_page(explainer, tmp_path)
     explanation.model["display_layer"] = "decoder2"
     layers = [h.layer for h in heatmap_layers(explanation, "Cardiomegaly")]
     assert layers == ["decoder2", "fused", "encoder1", "encoder2", "bottleneck", "decoder1"]
+    assert [h.layer for h in strip_layers(heatmap_layers(explanation, "Cardiomegaly"))] == [
+        "encoder1", "encoder2", "bottleneck", "decoder2", "decoder1"
+    ]  # fmt: skip
     explanation.model["display_layer"] = "encoder9"  # not among the maps: fall back to fused
     assert heatmap_layers(explanation, "Cardiomegaly")[0].layer == "fused"
 

@@ -67,6 +67,12 @@ def heatmap_layers(explanation: Explanation, finding: str) -> list[HeatmapLayer]
     ]
 
 
+def strip_layers(layers: list[HeatmapLayer]) -> list[HeatmapLayer]:
+    """A page's layer strip: every map but the fused one, from the shallowest encoder level to the last
+    decoder level, whichever layer the page leads with."""
+    return sorted((h for h in layers if h.layer != "fused"), key=lambda h: layer_order(h.layer))
+
+
 def build_dicom_results(
     explanation: Explanation,
     source: Dataset,
@@ -90,7 +96,7 @@ def build_dicom_results(
         layers = [h for h in heatmaps if h.finding == finding.name]
         if not layers:
             continue
-        strip = [(h.layer, h.values) for h in layers if h.layer != "fused"]
+        strip = [(h.layer, h.values) for h in strip_layers(layers)]
         page = finding_page(pixels, finding, (layers[0].layer, layers[0].values), lungs, strip, model)
         pages.append(build_sc(source, page, device, f"finding:{finding.name}", number))
     anatomy = dict(zip(explanation.anatomy_names, masks, strict=True))
