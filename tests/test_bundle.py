@@ -104,9 +104,9 @@ def test_max_pooled_head_reads_the_largest_cell(tiny_max_pool_bundle):
 
 
 def test_display_layer_comes_from_the_bundles_own_evaluation(tiny_bundle, tmp_path):
-    from cxrxai.model.bundle import EVALUATION, display_layer
+    from cxrxai.model.bundle import EVALUATION, display_layers
 
-    assert load_bundle(tiny_bundle).display_layer == "fused"  # no evaluation shipped: the fused map
+    assert load_bundle(tiny_bundle).display_layers == {}  # no evaluation shipped: the fused map
     root = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, root)
     scores = {
@@ -117,18 +117,28 @@ def test_display_layer_comes_from_the_bundles_own_evaluation(tiny_bundle, tmp_pa
         "gradcam/decoder1": {"iou_tuned": {"mean": 0.33}},
     }
     (root / EVALUATION).parent.mkdir(exist_ok=True)
-    (root / EVALUATION).write_text(json.dumps({"localisation": scores}))
-    assert load_bundle(root).display_layer == "decoder2"  # docs are not hashed: the bundle still loads
+    edema = {
+        "gradcam/decoder1": {"iou_tuned": {"mean": 0.7}},
+        "gradcam/decoder2": {"iou_tuned": {"mean": 0.3}},
+    }
+    report = {"localisation": scores, "localisation_by_finding": {"Edema": edema}}
+    (root / EVALUATION).write_text(json.dumps(report))
+    chosen = load_bundle(root).display_layers  # docs are not hashed: the bundle still loads
+    assert chosen["Edema"] == "decoder1"  # its own best
+    assert chosen["Fracture"] == "decoder2"  # not evaluated on its own: the best over all findings
+    assert len(chosen) == 13 and "No Finding" not in chosen
     (root / EVALUATION).write_text("{not json")
-    assert display_layer(root) == "fused"
+    assert display_layers(root) == {}
 
 
 def test_shipped_default_leads_with_its_best_grad_cam_layer():
     from cxrxai.cli import DEFAULT_BUNDLE
 
     report = json.loads((DEFAULT_BUNDLE / "docs" / "evaluation.json").read_text())
-    tuned = {k: v["iou_tuned"]["mean"] for k, v in report["localisation"].items() if k.startswith("gradcam/")}
-    assert load_bundle(DEFAULT_BUNDLE).display_layer == max(tuned, key=tuned.get).split("/")[1]
+    chosen = load_bundle(DEFAULT_BUNDLE).display_layers
+    for finding, scores in report["localisation_by_finding"].items():
+        tuned = {k: v["iou_tuned"]["mean"] for k, v in scores.items() if k.startswith("gradcam/")}
+        assert chosen[finding] == max(tuned, key=tuned.get).split("/")[1]
 
 
 def test_wrong_configured_hash_is_refused(tiny_bundle):

@@ -113,13 +113,15 @@ def test_the_model_display_layer_leads_the_seg_and_the_page(explainer, tmp_path)
     """A bundle whose evaluation found decoder2 localising best leads with decoder2: first in the SEG, the
     page's overlay (labelled) and the presentation state's; every layer, fused included, is still written."""
     source, radiograph, explanation = _explained(explainer, tmp_path)
-    explanation.model["display_layer"] = "decoder2"
+    explanation.model["display_layers"] = {"Cardiomegaly": "decoder2", "Edema": "decoder1"}
     layers = [h.layer for h in heatmap_layers(explanation, "Cardiomegaly")]
     assert layers == ["decoder2", "fused", "encoder1", "encoder2", "bottleneck", "decoder1"]
     assert [h.layer for h in strip_layers(heatmap_layers(explanation, "Cardiomegaly"))] == [
         "encoder1", "encoder2", "bottleneck", "decoder2", "decoder1"
     ]  # fmt: skip
-    explanation.model["display_layer"] = "encoder9"  # not among the maps: fall back to fused
+    assert heatmap_layers(explanation, "Edema")[0].layer == "decoder1"  # each finding its own
+    assert heatmap_layers(explanation, "Atelectasis")[0].layer == "fused"  # none chosen: fused
+    explanation.model["display_layers"] = {"Cardiomegaly": "encoder9"}  # not among the maps: fused
     assert heatmap_layers(explanation, "Cardiomegaly")[0].layer == "fused"
 
 

@@ -130,7 +130,7 @@ def test_the_viewer_opens_on_the_layer_the_model_leads_with(explainer, tmp_path)
     dataset = radiograph_dataset(chest_image(64, 60, seed=12), uid_seed="slicer-display")
     radiograph = read_radiograph(dataset)
     explanation = explainer.explain(radiograph, methods=("gradcam", "crm"))
-    explanation.model["display_layer"] = "decoder2"
+    explanation.model["display_layers"] = {f.name: "decoder2" for f in explanation.findings}
     write_dicom_results(explanation, dataset, radiograph.pixels, tmp_path, HeatmapSelection("top-1"))
     (found,) = matching.results_for(str(dataset.SOPInstanceUID), matching.read_headers([tmp_path]))
     for results in (matching.load(found), from_explanation(explanation)):

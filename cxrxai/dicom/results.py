@@ -50,13 +50,14 @@ def device_of(explanation: Explanation) -> Device:
 
 
 def heatmap_layers(explanation: Explanation, finding: str) -> list[HeatmapLayer]:
-    """The model's display layer's Grad-CAM map (the fused map unless its bundle's evaluation found a
-    layer that overlaps findings better), then every other layer from encoder to decoder, at the source
-    geometry. The first one is the page's overlay and the presentation state's, and leads the SEG."""
+    """The Grad-CAM map at the model's display layer for this finding (the fused map unless its bundle's
+    evaluation found a layer that overlaps the finding better), then every other layer from encoder to
+    decoder, at the source geometry. The first one is the page's overlay and the presentation state's,
+    and leads the SEG."""
     layers = {
         h.layer for h in explanation.heatmaps.values() if h.method == HEATMAP_METHOD and h.target == finding
     }
-    preferred = str(explanation.model.get("display_layer", "fused"))
+    preferred = str(explanation.model.get("display_layers", {}).get(finding, "fused"))
     leading = list(dict.fromkeys(layer for layer in (preferred, "fused") if layer in layers))
     ordered = leading + sorted(layers - set(leading), key=layer_order)
     return [

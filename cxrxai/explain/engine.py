@@ -307,7 +307,7 @@ class Explainer:
                 "version": spec.version,
                 "content_hash": self.bundle.content_hash,
                 "trained": spec.trained,
-                "display_layer": self.bundle.display_layer,
+                "display_layers": dict(self.bundle.display_layers),
             },
             source={
                 **radiograph.identifiers,

@@ -31,7 +31,6 @@ WEIGHTS = Path("models/model.pt")
 TORCHSCRIPT = Path("models/model.ts")
 EVALUATION = Path("docs/evaluation.json")
 DISPLAYED_METHOD = "gradcam"
-FUSED_LAYER = "fused"
 HASH_PREFIX = "sha256:"
 
 
@@ -86,7 +85,8 @@ class Bundle:
     spec: BundleSpec
     content_hash: str
     network: CXRUNet
-    display_layer: str = FUSED_LAYER  # the Grad-CAM layer results lead with (`display_layer()`)
+    # finding -> the Grad-CAM layer results lead with (`display_layers()`); the fused map where absent
+    display_layers: dict[str, str] = field(default_factory=dict)
 
     @property
     def thresholds(self) -> list[float]:
@@ -140,28 +140,40 @@ def load_bundle(root: str | Path, expected_hash: str | None = None, device: str 
         raise BundleError(f"{root}: weights do not fit the network in metadata ({str(exc)[:200]})") from exc
     network.to(device).eval()
     return Bundle(
-        root=root, spec=spec, content_hash=actual, network=network, display_layer=display_layer(root)
+        root=root, spec=spec, content_hash=actual, network=network, display_layers=display_layers(root)
     )
 
 
-def display_layer(root: Path) -> str:
-    """The Grad-CAM layer whose maps overlapped the findings' masks best in the bundle's own evaluation
-    (`docs/evaluation.json`, mean IoU at per-finding tuned thresholds), else the fused map.
+def display_layers(root: Path) -> dict[str, str]:
+    """Per finding, the Grad-CAM layer whose maps overlapped that finding's masks best in the bundle's own
+    evaluation (`docs/evaluation.json`, mean IoU at per-finding tuned thresholds); the best layer over all
+    findings for a finding the evaluation had no positives of; empty (the fused map) without an evaluation.
 
-    Which layer reads best depends on the model: for an average-pooled head the fused map localised best,
-    while a max-pooled head concentrates the fused map (exactly) on one cell per channel, a few dots on
-    an overlay, and a decoder level shows the region. A display choice only: every layer is still written.
+    Which layer reads best depends on the model and the finding: for an average-pooled head the fused map
+    localised best, while a max-pooled head concentrates the fused map (exactly) on one cell per channel, a
+    few dots on an overlay, and a decoder level shows the region; an enlarged mediastinum reads best at
+    decoder1, most lung findings at decoder2. A display choice only: every layer is still written.
     """
     try:
-        scores = json.loads((root / EVALUATION).read_text(encoding="utf-8"))["localisation"]
-        tuned = {
-            key.split("/", 1)[1]: float(entry["iou_tuned"]["mean"])
-            for key, entry in scores.items()
-            if key.startswith(DISPLAYED_METHOD + "/") and "iou_tuned" in entry
+        report = json.loads((root / EVALUATION).read_text(encoding="utf-8"))
+        overall = _best_layer(report["localisation"])
+        by_finding = {
+            f: _best_layer(scores) for f, scores in report.get("localisation_by_finding", {}).items()
         }
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return FUSED_LAYER  # no (readable) evaluation shipped with the bundle
-    return max(tuned, key=tuned.__getitem__) if tuned else FUSED_LAYER
+        return {}  # no (readable) evaluation shipped with the bundle
+    if overall is None:
+        return {}
+    return {finding: by_finding.get(finding) or overall for finding in FINDINGS if finding != "No Finding"}
+
+
+def _best_layer(scores: dict[str, Any]) -> str | None:
+    tuned = {
+        key.split("/", 1)[1]: float(entry["iou_tuned"]["mean"])
+        for key, entry in scores.items()
+        if key.startswith(DISPLAYED_METHOD + "/") and "iou_tuned" in entry
+    }
+    return max(tuned, key=tuned.__getitem__) if tuned else None
 
 
 def _normalise_hash(value: str) -> str:

@@ -157,10 +157,9 @@ def from_explanation(explanation) -> RadiographResults:
         findings=_rows((f.name, f.probability, f.threshold, f.present) for f in explanation.findings),
         ctr=explanation.ctr,
     )
-    display = str(explanation.model.get("display_layer", FUSED))
+    results.display_layers.update(explanation.model.get("display_layers", {}))
     for key, heatmap in explanation.heatmaps.items():
         results.maps[heatmap.target, heatmap.method, heatmap.layer] = explanation.map_at_source(key)
-        results.display_layers[heatmap.target] = display
     masks = explanation.anatomy_at_source()
     results.anatomy = dict(zip(explanation.anatomy_names, masks, strict=True))
     return results
