@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cxrxai.model.network import CXRUNet
+from cxrxai.model.network import CXRUNet, global_max
 
 
 def squared_output_change(logits: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
@@ -132,6 +132,7 @@ def exact_from_bottleneck(
     _, _, h, w = bottleneck.shape
     z_b, z_d = h * w, decoded[-1].shape[2] * decoded[-1].shape[3]
     inputs = [bottleneck, *decoded[:-1]]  # what each level reads besides its skip connection
+    peaks = global_max(decoded[-1])  # each decoder1 channel's maximum and its cell, before any removal
     skips_deepest_first = list(reversed(skips))
     out = torch.empty((h * w, logits.shape[0]), dtype=dtype, device=device)
     for start in range(0, h * w, chunk):
@@ -173,21 +174,24 @@ def exact_from_bottleneck(
         delta_logits = (head.average @ delta_pooled.T) / z_d - (head.bottleneck @ removed) / z_b  # C x P
         if head.maximum is not None:  # features >= 0, so masking with 0 never raises a maximum
             new_max = torch.maximum(
-                (features * changed_cells).amax(dim=(2, 3)), _max_outside(decoded[-1][0], box)
+                (features * changed_cells).amax(dim=(2, 3)), _max_outside(decoded[-1][0], peaks, box)
             )
-            delta_logits += head.maximum @ (new_max - decoded[-1][0].amax(dim=(1, 2))[None, :]).T
+            delta_logits += head.maximum @ (new_max - peaks[0]).T
         out[index] = squared_output_change(logits[:, None], delta_logits).T
     return out.T.reshape(-1, h, w)
 
 
-def _max_outside(features: torch.Tensor, box: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def _max_outside(
+    features: torch.Tensor, peaks: tuple[torch.Tensor, torch.Tensor], box: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
     """P x K: each channel's maximum outside each position's box (0 if the box covers the whole map).
 
-    A channel's maximum is unchanged unless its max cell lies in the box; only those (position, channel)
-    pairs, a few per channel, are recomputed over the whole map."""
+    A channel's maximum (`peaks`: 1 x K values and flat cells, from `global_max`) is unchanged unless its
+    cell lies in the box; only those (position, channel) pairs, a few per channel, are recomputed over the
+    whole map."""
     k, h, w = features.shape
     lo_r, hi_r, lo_c, hi_c = box
-    values, index = features.reshape(k, -1).max(dim=1)
+    values, index = peaks[0][0], peaks[1][0]
     r, c = index // w, index % w
     covered = (r >= lo_r[:, None]) & (r <= hi_r[:, None]) & (c >= lo_c[:, None]) & (c <= hi_c[:, None])
     out = values.expand(len(lo_r), k).clone()
