@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,10 +181,14 @@ class RadiographDataset(Dataset):
         plain = image[0].as_subclass(torch.Tensor)
         if sample.masks is None:
             return plain, torch.zeros((len(ANATOMY), size, size))
-        planes = [np.asarray(Image.open(path)) > 0 for path in sample.masks]
+        return plain, self._read_masks(sample.masks).float()
+
+    def _read_masks(self, paths: Iterable[Path]) -> torch.Tensor:
+        """Mask PNGs (non-zero = inside) letterboxed like their image: K x N x N, bool."""
+        planes = [np.asarray(Image.open(path)) > 0 for path in paths]
         stacked = torch.as_tensor(np.stack(planes).astype(np.float32))
         masks = torch.as_tensor(self.geometry_only(stacked), dtype=torch.float32).as_subclass(torch.Tensor)
-        return plain, (masks > 0.5).float()
+        return masks > 0.5
 
     def _finding_masks(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.preprocessing.input_size
@@ -194,9 +199,7 @@ class RadiographDataset(Dataset):
         files = {j: sample.mask_folder / f"{slug(f)}.png" for j, f in enumerate(FINDINGS) if j != NO_FINDING}
         present = {j: path for j, path in files.items() if path.is_file()}
         if present:
-            stacked = np.stack([np.asarray(Image.open(path)) > 0 for path in present.values()])
-            resized = self.geometry_only(torch.as_tensor(stacked.astype(np.float32)))
-            planes[list(present)] = torch.as_tensor(resized).as_subclass(torch.Tensor) > 0.5
+            planes[list(present)] = self._read_masks(present.values())
         for j in files:
             known[j] = j in present or sample.labels[j] == 0.0
         return planes, known
