@@ -18,6 +18,8 @@ import numpy as np
 from cxrxai.geometry import Letterbox
 
 FORMAT_VERSION = 1
+# The method whose maps the DICOM results carry and a bundle's display layers are chosen for.
+DISPLAYED_METHOD = "gradcam"
 
 
 @dataclass

@@ -16,9 +16,7 @@ from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg
 from cxrxai.dicom.sr import build_sr
 from cxrxai.labels import LUNG_CHANNELS
 from cxrxai.render import layer_order
-from cxrxai.results import Explanation, FindingPrediction
-
-HEATMAP_METHOD = "gradcam"
+from cxrxai.results import DISPLAYED_METHOD, Explanation, FindingPrediction
 
 
 @dataclass(frozen=True)
@@ -55,14 +53,17 @@ def heatmap_layers(explanation: Explanation, finding: str) -> list[HeatmapLayer]
     decoder, at the source geometry. The first one is the page's overlay and the presentation state's,
     and leads the SEG."""
     layers = {
-        h.layer for h in explanation.heatmaps.values() if h.method == HEATMAP_METHOD and h.target == finding
+        h.layer for h in explanation.heatmaps.values() if h.method == DISPLAYED_METHOD and h.target == finding
     }
     preferred = str(explanation.model.get("display_layers", {}).get(finding, "fused"))
     leading = list(dict.fromkeys(layer for layer in (preferred, "fused") if layer in layers))
     ordered = leading + sorted(layers - set(leading), key=layer_order)
     return [
         HeatmapLayer(
-            finding, HEATMAP_METHOD, layer, explanation.map_at_source(f"{HEATMAP_METHOD}/{layer}/{finding}")
+            finding,
+            DISPLAYED_METHOD,
+            layer,
+            explanation.map_at_source(f"{DISPLAYED_METHOD}/{layer}/{finding}"),
         )
         for layer in ordered
     ]

@@ -24,13 +24,13 @@ from cxrxai import __version__
 from cxrxai.errors import BundleError
 from cxrxai.labels import ANATOMY, FINDINGS
 from cxrxai.model.network import CXRUNet, NetworkConfig, build_network
+from cxrxai.results import DISPLAYED_METHOD
 
 METADATA = Path("configs/metadata.json")
 INFERENCE = Path("configs/inference.json")
 WEIGHTS = Path("models/model.pt")
 TORCHSCRIPT = Path("models/model.ts")
 EVALUATION = Path("docs/evaluation.json")
-DISPLAYED_METHOD = "gradcam"
 HASH_PREFIX = "sha256:"
 
 
