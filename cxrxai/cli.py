@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from cxrxai import __version__
 from cxrxai.errors import CXRXAIError
+from cxrxai.train import FINDING_MAPS
 
 if TYPE_CHECKING:  # the model stack is imported lazily: the CLI must start without torch
     from cxrxai.model.network import NetworkConfig
@@ -113,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="> 0: also learn where each finding is, from masks/<key>/<finding>.png where present",
+    )
+    training.add_argument(
+        "--finding-mask-map",
+        choices=FINDING_MAPS,
+        default="head",
+        help="the map the finding masks supervise: a training-only head, or decoder1's own Grad-CAM map",
     )
     training.add_argument("--uncertain", choices=("ignore", "ones", "zeros"), default="ones")
     training.add_argument("--seed", type=int, default=0)
@@ -370,6 +377,7 @@ def run_train(args: argparse.Namespace) -> int:
             network=network,
             uncertain=args.uncertain,
             finding_mask_weight=args.finding_mask_weight,
+            finding_mask_map=args.finding_mask_map,
             seed=args.seed,
             device=args.device,
             workers=args.workers,

@@ -42,6 +42,8 @@ def test_recipe_arguments_spell_switches_as_options():
     assert recipe_arguments(Recipe(compile=False, epochs=3)) == "--epochs 3 --no-compile"
     plain = Recipe(max_pool=False, finding_mask_weight=0.0)
     assert recipe_arguments(plain) == "--no-max-pool --finding-mask-weight 0.0"
+    other = "head" if Recipe().finding_mask_map == "gradcam" else "gradcam"
+    assert recipe_arguments(Recipe(finding_mask_map=other)) == f"--finding-mask-map {other}"
 
 
 def test_a_bad_strides_option_is_one_line_and_exit_2(tmp_path, capsys):

@@ -171,7 +171,13 @@ def test_tiny_training_run_is_reproducible_and_resumable(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "options", [[], ["--max-pool", "--finding-mask-weight", "1"]], ids=["plain", "max-pool+finding-masks"]
+    "options",
+    [
+        [],
+        ["--max-pool", "--finding-mask-weight", "1"],
+        ["--max-pool", "--finding-mask-weight", "1", "--finding-mask-map", "gradcam"],
+    ],
+    ids=["plain", "max-pool+finding-masks", "max-pool+masks-on-gradcam"],
 )
 def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch, options):
     """A run killed after its first epoch's checkpoint and resumed with the same options gives the model
@@ -200,7 +206,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch, o
     whole, resumed = load_bundle(tmp_path / "whole"), load_bundle(tmp_path / "interrupted")
     assert whole.content_hash == resumed.content_hash
     assert whole.spec.network.max_pool == bool(options)
-    assert not any("finding_maps" in key for key in whole.network.state_dict())
+    assert not any(key.startswith(("finding_maps", "scale", "offset")) for key in whole.network.state_dict())
 
 
 def test_finding_masks_are_known_from_a_mask_file_or_a_negative_label(tmp_path):
@@ -328,3 +334,33 @@ def test_full_resolution_first_level(tmp_path, capsys):
     assert main([*args, "--strides", "3", "2", "--out", str(tmp_path / "bad")]) == 2
     assert "--strides needs 2 values of 1 or 2" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_gradcam_finding_map_is_the_map_the_engine_shows(explainer64, chest_input):
+    """With --finding-mask-map gradcam the masks supervise decoder1's Grad-CAM map itself: undoing the
+    learnt scale and offset, then the method's ReLU and 1 / Z, gives the engine's gradcam/decoder1 map."""
+    import torch
+
+    from cxrxai.train.trainer import FindingMapHead
+
+    head = FindingMapHead(explainer64.network, "gradcam").double().eval()
+    with torch.no_grad():
+        head.scale.copy_(torch.linspace(-1.0, 2.0, len(FINDINGS)))
+        head.offset.copy_(torch.linspace(-3.0, 1.0, len(FINDINGS)))
+        _, _, maps = head(chest_input)
+    targets = [FINDINGS.index(name) for name in ("Cardiomegaly", "Fracture", "Pneumothorax")]
+    raw = explainer64.explain_tensor(chest_input, targets, ["gradcam"])
+    shown = {h.target: h.values for h in raw.heatmaps if h.layer == "decoder1"}
+    z = maps.shape[-1] * maps.shape[-2]
+    for t in targets:
+        scale = torch.nn.functional.softplus(head.scale[t])
+        unscaled = (torch.relu((maps[0, t] - head.offset[t]) / scale) / z).detach()
+        np.testing.assert_allclose(unscaled.numpy(), shown[FINDINGS[t]], rtol=1e-10, atol=1e-12)
+
+
+def test_an_unknown_finding_map_is_refused():
+    from cxrxai.model.network import NetworkConfig, build_network
+    from cxrxai.train.trainer import FindingMapHead
+
+    with pytest.raises(ValueError, match="unknown finding map 'cam'; one of: head, gradcam"):
+        FindingMapHead(build_network(NetworkConfig(channels=(4, 8, 16), strides=(2, 2))), "cam")

@@ -33,6 +33,7 @@ from cxrxai.labels import ANATOMY, FINDINGS, slug
 from cxrxai.model.bundle import BundleSpec, Preprocessing, write_bundle
 from cxrxai.model.network import CXRUNet, NetworkConfig, build_network
 from cxrxai.model.preprocess import prepare, preprocessing_transform
+from cxrxai.train import FINDING_MAPS
 from cxrxai.train.data import Sample, load_samples, positive_weights
 
 NO_FINDING = FINDINGS.index("No Finding")  # not localised: never mask-supervised
@@ -52,6 +53,7 @@ class TrainConfig:
     uncertain: str = "ones"
     segmentation_weight: float = 1.0
     finding_mask_weight: float = 0.0  # > 0: supervise where each finding is, from its mask where known
+    finding_mask_map: str = "head"  # which map the masks supervise (FindingMapHead)
     seed: int = 0
     device: str = "cpu"
     workers: int = 0
@@ -206,24 +208,42 @@ class RadiographDataset(Dataset):
 
 
 class FindingMapHead(nn.Module):
-    """Training only: the network plus a 1 x 1 convolution on decoder1 that maps each of the 14 findings.
+    """Training only: the network plus a map per finding on decoder1, supervised by the findings' masks.
 
     Why: the classification head learns from one label per image, so nothing tells decoder1 where a small
-    finding lies. Supervising a map per finding where its mask is known does (on phantoms, 4-epoch probes
-    lifted Fracture and Lung Lesion most). The head is not part of the bundle: the shipped network, and
-    the explanation engine's closed forms over its pooled head, are the same with or without it.
+    finding lies. Two maps can carry the masks' signal (`kind`):
+    - "head": a separate 1 x 1 convolution (on phantoms, 4-epoch probes lifted Fracture and Lung Lesion
+      most). It is thrown away, so the classifier's own maps are only shaped indirectly.
+    - "gradcam": decoder1's own Grad-CAM map before its ReLU, sum_k (W_avg + W_max)_ck A_k, with a learnt
+      positive scale and an offset per finding: the map the engine shows is the map that learns where the
+      finding is (attention supervision, as in Li et al. 2018's GAIN with pixel-level supervision).
+    Either way nothing is added to the bundle: the shipped network, and the explanation engine's closed
+    forms over its pooled head, are the same with or without it.
     """
 
-    def __init__(self, network: CXRUNet) -> None:
+    def __init__(self, network: CXRUNet, kind: str = "head") -> None:
         super().__init__()
+        if kind not in FINDING_MAPS:
+            raise ValueError(f"unknown finding map {kind!r}; one of: {', '.join(FINDING_MAPS)}")
         self.network = network
-        self.finding_maps = nn.Conv2d(network.features, len(FINDINGS), kernel_size=1)
+        self.kind = kind
+        if kind == "head":
+            self.finding_maps = nn.Conv2d(network.features, len(FINDINGS), kernel_size=1)
+        else:  # softplus(0) ~ 0.69 times the map, and a background prior of about 12 %
+            self.scale = nn.Parameter(torch.zeros(len(FINDINGS)))
+            self.offset = nn.Parameter(torch.full((len(FINDINGS),), -2.0))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         skips, bottleneck = self.network.encode(x)
         features = self.network.decode_features(bottleneck, skips)
         logits, anatomy = self.network.heads(bottleneck, features)
-        return logits, anatomy, self.finding_maps(features)
+        if self.kind == "head":
+            return logits, anatomy, self.finding_maps(features)
+        head = self.network.head_weights()
+        weights = head.average if head.maximum is None else head.average + head.maximum
+        cam = torch.einsum("ck,bkhw->bchw", weights, features)
+        scale = nn.functional.softplus(self.scale)[None, :, None, None]
+        return logits, anatomy, scale * cam + self.offset[None, :, None, None]
 
 
 class JointLoss(nn.Module):
@@ -356,7 +376,9 @@ def train(config: TrainConfig) -> str:
         batch_size=config.batch_size,
     )
     network = build_network(config.network).to(device)
-    trained: nn.Module = FindingMapHead(network).to(device) if finding_masks else network
+    trained: nn.Module = (
+        FindingMapHead(network, config.finding_mask_map).to(device) if finding_masks else network
+    )
     loss_function = JointLoss(
         torch.as_tensor(positive_weights(train_samples)),
         config.segmentation_weight,
@@ -432,7 +454,11 @@ def train(config: TrainConfig) -> str:
         description=(
             f"Trained by cxrxai train on {config.layout} layout data ({len(train_samples)} training images, "
             f"{config.epochs} epochs, seed {config.seed}, uncertain labels: {config.uncertain}"
-            + (f", finding masks weighted {config.finding_mask_weight}" if finding_masks else "")
+            + (
+                f", finding masks weighted {config.finding_mask_weight} on the {config.finding_mask_map} map"
+                if finding_masks
+                else ""
+            )
             + ")."
         ),
     )
