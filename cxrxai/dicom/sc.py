@@ -98,7 +98,9 @@ def finding_page(
     body.paste(main, ((PAGE_WIDTH - LEGEND - main.width) // 2, 0))
     body.paste(_legend(main.height), (PAGE_WIDTH - LEGEND, 0))
     draw = ImageDraw.Draw(body)
-    draw.text((8, 4), f"Grad-CAM, {heat_layer}", fill=(255, 255, 255), font=_font(18))
+    # outlined: the label lies on the radiograph where it is wide (a bright collimation edge hid white text)
+    label = f"Grad-CAM, {heat_layer}"
+    draw.text((8, 4), label, fill=(255, 255, 255), font=_font(18), stroke_width=2, stroke_fill=(0, 0, 0))
     for i, (tile, layer) in enumerate(tiles):
         body.paste(tile, (i * tile_width + 2, main.height + 20))
         draw.text((i * tile_width + 4, main.height + 2), layer, fill=(255, 255, 255), font=_font(14))
