@@ -117,9 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument(
         "--finding-mask-map",
-        choices=FINDING_MAPS,
+        choices=list(FINDING_MAPS),
         default="head",
-        help="the map the finding masks supervise: a training-only head, or decoder1's own Grad-CAM map",
+        help="the map the finding masks supervise: " + ", or ".join(FINDING_MAPS.values()),
     )
     training.add_argument("--uncertain", choices=("ignore", "ones", "zeros"), default="ones")
     training.add_argument("--seed", type=int, default=0)

@@ -89,7 +89,6 @@ OVERRIDABLE = (
 )
 
 METHODS = ("gradcam", "hirescam", "gradcampp", "crm", "saliency")
-MAP_WORDS = {"head": "a training-only map head", "gradcam": "decoder1's own Grad-CAM map"}
 
 
 STEPS = ("training phantoms", "train", "held-out phantoms", "evaluate")
@@ -186,7 +185,7 @@ def model_card(report: dict, recipe: Recipe, timings: dict[str, float]) -> str:
         "coding (blank = not mentioned, a few uncertain positives, mapped to 1), lung and heart masks"
         + (
             f", and the findings' masks (weight {recipe.finding_mask_weight}, on "
-            + MAP_WORDS[recipe.finding_mask_map]
+            + FINDING_MAPS[recipe.finding_mask_map]
             + ")."
             if recipe.finding_mask_weight > 0
             else "."
@@ -289,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(default, tuple):
             parser.add_argument(f"--{name.replace('_', '-')}", type=int, nargs="+", default=list(default))
         else:
-            choices = FINDING_MAPS if name == "finding_mask_map" else None
+            choices = list(FINDING_MAPS) if name == "finding_mask_map" else None
             parser.add_argument(
                 f"--{name.replace('_', '-')}", type=type(default), default=default, choices=choices
             )
