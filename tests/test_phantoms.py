@@ -115,6 +115,41 @@ def test_rib_fractures_break_a_rib_over_aerated_lung():
         assert np.abs(broken.bone - base.bone)[mask].max() > 0.3, seed
 
 
+def test_rib_fractures_from_one_blow_break_neighbouring_ribs_on_one_side():
+    from cxrxai.phantoms.anatomy import Patient, build_anatomy
+    from cxrxai.phantoms.findings import render_findings
+
+    heights = []
+    for seed in range(12):
+        anatomy = build_anatomy(
+            Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
+        )
+        present = {f: f == "Fracture" for f in FINDINGS}
+        mask = render_findings(anatomy, present, np.random.default_rng(seed)).masks["Fracture"]
+        columns = np.argwhere(mask)[:, 1]
+        assert (columns < SIZE / 2).all() or (columns >= SIZE / 2).all(), seed  # one side of the chest
+        heights.append(int(np.ptp(np.argwhere(mask)[:, 0])) + 1)
+    one_rib = min(heights)
+    assert one_rib < SIZE * 0.08
+    assert max(heights) > 1.5 * one_rib  # some patients have more than one broken rib
+
+
+def test_a_pneumonia_with_consolidation_is_one_opacity():
+    """The consolidation on a pneumonia patient's film is the pneumonia's, not a second site elsewhere."""
+    from cxrxai.phantoms.anatomy import Patient, build_anatomy
+    from cxrxai.phantoms.findings import render_findings
+
+    for seed in range(5):
+        anatomy = build_anatomy(
+            Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
+        )
+        present = {f: f in ("Pneumonia", "Consolidation", "Lung Opacity") for f in FINDINGS}
+        masks = render_findings(anatomy, present, np.random.default_rng(seed)).masks
+        consolidation, pneumonia = masks["Consolidation"], masks["Pneumonia"]
+        assert consolidation.any() and (pneumonia >= consolidation).all(), seed
+        assert pneumonia.sum() < 3 * consolidation.sum(), seed  # one region around it, not two far apart
+
+
 @needs_dciodvfy
 def test_cli_writes_chexpert_layout_dicom_and_png(tmp_path, capsys):
     out = tmp_path / "set"

@@ -5,15 +5,18 @@ Mechanisms add or remove water-equivalent thickness (or bone / metal) in the ana
 - Cardiomegaly / Enlarged Cardiomediastinum: the heart / mediastinum are drawn larger (chosen before the
   anatomy is built); Cardiomegaly means a true cardiothoracic ratio above 0.5.
 - Lung Lesion: a nodule or mass (sphere projection). Consolidation: a dense homogeneous region with air
-  bronchograms. Pneumonia: patchy, inhomogeneous consolidation. Edema: bilateral perihilar haze with
+  bronchograms. Pneumonia: patchy, inhomogeneous airspace opacity; when the image also has Consolidation,
+  that consolidation is the pneumonia's own (the patchy opacity surrounds it, and the Pneumonia mask holds
+  both), as on a film of lobar pneumonia. Edema: bilateral perihilar haze with
   Kerley B lines. Atelectasis: a plate-like band at a lung base and, in half the cases, a segmental
   lower-lobe collapse (a triangle from the hilum to the medial base). Lung Opacity: any of these, or a faint
   patchy opacity on its own (the CheXpert hierarchy).
 - Pneumothorax: a visceral pleural line, lucent space outside it with no vessel markings.
 - Pleural Effusion: dependent fluid with a meniscus that blunts the costophrenic angle.
 - Pleural Other: pleural thickening / plaques along the chest wall.
-- Fracture: a cortical break with a step in one rib where it crosses aerated lung, often with a healing
-  callus.
+- Fracture: a cortical break with a step where a rib crosses aerated lung, often with a healing callus;
+  in half the cases the next one or two ribs are broken too, at about the same lateral position, as rib
+  fractures from one blow usually are.
 - Support Devices: endotracheal tube, central line, pacemaker with lead, nasogastric tube.
 No Finding is present exactly when none of the other 13 is.
 """
@@ -143,24 +146,29 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
         chord = 2 * radius / rows * 40 * np.sqrt(np.clip(1 - d**2, 0, 1))
         anatomy.soft += (chord * rng.uniform(1.0, 1.4)).astype(np.float32)
         masks["Lung Lesion"] = d <= 1.0
+    consolidation_site: tuple[np.ndarray, tuple[int, int]] | None = None
     if present["Consolidation"]:
         lung = sides[rng.integers(2)]
-        region = _blob(shape, _point_in(lung, rng, (0.35, 0.95)), rows * rng.uniform(0.06, 0.11), rng) & lung
+        centre = _point_in(lung, rng, (0.35, 0.95))
+        consolidation_site = (lung, centre)
+        region = _blob(shape, centre, rows * rng.uniform(0.06, 0.11), rng) & lung
         density = ndimage.gaussian_filter(region.astype(np.float32), sigma=rows / 200) * rng.uniform(4.0, 7.0)
         bronchi = _air_bronchograms(region, rng)
         anatomy.soft += density - 2.0 * bronchi
         masks["Consolidation"] = region
     if present["Pneumonia"]:
-        lung = sides[rng.integers(2)]
-        region = (
-            _blob(shape, _point_in(lung, rng, (0.3, 0.95)), rows * rng.uniform(0.07, 0.12), rng, 0.8) & lung
-        )
+        if consolidation_site is None:
+            lung = sides[rng.integers(2)]
+            centre = _point_in(lung, rng, (0.3, 0.95))
+        else:  # the consolidation is this pneumonia's: the patchy opacity spreads around it
+            lung, centre = consolidation_site
+        region = _blob(shape, centre, rows * rng.uniform(0.07, 0.12), rng, 0.8) & lung
         patchy = ndimage.gaussian_filter(rng.random(shape).astype(np.float32), sigma=rows / 120)
         patchy = (patchy - patchy.min()) / (np.ptp(patchy) or 1.0)
         anatomy.soft += ndimage.gaussian_filter(region * (0.4 + patchy), sigma=rows / 250) * rng.uniform(
             3.0, 5.5
         )
-        masks["Pneumonia"] = region
+        masks["Pneumonia"] = region | masks.get("Consolidation", np.zeros(shape, bool))
     if present["Edema"]:
         haze = np.zeros(shape, np.float32)
         v, u = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
@@ -261,21 +269,11 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
         anatomy.bone += ndimage.gaussian_filter(plaques.astype(np.float32), 0.8) * rng.uniform(0.3, 0.8)
         masks["Pleural Other"] = plaques
     if present["Fracture"]:
-        break_row, break_column = _rib_site_over_lung(anatomy, rng)
-        gap = np.zeros(shape, bool)
-        half = rows * 0.012
-        v, u = np.mgrid[0 : shape[0], 0 : shape[1]]
-        gap |= (np.abs(v - break_row) < half * 2.2) & (np.abs(u - break_column) < max(half * 0.6, 1.0))
-        anatomy.bone = np.where(gap, 0.0, anatomy.bone).astype(np.float32)  # cortical break
-        step = np.roll(anatomy.bone, int(round(half * 1.6)), axis=0)  # displaced fragment beyond the break
-        beyond = (np.abs(v - break_row) < half * 2.2) & (u > break_column) & (u < break_column + half * 4)
-        anatomy.bone = np.where(beyond, step, anatomy.bone).astype(np.float32)
-        if rng.random() < 0.6:  # a healing fracture: a fusiform callus of new bone around the break
-            callus = ((v - break_row) / (half * 1.8)) ** 2 + ((u - break_column) / (half * 2.8)) ** 2 < 1.0
-            anatomy.bone += ndimage.gaussian_filter(callus.astype(np.float32), half / 3) * rng.uniform(
-                1.0, 1.5
-            )
-        masks["Fracture"] = (np.abs(v - break_row) < half * 3) & (np.abs(u - break_column) < half * 3)
+        fracture = np.zeros(shape, bool)
+        healing = rng.random() < 0.6
+        for break_row, break_column in _rib_fracture_sites(anatomy, rng):
+            fracture |= _break_rib(anatomy, break_row, break_column, healing, rng)
+        masks["Fracture"] = fracture
     if present["Support Devices"]:
         masks["Support Devices"] = _devices(anatomy, rng)
     if present["Lung Opacity"]:
@@ -297,24 +295,57 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
     return result
 
 
-def _rib_site_over_lung(anatomy: Anatomy, rng: np.random.Generator) -> tuple[float, float]:
-    """A point on a rib's lateral two thirds where it projects over aerated lung: that is where a rib
-    fracture shows on a frontal film (and where radiologists look); over the abdomen, the heart or the
-    soft tissue of the chest wall the cortex has no air behind it and the break is invisible."""
-    rows = anatomy.shape[0]
+def _rib_fracture_sites(anatomy: Anatomy, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Points on the lateral two thirds of 1-3 neighbouring ribs (one side) where they project over
+    aerated lung: that is where a rib fracture shows on a frontal film (and where radiologists look); over
+    the abdomen, the heart or the soft tissue of the chest wall the cortex has no air behind it and the
+    break is invisible. Half the patients have one broken rib; the others have the next one or two
+    broken too, near the same column, as from one blow."""
+    rows, columns = anatomy.shape
     aerated = ndimage.binary_erosion(anatomy.lungs, iterations=max(int(rows * 0.02), 1))
     lateral = [rib[len(rib) // 3 : 4 * len(rib) // 5] for rib in anatomy.ribs]
+
+    def over_lung(r: float, c: float) -> bool:
+        return 0 <= int(r) < rows and 0 <= int(c) < columns and bool(aerated[int(r), int(c)])
+
     sites = [
-        (float(r), float(c))
-        for segment in lateral
-        for r, c in segment
-        if 0 <= int(r) < rows and 0 <= int(c) < anatomy.shape[1] and aerated[int(r), int(c)]
+        (index, float(r), float(c)) for index, seg in enumerate(lateral) for r, c in seg if over_lung(r, c)
     ]
     if not sites:  # a lung too small to erode: any lateral rib point
         segment = lateral[int(rng.integers(len(lateral)))]
         r, c = segment[int(rng.integers(len(segment)))]
-        return float(r), float(c)
-    return sites[int(rng.integers(len(sites)))]
+        return [(float(r), float(c))]
+    first, row, column = sites[int(rng.integers(len(sites)))]
+    found = [(row, column)]
+    count = 1 if rng.random() < 0.5 else int(rng.integers(2, 4))
+    per_side = len(lateral) // 2
+    for index in range(first + 1, first + count):
+        if index // per_side != first // per_side or index >= len(lateral):
+            break  # the last rib of its side
+        r, c = lateral[index][int(np.abs(lateral[index][:, 1] - column).argmin())]
+        if not over_lung(r, c):
+            break
+        found.append((float(r), float(c)))
+    return found
+
+
+def _break_rib(
+    anatomy: Anatomy, break_row: float, break_column: float, healing: bool, rng: np.random.Generator
+) -> np.ndarray:
+    """A cortical gap with the fragment beyond it displaced by a step, and for a healing fracture a
+    fusiform callus of new bone; returns the break's box."""
+    shape = anatomy.shape
+    half = shape[0] * 0.012
+    v, u = np.mgrid[0 : shape[0], 0 : shape[1]]
+    gap = (np.abs(v - break_row) < half * 2.2) & (np.abs(u - break_column) < max(half * 0.6, 1.0))
+    anatomy.bone = np.where(gap, 0.0, anatomy.bone).astype(np.float32)  # cortical break
+    step = np.roll(anatomy.bone, int(round(half * 1.6)), axis=0)  # displaced fragment beyond the break
+    beyond = (np.abs(v - break_row) < half * 2.2) & (u > break_column) & (u < break_column + half * 4)
+    anatomy.bone = np.where(beyond, step, anatomy.bone).astype(np.float32)
+    if healing:
+        callus = ((v - break_row) / (half * 1.8)) ** 2 + ((u - break_column) / (half * 2.8)) ** 2 < 1.0
+        anatomy.bone += ndimage.gaussian_filter(callus.astype(np.float32), half / 3) * rng.uniform(1.0, 1.5)
+    return (np.abs(v - break_row) < half * 3) & (np.abs(u - break_column) < half * 3)
 
 
 def _air_bronchograms(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
