@@ -115,17 +115,22 @@ def test_rib_fractures_break_a_rib_over_aerated_lung():
         assert np.abs(broken.bone - base.bone)[mask].max() > 0.3, seed
 
 
-def test_rib_fractures_from_one_blow_break_neighbouring_ribs_on_one_side():
+def _findings_of_one_patient(seed: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The masks `render_findings` draws for these findings into one sampled patient's anatomy."""
     from cxrxai.phantoms.anatomy import Patient, build_anatomy
     from cxrxai.phantoms.findings import render_findings
 
+    anatomy = build_anatomy(
+        Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
+    )
+    present = {f: f in names for f in FINDINGS}
+    return render_findings(anatomy, present, np.random.default_rng(seed)).masks
+
+
+def test_rib_fractures_from_one_blow_break_neighbouring_ribs_on_one_side():
     heights = []
     for seed in range(12):
-        anatomy = build_anatomy(
-            Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
-        )
-        present = {f: f == "Fracture" for f in FINDINGS}
-        mask = render_findings(anatomy, present, np.random.default_rng(seed)).masks["Fracture"]
+        mask = _findings_of_one_patient(seed, ("Fracture",))["Fracture"]
         columns = np.argwhere(mask)[:, 1]
         assert (columns < SIZE / 2).all() or (columns >= SIZE / 2).all(), seed  # one side of the chest
         heights.append(int(np.ptp(np.argwhere(mask)[:, 0])) + 1)
@@ -136,18 +141,24 @@ def test_rib_fractures_from_one_blow_break_neighbouring_ribs_on_one_side():
 
 def test_a_pneumonia_with_consolidation_is_one_opacity():
     """The consolidation on a pneumonia patient's film is the pneumonia's, not a second site elsewhere."""
-    from cxrxai.phantoms.anatomy import Patient, build_anatomy
-    from cxrxai.phantoms.findings import render_findings
-
     for seed in range(5):
-        anatomy = build_anatomy(
-            Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
-        )
-        present = {f: f in ("Pneumonia", "Consolidation", "Lung Opacity") for f in FINDINGS}
-        masks = render_findings(anatomy, present, np.random.default_rng(seed)).masks
+        masks = _findings_of_one_patient(seed, ("Pneumonia", "Consolidation", "Lung Opacity"))
         consolidation, pneumonia = masks["Consolidation"], masks["Pneumonia"]
         assert consolidation.any() and (pneumonia >= consolidation).all(), seed
         assert pneumonia.sum() < 3 * consolidation.sum(), seed  # one region around it, not two far apart
+
+
+def test_atelectasis_beside_an_effusion_is_compressive():
+    """With an effusion the collapsed lung lies just above the fluid, on its side, never under it."""
+    for seed in range(5):
+        masks = _findings_of_one_patient(seed, ("Atelectasis", "Pleural Effusion", "Lung Opacity"))
+        collapsed, fluid = masks["Atelectasis"], masks["Pleural Effusion"]
+        assert collapsed.any() and not (collapsed & fluid).any(), seed
+        rows, columns = np.nonzero(collapsed)
+        same_side = (np.arange(SIZE) < SIZE / 2) == (columns.mean() < SIZE / 2)
+        fluid_rows = np.nonzero(fluid & same_side)[0]
+        assert len(fluid_rows), seed  # an effusion on the collapsed lung's side
+        assert rows.max() <= fluid_rows.max() and np.median(rows) < np.median(fluid_rows), seed
 
 
 @needs_dciodvfy

@@ -8,8 +8,9 @@ Mechanisms add or remove water-equivalent thickness (or bone / metal) in the ana
   bronchograms. Pneumonia: patchy, inhomogeneous airspace opacity; when the image also has Consolidation,
   that consolidation is the pneumonia's own (the patchy opacity surrounds it, and the Pneumonia mask holds
   both), as on a film of lobar pneumonia. Edema: bilateral perihilar haze with
-  Kerley B lines. Atelectasis: a plate-like band at a lung base and, in half the cases, a segmental
-  lower-lobe collapse (a triangle from the hilum to the medial base). Lung Opacity: any of these, or a faint
+  Kerley B lines. Atelectasis: a plate-like band at a lung base (with an effusion, compressive: just
+  above the fluid on its side) and, in half the cases, a segmental lower-lobe collapse (a triangle from
+  the hilum to the medial base). Lung Opacity: any of these, or a faint
   patchy opacity on its own (the CheXpert hierarchy).
 - Pneumothorax: a visceral pleural line, lucent space outside it with no vessel markings.
 - Pleural Effusion: dependent fluid with a meniscus that blunts the costophrenic angle.
@@ -185,10 +186,37 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
             kerley.astype(np.float32), 0.7
         )
         masks["Edema"] = (haze > 0.35) | kerley
+    fluid_levels: dict[int, float] = {}  # the fluid level's row on each side with an effusion
+    if present["Pleural Effusion"]:
+        fluid = np.zeros(shape, bool)
+        for i in rng.permutation(2)[: 1 + int(rng.random() < 0.4)]:
+            lung = sides[i]
+            coords = np.argwhere(lung)
+            level = np.quantile(coords[:, 0], rng.uniform(0.72, 0.9))
+            columns = np.arange(shape[1])
+            lateral = columns.max() if i == 1 else 0
+            span = float(np.ptp(coords[:, 1])) or 1.0
+            # meniscus: higher at the lateral chest wall, curving down medially
+            meniscus = level - rows * 0.05 * np.exp(-np.abs(columns - lateral) / (0.35 * span))
+            below = np.arange(shape[0])[:, None] >= meniscus[None, :]
+            hull = ndimage.binary_dilation(lung, iterations=int(rows * 0.01)) & below
+            fluid |= hull
+            fluid_levels[int(i)] = float(level)
+        fluid &= ~anatomy.heart
+        depth = ndimage.gaussian_filter(fluid.astype(np.float32), sigma=rows / 150)
+        anatomy.soft += depth * rng.uniform(6.0, 10.0)
+        masks["Pleural Effusion"] = fluid
     if present["Atelectasis"]:
-        side = int(rng.integers(2))
-        lung = sides[side]
-        r, c = _point_in(lung, rng, (0.65, 0.9))
+        if fluid_levels:  # compressive atelectasis: the lung just above an effusion collapses under it
+            side = list(fluid_levels)[int(rng.integers(len(fluid_levels)))]
+            lung = sides[side]
+            r = int(fluid_levels[side] - rows * rng.uniform(0.02, 0.04))
+            row = np.flatnonzero((lung & ~masks["Pleural Effusion"])[max(r, 0)])
+            r, c = (r, int(np.median(row))) if len(row) else _point_in(lung, rng, (0.65, 0.9))
+        else:
+            side = int(rng.integers(2))
+            lung = sides[side]
+            r, c = _point_in(lung, rng, (0.65, 0.9))
         length = rows * rng.uniform(0.06, 0.12)
         tilt = rng.uniform(-0.25, 0.25)
         band = _line_mask(
@@ -196,7 +224,10 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
             np.array([[r - tilt * length, c - length], [r + tilt * length, c + length]]),
             rows * rng.uniform(0.006, 0.014),
         )
-        band &= lung
+        aerated = lung & ~masks.get(
+            "Pleural Effusion", np.zeros(shape, bool)
+        )  # the fluid hides what it covers
+        band &= aerated
         anatomy.soft += ndimage.gaussian_filter(band.astype(np.float32), sigma=rows / 300) * rng.uniform(
             3.0, 5.0
         )
@@ -212,7 +243,7 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
                 np.array([hilum_row, base, base]), np.array([hilum_column, medial, lateral]), shape
             )
             collapse[rr, cc] = True
-            collapse &= lung
+            collapse &= aerated
             anatomy.soft += ndimage.gaussian_filter(
                 collapse.astype(np.float32), sigma=rows / 200
             ) * rng.uniform(3.5, 5.5)
@@ -238,24 +269,6 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
         anatomy.soft -= gas * rng.uniform(1.5, 2.5)
         anatomy.soft += 2.5 * ndimage.gaussian_filter(pleural_line.astype(np.float32), 0.8)
         masks["Pneumothorax"] = gas
-    if present["Pleural Effusion"]:
-        fluid = np.zeros(shape, bool)
-        for i in rng.permutation(2)[: 1 + int(rng.random() < 0.4)]:
-            lung = sides[i]
-            coords = np.argwhere(lung)
-            level = np.quantile(coords[:, 0], rng.uniform(0.72, 0.9))
-            columns = np.arange(shape[1])
-            lateral = columns.max() if i == 1 else 0
-            span = float(np.ptp(coords[:, 1])) or 1.0
-            # meniscus: higher at the lateral chest wall, curving down medially
-            meniscus = level - rows * 0.05 * np.exp(-np.abs(columns - lateral) / (0.35 * span))
-            below = np.arange(shape[0])[:, None] >= meniscus[None, :]
-            hull = ndimage.binary_dilation(lung, iterations=int(rows * 0.01)) & below
-            fluid |= hull
-        fluid &= ~anatomy.heart
-        depth = ndimage.gaussian_filter(fluid.astype(np.float32), sigma=rows / 150)
-        anatomy.soft += depth * rng.uniform(6.0, 10.0)
-        masks["Pleural Effusion"] = fluid
     if present["Pleural Other"]:
         plaques = np.zeros(shape, bool)
         for lung in sides:
