@@ -258,6 +258,31 @@ def test_finding_mask_loss_scores_only_known_maps():
     assert float(loss.finding_mask_loss(missed, masks, known)) > 1.0
 
 
+def test_finding_mask_loss_weighs_a_rare_finding_as_much_as_a_common_one():
+    import torch
+
+    from cxrxai.train.trainer import JointLoss
+
+    loss = JointLoss(torch.ones(14), 1.0, finding_mask_weight=1.0)
+    masks = torch.zeros(8, 14, 16, 16)
+    masks[:, 2, 2:10, 2:10] = 1.0  # a common finding in every image
+    masks[0, 12, 4:6, 4:6] = 1.0  # a rare one in one image
+    known = torch.zeros(8, 14, dtype=torch.bool)
+    known[:, 2] = True
+    known[0, 12] = True
+    right = (masks * 2 - 1) * 20
+    rare_missed, common_missed_once = right.clone(), right.clone()
+    rare_missed[0, 12] = -20.0
+    common_missed_once[0, 2] = -20.0
+    rare, common = (
+        loss.finding_mask_loss(rare_missed, masks, known),
+        loss.finding_mask_loss(common_missed_once, masks, known),
+    )
+    # missing the rare finding's one small mask costs more than missing one of the common finding's eight
+    # large ones (averaged over image-finding pairs instead, it cost a fifth as much)
+    assert float(rare) > float(common) > 0
+
+
 def test_a_negative_finding_mask_weight_is_one_line(tmp_path, capsys):
     args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "b"), "--finding-mask-weight", "-1"]
     assert main(args) == 2

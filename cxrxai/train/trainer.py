@@ -294,14 +294,26 @@ class JointLoss(nn.Module):
 
     def finding_mask_loss(self, maps, masks, known) -> torch.Tensor:
         """Pixel BCE over every known (image, finding) map plus Dice over the known non-empty ones: BCE
-        alone would be content to mark nothing, as most of a small finding's map is background."""
+        alone would be content to mark nothing, as most of a small finding's map is background.
+
+        Class-balanced: each term is averaged per finding first, then over the findings the batch holds.
+        Averaged over (image, finding) pairs instead, the common findings' masks (support devices,
+        opacities, effusions) outweigh a batch's one fracture or nodule many times over, and the rare
+        small findings are the ones whose maps strayed into the other opacities."""
         known = known.float()
         bce = nn.functional.binary_cross_entropy_with_logits(maps, masks, reduction="none").mean(dim=(2, 3))
         present = (masks.amax(dim=(2, 3)) > 0).float() * known
         dice = self.dice(maps, masks)[:, :, 0, 0]
-        return (bce * known).sum() / known.sum().clamp(min=1) + (dice * present).sum() / present.sum().clamp(
-            min=1
-        )
+        return _mean_per_finding(bce, known) + _mean_per_finding(dice, present)
+
+
+def _mean_per_finding(values: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Mean over the findings with any chosen image of each finding's mean over its chosen images
+    (values and chosen: batch x findings); zero when nothing is chosen."""
+    counts = chosen.sum(dim=0)
+    per_finding = (values * chosen).sum(dim=0) / counts.clamp(min=1)
+    held = (counts > 0).float()
+    return (per_finding * held).sum() / held.sum().clamp(min=1)
 
 
 def seed_everything(seed: int) -> None:
