@@ -139,6 +139,44 @@ def test_rib_fractures_from_one_blow_break_neighbouring_ribs_on_one_side():
     assert max(heights) > 1.5 * one_rib  # some patients have more than one broken rib
 
 
+def test_rib_fractures_lie_on_the_outer_half_of_the_lung():
+    """On the axillary arcs, where rib fractures are commonest, not among the hilar vessels."""
+    from cxrxai.phantoms.anatomy import Patient, build_anatomy
+    from cxrxai.phantoms.findings import render_findings
+
+    for seed in range(12):
+        anatomy = build_anatomy(
+            Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
+        )
+        present = {f: f == "Fracture" for f in FINDINGS}
+        mask = render_findings(anatomy, present, np.random.default_rng(seed)).masks["Fracture"]
+        column = np.argwhere(mask)[:, 1].mean()
+        lungs = np.argwhere(anatomy.lungs)[:, 1]
+        middle = SIZE / 2
+        edge = lungs.max() if column > middle else lungs.min()
+        assert abs(column - middle) > 0.5 * abs(edge - middle), seed
+
+
+def test_a_broken_rib_steps_off_towards_the_chest_wall():
+    """An acute break moves the outer fragment; the rib on the spine's side of the line stays put."""
+    from cxrxai.phantoms.anatomy import Patient, build_anatomy
+    from cxrxai.phantoms.findings import _break_rib, _rib_fracture_sites
+
+    for seed in range(6):
+        anatomy = build_anatomy(
+            Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
+        )
+        rng = np.random.default_rng(seed)
+        row, column = _rib_fracture_sites(anatomy, rng)[0]
+        before = anatomy.bone.copy()
+        box = _break_rib(anatomy, row, column, False, rng)
+        change = np.abs(anatomy.bone - before) * box
+        columns = np.arange(SIZE)
+        outward = columns > column + 2 if column > SIZE / 2 else columns < column - 2
+        inward = columns < column - 2 if column > SIZE / 2 else columns > column + 2
+        assert change[:, outward].sum() > 5 * change[:, inward].sum() + 0.5, seed
+
+
 def test_a_pneumonia_with_consolidation_is_one_opacity():
     """The consolidation on a pneumonia patient's film is the pneumonia's, not a second site elsewhere."""
     for seed in range(5):

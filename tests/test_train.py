@@ -258,7 +258,7 @@ def test_finding_mask_loss_scores_only_known_maps():
     assert float(loss.finding_mask_loss(missed, masks, known)) > 1.0
 
 
-def test_finding_mask_loss_weighs_a_rare_finding_as_much_as_a_common_one():
+def test_finding_mask_loss_weighs_a_rare_finding_above_one_image_of_a_common_one():
     import torch
 
     from cxrxai.train.trainer import JointLoss

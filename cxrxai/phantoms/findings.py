@@ -15,9 +15,9 @@ Mechanisms add or remove water-equivalent thickness (or bone / metal) in the ana
 - Pneumothorax: a visceral pleural line, lucent space outside it with no vessel markings.
 - Pleural Effusion: dependent fluid with a meniscus that blunts the costophrenic angle.
 - Pleural Other: pleural thickening / plaques along the chest wall.
-- Fracture: a cortical break with a step where a rib crosses aerated lung, often with a healing callus;
-  in half the cases the next one or two ribs are broken too, at about the same lateral position, as rib
-  fractures from one blow usually are.
+- Fracture: a displaced break (a lucent line, the outer fragment stepped off) on a rib's axillary arc
+  where it crosses aerated lung, often with a healing callus; in half the cases the next one or two
+  ribs are broken too, at about the same lateral position, as rib fractures from one blow usually are.
 - Support Devices: endotracheal tube, central line, pacemaker with lead, nasogastric tube.
 No Finding is present exactly when none of the other 13 is.
 """
@@ -309,14 +309,15 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
 
 
 def _rib_fracture_sites(anatomy: Anatomy, rng: np.random.Generator) -> list[tuple[float, float]]:
-    """Points on the lateral two thirds of 1-3 neighbouring ribs (one side) where they project over
-    aerated lung: that is where a rib fracture shows on a frontal film (and where radiologists look); over
-    the abdomen, the heart or the soft tissue of the chest wall the cortex has no air behind it and the
-    break is invisible. Half the patients have one broken rib; the others have the next one or two
-    broken too, near the same column, as from one blow."""
+    """Points on the axillary arcs (the outer half, from the spine) of 1-3 neighbouring ribs on one side,
+    where they project over aerated lung. Rib fractures are commonest on the lateral arcs, and over aerated
+    lung is where a break shows on a frontal film (and where radiologists look): over the abdomen, the
+    heart or the chest wall the cortex has no air behind it, and on the medial arcs a callus sits among
+    the hilar vessels' end-on shadows. Half the patients have one broken rib; the others have the next
+    one or two broken too, near the same column, as from one blow."""
     rows, columns = anatomy.shape
     aerated = ndimage.binary_erosion(anatomy.lungs, iterations=max(int(rows * 0.02), 1))
-    lateral = [rib[len(rib) // 3 : 4 * len(rib) // 5] for rib in anatomy.ribs]
+    lateral = [rib[9 * len(rib) // 20 : 9 * len(rib) // 10] for rib in anatomy.ribs]
 
     def over_lung(r: float, c: float) -> bool:
         return 0 <= int(r) < rows and 0 <= int(c) < columns and bool(aerated[int(r), int(c)])
@@ -333,7 +334,7 @@ def _rib_fracture_sites(anatomy: Anatomy, rng: np.random.Generator) -> list[tupl
     count = 1 if rng.random() < 0.5 else int(rng.integers(2, 4))
     per_side = len(lateral) // 2
     for index in range(first + 1, first + count):
-        if index // per_side != first // per_side or index >= len(lateral):
+        if index // per_side != first // per_side:
             break  # the last rib of its side
         r, c = lateral[index][int(np.abs(lateral[index][:, 1] - column).argmin())]
         if not over_lung(r, c):
@@ -345,20 +346,36 @@ def _rib_fracture_sites(anatomy: Anatomy, rng: np.random.Generator) -> list[tupl
 def _break_rib(
     anatomy: Anatomy, break_row: float, break_column: float, healing: bool, rng: np.random.Generator
 ) -> np.ndarray:
-    """A cortical gap with the fragment beyond it displaced by a step, and for a healing fracture a
-    fusiform callus of new bone; returns the break's box."""
-    shape = anatomy.shape
-    half = shape[0] * 0.012
-    v, u = np.mgrid[0 : shape[0], 0 : shape[1]]
-    gap = (np.abs(v - break_row) < half * 2.2) & (np.abs(u - break_column) < max(half * 0.6, 1.0))
-    anatomy.bone = np.where(gap, 0.0, anatomy.bone).astype(np.float32)  # cortical break
-    step = np.roll(anatomy.bone, int(round(half * 1.6)), axis=0)  # displaced fragment beyond the break
-    beyond = (np.abs(v - break_row) < half * 2.2) & (u > break_column) & (u < break_column + half * 4)
-    anatomy.bone = np.where(beyond, step, anatomy.bone).astype(np.float32)
+    """A displaced fracture: an oblique lucent line across the rib, and the outer fragment stepped off
+    by 40-80 % of a rib's width at the break, back in line a few centimetres further out (the rib is held
+    at its costal cartilage); a healing one also has a fusiform callus of new bone around the break.
+    Returns the break's box."""
+    rows, columns = anatomy.shape
+    half = rows * 0.012
+    reach = int(half * 8) + 2
+    r0, r1 = max(int(break_row) - reach, 0), min(int(break_row) + reach + 1, rows)
+    c0, c1 = max(int(break_column) - reach, 0), min(int(break_column) + reach + 1, columns)
+    v, u = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    down, across = v - break_row, u - break_column
+    outward = across if break_column > columns / 2 else -across  # towards the chest wall
+    step = rows * 0.018 * rng.uniform(0.4, 0.8) * rng.choice([-1.0, 1.0])
+    taper = np.clip(1 - outward / (half * rng.uniform(4.0, 7.0)), 0, 1)
+    shift = np.where((outward > 0) & (np.abs(down) < half * 3), step * taper, 0.0)
+    bone = ndimage.map_coordinates(anatomy.bone, [v - shift, u], order=1, mode="nearest")
+    line = (np.abs(across + rng.uniform(-0.5, 0.5) * down) < max(half * 0.5, 1.0)) & (
+        np.abs(down) < half * 2.2
+    )
+    bone = np.where(line, 0.0, bone)  # the cortical break
     if healing:
-        callus = ((v - break_row) / (half * 1.8)) ** 2 + ((u - break_column) / (half * 2.8)) ** 2 < 1.0
-        anatomy.bone += ndimage.gaussian_filter(callus.astype(np.float32), half / 3) * rng.uniform(1.0, 1.5)
-    return (np.abs(v - break_row) < half * 3) & (np.abs(u - break_column) < half * 3)
+        callus = (down / (half * 1.8)) ** 2 + (across / (half * 2.8)) ** 2 < 1.0
+        bone += ndimage.gaussian_filter(callus.astype(np.float32), half / 3) * rng.uniform(1.0, 1.5)
+    anatomy.bone[r0:r1, c0:c1] = bone
+    box = np.zeros(anatomy.shape, bool)
+    box[
+        max(int(np.ceil(break_row - half * 3)), 0) : int(np.ceil(break_row + half * 3)),
+        max(int(np.ceil(break_column - half * 3)), 0) : int(np.ceil(break_column + half * 3)),
+    ] = True
+    return box
 
 
 def _air_bronchograms(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
