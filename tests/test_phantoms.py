@@ -115,14 +115,19 @@ def test_rib_fractures_break_a_rib_over_aerated_lung():
         assert np.abs(broken.bone - base.bone)[mask].max() > 0.3, seed
 
 
-def _findings_of_one_patient(seed: int, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The masks `render_findings` draws for these findings into one sampled patient's anatomy."""
+def _anatomy_of_one_patient(seed: int):
+    """The anatomy of the patient sampled with `seed`, without findings."""
     from cxrxai.phantoms.anatomy import Patient, build_anatomy
+
+    return build_anatomy(Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0))
+
+
+def _findings_of_one_patient(seed: int, names: tuple[str, ...], anatomy=None) -> dict[str, np.ndarray]:
+    """The masks `render_findings` draws for these findings into one sampled patient's anatomy (drawn
+    into `anatomy` when given, so a test can look at it afterwards)."""
     from cxrxai.phantoms.findings import render_findings
 
-    anatomy = build_anatomy(
-        Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
-    )
+    anatomy = _anatomy_of_one_patient(seed) if anatomy is None else anatomy
     present = {f: f in names for f in FINDINGS}
     return render_findings(anatomy, present, np.random.default_rng(seed)).masks
 
@@ -141,15 +146,9 @@ def test_rib_fractures_from_one_blow_break_neighbouring_ribs_on_one_side():
 
 def test_rib_fractures_lie_on_the_outer_half_of_the_lung():
     """On the axillary arcs, where rib fractures are commonest, not among the hilar vessels."""
-    from cxrxai.phantoms.anatomy import Patient, build_anatomy
-    from cxrxai.phantoms.findings import render_findings
-
     for seed in range(12):
-        anatomy = build_anatomy(
-            Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
-        )
-        present = {f: f == "Fracture" for f in FINDINGS}
-        mask = render_findings(anatomy, present, np.random.default_rng(seed)).masks["Fracture"]
+        anatomy = _anatomy_of_one_patient(seed)
+        mask = _findings_of_one_patient(seed, ("Fracture",), anatomy)["Fracture"]
         column = np.argwhere(mask)[:, 1].mean()
         lungs = np.argwhere(anatomy.lungs)[:, 1]
         middle = SIZE / 2
@@ -159,13 +158,10 @@ def test_rib_fractures_lie_on_the_outer_half_of_the_lung():
 
 def test_a_broken_rib_steps_off_towards_the_chest_wall():
     """An acute break moves the outer fragment; the rib on the spine's side of the line stays put."""
-    from cxrxai.phantoms.anatomy import Patient, build_anatomy
     from cxrxai.phantoms.findings import _break_rib, _rib_fracture_sites
 
     for seed in range(6):
-        anatomy = build_anatomy(
-            Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0)
-        )
+        anatomy = _anatomy_of_one_patient(seed)
         rng = np.random.default_rng(seed)
         row, column = _rib_fracture_sites(anatomy, rng)[0]
         before = anatomy.bone.copy()
