@@ -168,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("bundle", type=Path)
     verify.add_argument("--hash", default=None, help="also require this content hash")
     verify.set_defaults(run=run_verify)
+    anatomy = bundle_commands.add_parser(
+        "check-anatomy",
+        help="is the bundle's lung / heart segmentation anatomically plausible on these PA radiographs? "
+        "(exit status 1 if not)",
+    )
+    anatomy.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
+    anatomy.add_argument("--bundle", type=Path, default=None, help=f"default: {DEFAULT_BUNDLE}")
+    anatomy.add_argument("--device", default="cpu")
+    anatomy.add_argument("--figures", type=Path, default=None, help="write <stem>-anatomy.png overlays here")
+    anatomy.add_argument("--json", type=Path, default=None, help="also write every check to this file")
+    anatomy.set_defaults(run=run_check_anatomy)
     results = commands.add_parser("results", help="the results index: ingest SR results, query them")
     actions = results.add_subparsers(dest="action", required=True)
     ingest = actions.add_parser(
@@ -560,6 +571,47 @@ def run_verify(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle, args.hash)
     print(f"{args.bundle}: {bundle.spec.name} {bundle.spec.version} {bundle.content_hash}")
     return 0
+
+
+def run_check_anatomy(args: argparse.Namespace) -> int:
+    """A table of the anatomy checks per radiograph; exit status 1 when any radiograph fails one or cannot
+    be read (one line each, the others go on)."""
+    from cxrxai.anatomy_check import explanation_checks, plausible
+    from cxrxai.explain import Explainer
+    from cxrxai.io import read_radiograph
+    from cxrxai.render import write_anatomy_overlay
+
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        raise CXRXAIError("no radiographs found in the inputs; give DICOM, PNG or JPEG files or folders")
+    explainer = Explainer.from_bundle(args.bundle or DEFAULT_BUNDLE, device=args.device)
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+    report, failed, unreadable = {}, 0, 0
+    for path in paths:
+        try:
+            radiograph = read_radiograph(path)
+        except CXRXAIError as exc:
+            unreadable += 1
+            print(f"cxrxai: {exc}", file=sys.stderr)
+            continue
+        explanation = explainer.predict(radiograph)
+        checks = explanation_checks(explanation)
+        report[str(path)] = {check.name: check.as_dict() for check in checks}
+        failed += not plausible(checks)
+        print(f"{path}: {'plausible' if plausible(checks) else 'IMPLAUSIBLE'}")
+        for check in checks:
+            mark = "ok  " if check.passed else "FAIL"
+            print(f"  {mark} {check.name:32s} {check.value:7.3f}  ({check.bound}: {check.meaning})")
+        if args.figures:
+            write_anatomy_overlay(explanation, radiograph.pixels, args.figures / f"{path.stem}-anatomy.png")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    checked = len(paths) - unreadable
+    print(f"{checked - failed} of {checked} radiographs plausible")
+    if unreadable:
+        print(f"cxrxai: {unreadable} of {len(paths)} inputs could not be read", file=sys.stderr)
+    return 1 if failed or unreadable else 0
 
 
 if __name__ == "__main__":

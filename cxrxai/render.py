@@ -97,3 +97,29 @@ def _best_key(explanation: Explanation, finding: str) -> str | None:
         if key in explanation.heatmaps:
             return key
     return next((k for k, h in explanation.heatmaps.items() if h.target == finding), None)
+
+
+ANATOMY_COLOURS = {"Right Lung": (0, 200, 90), "Left Lung": (40, 140, 255), "Heart": (255, 70, 70)}
+
+
+def write_anatomy_overlay(explanation: Explanation, pixels: np.ndarray, path: str | Path) -> None:
+    """The radiograph beside itself with the lung and heart masks tinted and outlined, at source
+    resolution: the figure a reader judges the segmentation by (`cxrxai bundle check-anatomy`)."""
+    from scipy import ndimage
+
+    base = grey(pixels)
+    over = base.astype(np.float32)
+    for index, name in enumerate(explanation.anatomy_names):
+        colour = np.array(ANATOMY_COLOURS.get(name, (255, 255, 0)), np.float32)
+        mask = explanation.geometry.to_source(explanation.anatomy[index]) >= explanation.anatomy_threshold
+        over[mask] = 0.7 * over[mask] + 0.3 * colour
+        edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, pixels.shape[0] // 256))
+        over[edge] = colour
+    tiles = [_tile(base, None, "radiograph"), _tile(over, None, " / ".join(explanation.anatomy_names))]
+    canvas = Image.new("RGB", (sum(t.width for t in tiles), TILE + 16), (0, 0, 0))
+    for i, tile in enumerate(tiles):
+        canvas.paste(tile, (i * tiles[0].width, 0))
+    ImageDraw.Draw(canvas).text(
+        (3, canvas.height - 14), "AI-generated - not for diagnostic use", fill=(255, 200, 0)
+    )
+    canvas.save(path)

@@ -11,6 +11,7 @@ from cxrxai.cli import main
 from cxrxai.labels import FINDINGS
 from cxrxai.results import load_heatmaps
 from cxrxai.samples import chest_image, radiograph_dataset
+from cxrxai.train.default_model import REAL_RADIOGRAPHS
 
 
 @pytest.fixture()
@@ -164,3 +165,19 @@ def test_missing_default_bundle_says_what_to_do(inputs, tmp_path, capsys, monkey
     assert main(["explain", str(inputs / "chest.dcm"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "make model" in err[0] and "--bundle" in err[0]
+
+
+def test_check_anatomy_reports_each_radiograph_and_fails_on_implausible_masks(
+    tiny_bundle, inputs, tmp_path, capsys
+):
+    """The untrained tiny bundle's masks are noise: implausible, exit 1; an unreadable input is one line."""
+    real = REAL_RADIOGRAPHS / "pa-chest-wg04-rg1.dcm"
+    figures, report = tmp_path / "figures", tmp_path / "checks.json"
+    argv = ["bundle", "check-anatomy", str(real), str(inputs / "junk.dcm"), "--bundle", str(tiny_bundle)]
+    assert main([*argv, "--figures", str(figures), "--json", str(report)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{real}: IMPLAUSIBLE" in out and "FAIL" in out and "0 of 1 radiographs plausible" in out
+    assert err.count("\n") == 2 and "junk.dcm" in err and "1 of 2 inputs could not be read" in err
+    checks = json.loads(report.read_text())[str(real)]
+    assert not all(check["passed"] for check in checks.values())
+    assert (figures / "pa-chest-wg04-rg1-anatomy.png").stat().st_size > 10_000

@@ -35,6 +35,12 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
     assert set(timings) == {"training phantoms", "train", "held-out phantoms", "evaluate"}
     assert all(f"- {step}: " in card for step in timings)
     assert "--channels 4 8 16 --strides 1 2" in card  # how to re-create this very recipe
+    # the real radiograph's anatomy checks, whatever this one-epoch model makes of it
+    checks = report["real_radiographs"]["pa-chest-wg04-rg1.dcm"]
+    passed = sum(check["passed"] for check in checks.values())
+    assert "## Anatomy on real radiographs" in card
+    assert f"pa-chest-wg04-rg1.dcm: {passed} of {len(checks)} checks pass" in card
+    assert (target / "docs" / "pa-chest-wg04-rg1-anatomy.png").stat().st_size > 10_000
 
 
 def test_recipe_arguments_spell_switches_as_options():

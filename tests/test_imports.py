@@ -18,6 +18,7 @@ sys.meta_path.insert(0, Block())
 def test_core_imports_without_torch():
     code = BLOCK_HEAVY + (
         "import cxrxai, cxrxai.io, cxrxai.results, cxrxai.geometry, cxrxai.labels, cxrxai.anatomy\n"
+        "import cxrxai.anatomy_check, cxrxai.render\n"
         "import cxrxai.samples\n"
         "import cxrxai.dicom.sr, cxrxai.dicom.seg, cxrxai.dicom.sc, cxrxai.dicom.results\n"
         "import cxrxai.explain\n"
