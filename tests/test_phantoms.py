@@ -173,6 +173,58 @@ def test_a_broken_rib_steps_off_towards_the_chest_wall():
         assert change[:, outward].sum() > 5 * change[:, inward].sum() + 0.5, seed
 
 
+def test_anterior_ribs_run_down_towards_the_sternum_and_cross_the_posterior_ones():
+    """On a PA film both rib slopes lie over both lungs: the side of a lung is not written in its ribs."""
+    for seed in range(4):
+        anatomy = _anatomy_of_one_patient(seed)
+        assert len(anatomy.anterior_ribs) == 16
+        for rib in anatomy.anterior_ribs:
+            lateral, medial = rib[0], rib[-1]
+            assert medial[0] > lateral[0] + SIZE * 0.04  # lower at the costal cartilage
+            assert abs(medial[1] - SIZE / 2) < abs(lateral[1] - SIZE / 2) - SIZE * 0.2
+        for lung, sign in ((anatomy.right_lung, -1), (anatomy.left_lung, 1)):
+            slopes = set()
+            for rib in [*anatomy.ribs, *anatomy.anterior_ribs]:
+                rows, columns = np.round(rib).astype(int).T
+                inside = lung[np.clip(rows, 0, SIZE - 1), np.clip(columns, 0, SIZE - 1)]
+                if inside.sum() > 5:  # the rib's run over this lung: down laterally, or down medially
+                    drop = np.polyfit(sign * columns[inside], rows[inside], 1)[0]
+                    slopes.add(bool(drop > 0))
+            assert slopes == {True, False}, (seed, sign)
+
+
+def test_the_heart_points_its_apex_down_to_the_patients_left():
+    for seed in range(4):
+        heart = _anatomy_of_one_patient(seed).heart
+        rows, columns = np.nonzero(heart)
+        lower = rows > np.median(rows)
+        assert columns[lower].mean() > columns[~lower].mean() + SIZE * 0.01, seed
+
+
+def test_latitude_compression_turns_black_lungs_grey():
+    """Vendor dynamic-range compression lifts the lungs towards grey and narrows their contrast with the
+    abdomen below the diaphragm, as on processed films."""
+    from dataclasses import replace
+
+    from cxrxai.phantoms.xray import Exposure, form_image
+
+    anatomy = _anatomy_of_one_patient(1)
+    plain = replace(Exposure.sample(np.random.default_rng(0)), latitude_compression=0.0, collimation=(0,) * 4)
+    images = [
+        form_image(
+            anatomy.soft, anatomy.bone, replace(plain, latitude_compression=c), np.random.default_rng(3)
+        )
+        for c in (0.0, 0.7)
+    ]
+    rows = np.arange(SIZE)[:, None] * np.ones((1, SIZE))
+    abdomen = (rows > np.nonzero(anatomy.lungs.any(axis=1))[0][-1] + 5) & (
+        anatomy.soft > anatomy.soft.max() / 2
+    )
+    lungs = [image[anatomy.lungs].mean() for image in images]
+    contrast = [image[abdomen].mean() - lung for image, lung in zip(images, lungs, strict=True)]
+    assert lungs[1] > lungs[0] + 0.03 and contrast[1] < contrast[0] - 0.03, (lungs, contrast)
+
+
 def test_a_pneumonia_with_consolidation_is_one_opacity():
     """The consolidation on a pneumonia patient's film is the pneumonia's, not a second site elsewhere."""
     for seed in range(5):

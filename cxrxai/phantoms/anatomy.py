@@ -39,9 +39,11 @@ class Patient:
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Patient:
         return cls(
-            thorax_width=float(rng.uniform(0.68, 0.8)),
-            thorax_top=float(rng.uniform(0.1, 0.16)),
-            inspiration=float(rng.uniform(0.5, 0.62)),
+            # collimation to the chest is often tight: the outer rib margins reach 0.9 of the width and
+            # the lungs span up to 0.7 of the height at full inspiration
+            thorax_width=float(rng.uniform(0.7, 0.9)),
+            thorax_top=float(rng.uniform(0.07, 0.15)),
+            inspiration=float(rng.uniform(0.52, 0.68)),
             heart_width=float(rng.uniform(0.36, 0.47)),
             heart_height=float(rng.uniform(0.2, 0.25)),
             mediastinum_width=float(rng.uniform(0.09, 0.12)),
@@ -66,7 +68,10 @@ class Anatomy:
     heart: np.ndarray
     mediastinum: np.ndarray
     vessels: np.ndarray | None = None  # vessel markings (cm), added to `soft` when the image is formed
-    ribs: list[np.ndarray] = field(default_factory=list)  # each rib's centre line, (N, 2) rows, columns
+    ribs: list[np.ndarray] = field(
+        default_factory=list
+    )  # each posterior rib's centre line, (N, 2) rows, columns
+    anterior_ribs: list[np.ndarray] = field(default_factory=list)  # their anterior arcs, lateral end first
     hila: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
     patient: Patient | None = None
 
@@ -87,6 +92,40 @@ def _chord(mask: np.ndarray, depth: float) -> np.ndarray:
     peak = float(distance.max()) or 1.0
     x = np.clip(distance / peak, 0, 1)
     return depth * np.sqrt(np.clip(1 - (1 - x) ** 2, 0, 1)).astype(np.float32)
+
+
+def _tilted_heart(
+    v: np.ndarray,
+    u: np.ndarray,
+    centre: tuple[float, float],
+    half_width: float,
+    half_height: float,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """The cardiac silhouette: an ellipse whose long axis runs from the right atrium down to the apex on the
+    left hemidiaphragm (about 30 degrees below the horizontal), with the given horizontal and vertical
+    half-extents, so the cardiothoracic ratio is the one sampled. A wide heart lies flatter: its tilt is
+    capped where no ellipse of that extent exists."""
+    w, h = half_width * shape[1], half_height * shape[0]  # pixels
+    tilt = min(np.deg2rad(30.0), 0.8 * np.arctan(h / w))
+    c2, s2 = np.cos(tilt) ** 2, np.sin(tilt) ** 2
+    long_axis = np.sqrt((c2 * w**2 - s2 * h**2) / (c2 - s2))
+    short_axis = np.sqrt((c2 * h**2 - s2 * w**2) / (c2 - s2))
+    dy, dx = (v - centre[0]) * shape[0], (u - centre[1]) * shape[1]
+    # the apex points down towards the image right (the patient's left)
+    along = dx * np.cos(tilt) + dy * np.sin(tilt)
+    across = -dx * np.sin(tilt) + dy * np.cos(tilt)
+    return (along / long_axis) ** 2 + (across / short_axis) ** 2 <= 1
+
+
+def _distance_to_lines(lines: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Each pixel's distance (pixels) to the nearest of the centre lines ((N, 2) rows, columns)."""
+    on_line = np.zeros(shape, bool)
+    for line in lines:
+        rr = np.clip(np.round(line[:, 0]).astype(int), 0, shape[0] - 1)
+        cc = np.clip(np.round(line[:, 1]).astype(int), 0, shape[1] - 1)
+        on_line[rr, cc] = True
+    return ndimage.distance_transform_edt(~on_line).astype(np.float32)
 
 
 def _polygon_mask(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -123,13 +162,11 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     soft += (p.body_depth * across * body).astype(np.float32)
     diaphragm = p.thorax_top + p.inspiration * 0.86
     soft += (4.0 * across * body / (1 + np.exp(-(v - diaphragm) * shape[0] / 6))).astype(np.float32)
-    # heart: an ellipse left of the midline (image right), sitting on the left hemidiaphragm
+    # heart: left of the midline (image right), its apex on the left hemidiaphragm
     magnify = 1.12 if p.ap else 1.0
     heart_half_width = p.heart_width * p.thorax_width / 2 * magnify
     heart_centre = (p.thorax_top + p.inspiration * 0.74, 0.5 + heart_half_width * 0.32)
-    heart = ((u - heart_centre[1]) / heart_half_width) ** 2 + (
-        (v - heart_centre[0]) / (p.heart_height / 2)
-    ) ** 2 <= 1
+    heart = _tilted_heart(v, u, heart_centre, heart_half_width, p.heart_height / 2, shape)
     heart &= (
         v < p.thorax_top + p.inspiration * 0.86
     )  # the heart sits on the diaphragm; below it, no silhouette
@@ -152,30 +189,39 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     spine = np.abs(u - 0.5) < 0.032
     vertebra = 0.5 + 0.5 * np.cos(2 * np.pi * v * shape[0] / (shape[0] * 0.045))
     bone += spine * (0.7 + 0.35 * vertebra) * np.clip(1 - np.abs(u - 0.5) / 0.032, 0, 1) ** 0.3
-    # ribs: posterior arcs from the spine, descending laterally; one centre line per rib
-    ribs = []
+    # ribs: posterior arcs from the spine, descending laterally, that turn at the chest wall into anterior
+    # arcs descending medially to the costal cartilages (radiolucent, so an anterior rib ends short of the
+    # sternum). The two sets cross over both lungs, as on every PA film: a rib's slope says nothing about
+    # which lung it lies over, so a model cannot take the side from it
+    ribs, anterior_ribs = [], []
+    s = np.linspace(0, 1, 60)
+    cartilage = float(rng.uniform(0.08, 0.12))  # costochondral junctions' distance from the midline
     for side in (-1, 1):
         for k in range(10):
             start_v = p.thorax_top - 0.02 + k * p.inspiration * 0.095
-            s = np.linspace(0, 1, 60)
             rib_u = 0.5 + side * (0.03 + s * (p.thorax_width / 2 + 0.02))
-            rib_v = start_v + 0.05 * s + 0.07 * s**2 - 0.02 * np.sin(np.pi * s)
+            rib_v = start_v + 0.04 * s + 0.12 * s**2 - 0.02 * np.sin(np.pi * s)
             ribs.append(np.stack([rib_v * shape[0], rib_u * shape[1]], 1))
-    rib_lines = np.zeros(shape, bool)
-    for line in ribs:
-        rr = np.clip(np.round(line[:, 0]).astype(int), 0, shape[0] - 1)
-        cc = np.clip(np.round(line[:, 1]).astype(int), 0, shape[1] - 1)
-        rib_lines[rr, cc] = True
-    rib_distance = ndimage.distance_transform_edt(~rib_lines).astype(np.float32)
+            if k < 8:  # the lower ribs' anterior ends join the costal margin below the diaphragm
+                reach = p.thorax_width / 2 + 0.05 - cartilage
+                front_u = 0.5 + side * (cartilage + reach * (1 - s))
+                drop = 0.06 + 0.1 * p.inspiration  # about two rib spaces, steepest at the chest wall
+                front_v = rib_v[-1] + drop * (0.6 * s + 0.4 * (1 - (1 - s) ** 2))
+                anterior_ribs.append(np.stack([front_v * shape[0], front_u * shape[1]], 1))
     rib_half = max(shape[0] * 0.009, 1.0)
+    rib_distance = _distance_to_lines(ribs, shape)
     rib_profile = np.clip(1 - (rib_distance / rib_half) ** 2, 0, 1)
     cortex = np.exp(-(((rib_distance - rib_half * 0.8) / (rib_half * 0.25)) ** 2))  # bright cortical edges
     # about 1 cm of cancellous bone in a cortical shell: ribs stand out against aerated lung, as on film
     bone += (0.8 * rib_profile + 0.5 * cortex * (rib_distance < rib_half)) * body
+    # anterior arcs lie far from the detector: magnified, unsharp and fainter than the posterior ones
+    front_distance = _distance_to_lines(anterior_ribs, shape)
+    front_profile = np.clip(1 - (front_distance / (rib_half * 1.2)) ** 2, 0, 1)
+    bone += 0.6 * ndimage.gaussian_filter(front_profile, sigma=rib_half * 0.3) * body
     # clavicles: S-shaped bands from the sternal notch to the shoulders
     for side in (-1, 1):
         s = np.linspace(0, 1, 50)
-        cl_u = 0.5 + side * (0.04 + 0.33 * s)
+        cl_u = 0.5 + side * (0.04 + (p.thorax_width / 2 - 0.05) * s)
         cl_v = p.thorax_top + 0.02 - 0.05 * s + 0.02 * np.sin(2 * np.pi * s)
         line = np.zeros(shape, bool)
         line[
@@ -201,7 +247,19 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
         (p.thorax_top + p.inspiration * 0.42, 0.5 + p.mediastinum_width / 2 + 0.03),
     )
     anatomy = Anatomy(
-        shape, soft, bone.astype(np.float32), air, right, left, heart, mediastinum, None, ribs, hila, p
+        shape,
+        soft,
+        bone.astype(np.float32),
+        air,
+        right,
+        left,
+        heart,
+        mediastinum,
+        None,
+        ribs,
+        anterior_ribs,
+        hila,
+        p,
     )
     anatomy.vessels = vessel_markings(anatomy, rng)
     return anatomy

@@ -2,7 +2,8 @@
 
 Beer-Lambert attenuation of the projected thicknesses, a wide scatter blur, quantum (Poisson) and
 electronic detector noise, the log transform, then one of several vendor looks (contrast curve, unsharp
-masking / edge enhancement, latitude), and collimation. Output: display values in [0, 1], bright = dense.
+masking / edge enhancement, latitude compression), and collimation. Output: display values in [0, 1],
+bright = dense.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class Exposure:
     electronic_noise: float
     gamma: float  # vendor contrast curve
     edge_enhancement: float
+    # dynamic range compression (Agfa MUSICA, Fuji DRC, ...): a share of the large-scale density is
+    # removed, so lungs read grey beside a visible mediastinum instead of black holes in a white body
+    latitude_compression: float
     collimation: tuple[float, float, float, float]  # top, bottom, left, right margins (fractions)
 
     @classmethod
@@ -41,6 +45,7 @@ class Exposure:
             electronic_noise=float(rng.uniform(0.002, 0.01)),
             gamma=float(rng.uniform(0.8, 1.3)),
             edge_enhancement=float(rng.uniform(0.0, 0.8)),
+            latitude_compression=float(rng.uniform(0.0, 0.7)),
             collimation=margins,  # type: ignore[arg-type]
         )
 
@@ -64,6 +69,9 @@ def form_image(
         np.float32
     )
     signal = -np.log(np.clip(counts, 1.0, None) / incident)  # log transform: bright = dense
+    if exposure.latitude_compression > 0:
+        large_scale = ndimage.gaussian_filter(signal, sigma=rows * 0.08)
+        signal = signal - exposure.latitude_compression * (large_scale - float(large_scale.mean()))
     lo, hi = np.percentile(signal, (0.5, 99.5))
     image = np.clip((signal - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
     if exposure.edge_enhancement > 0:
