@@ -185,12 +185,16 @@ class RadiographDataset(Dataset):
             return plain, torch.zeros((len(ANATOMY), size, size))
         return plain, self._read_masks(sample.masks).float()
 
-    def _read_masks(self, paths: Iterable[Path]) -> torch.Tensor:
-        """Mask PNGs (non-zero = inside) letterboxed like their image: K x N x N, bool."""
+    def _coverage(self, paths: Iterable[Path]) -> torch.Tensor:
+        """Mask PNGs (non-zero = inside) letterboxed like their image: K x N x N, the share of each input
+        pixel that is inside (area resampling)."""
         planes = [np.asarray(Image.open(path)) > 0 for path in paths]
         stacked = torch.as_tensor(np.stack(planes).astype(np.float32))
-        masks = torch.as_tensor(self.geometry_only(stacked), dtype=torch.float32).as_subclass(torch.Tensor)
-        return masks > 0.5
+        return torch.as_tensor(self.geometry_only(stacked), dtype=torch.float32).as_subclass(torch.Tensor)
+
+    def _read_masks(self, paths: Iterable[Path]) -> torch.Tensor:
+        """K x N x N, bool: the input pixels more than half inside."""
+        return self._coverage(paths) > 0.5
 
     def _finding_masks(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.preprocessing.input_size
@@ -201,7 +205,13 @@ class RadiographDataset(Dataset):
         files = {j: sample.mask_folder / f"{slug(f)}.png" for j, f in enumerate(FINDINGS) if j != NO_FINDING}
         present = {j: path for j, path in files.items() if path.is_file()}
         if present:
-            planes[list(present)] = self._read_masks(present.values())
+            coverage = self._coverage(present.values())
+            masks = coverage > 0.5
+            # a finding smaller than half an input pixel (a thin opacity at a coarse input size) keeps
+            # every pixel it touches: an empty map of a present finding would teach "nothing here"
+            vanished = ~masks.flatten(1).any(dim=1)
+            masks[vanished] = coverage[vanished] > 0
+            planes[list(present)] = masks
         for j in files:
             known[j] = j in present or sample.labels[j] == 0.0
         return planes, known
