@@ -11,12 +11,18 @@ must meet, so a failure says what is wrong rather than only that something is. T
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from cxrxai.anatomy import cardiothoracic_ratio
+from cxrxai.io.radiograph import Radiograph
 from cxrxai.results import Explanation
+
+if TYPE_CHECKING:
+    from cxrxai.explain.engine import Explainer
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,10 @@ def _at_least(name: str, value: float, bound: float, meaning: str) -> Check:
 
 def _at_most(name: str, value: float, bound: float, meaning: str) -> Check:
     return Check(name, round(float(value), 4), f"<= {bound}", bool(value <= bound), meaning)
+
+
+def _within(name: str, value: float, low: float, high: float, meaning: str) -> Check:
+    return Check(name, round(float(value), 4), f"{low} - {high}", bool(low <= value <= high), meaning)
 
 
 def anatomy_checks(right_lung: np.ndarray, left_lung: np.ndarray, heart: np.ndarray) -> list[Check]:
@@ -95,11 +105,11 @@ def anatomy_checks(right_lung: np.ndarray, left_lung: np.ndarray, heart: np.ndar
     return [
         *checks,
         _at_least("heart in one piece", _largest_share(heart), 0.9, "share in its largest piece"),
-        Check(
+        _within(
             "heart between the lungs",
-            round(float(between), 4),
-            "0.25 - 0.9",
-            bool(0.25 <= between <= 0.9),
+            between,
+            0.25,
+            0.9,
             "heart centre's place from the right lung's centre (0) to the left lung's (1)",
         ),
         _at_least(
@@ -114,11 +124,11 @@ def anatomy_checks(right_lung: np.ndarray, left_lung: np.ndarray, heart: np.ndar
             0.1,
             "share of the heart mask inside a lung mask",
         ),
-        Check(
+        _within(
             "cardiothoracic ratio",
-            round(ctr, 4),
-            "0.3 - 0.8",
-            bool(0.3 <= ctr <= 0.8),
+            ctr,
+            0.3,
+            0.8,
             "heart width / thoracic width; outside this range the heart mask is implausible",
         ),
     ]
@@ -135,3 +145,13 @@ def explanation_checks(explanation: Explanation) -> list[Check]:
     return anatomy_checks(
         masks[names.index("Right Lung")], masks[names.index("Left Lung")], masks[names.index("Heart")]
     )
+
+
+def check_radiograph(explainer: Explainer, radiograph: Radiograph, figure: Path | None = None) -> list[Check]:
+    """The checks of the explainer's masks on one radiograph; with `figure`, also its overlay there."""
+    from cxrxai.render import write_anatomy_overlay
+
+    explanation = explainer.predict(radiograph)
+    if figure is not None:
+        write_anatomy_overlay(explanation, radiograph.pixels, figure)
+    return explanation_checks(explanation)

@@ -576,10 +576,9 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_check_anatomy(args: argparse.Namespace) -> int:
     """A table of the anatomy checks per radiograph; exit status 1 when any radiograph fails one or cannot
     be read (one line each, the others go on)."""
-    from cxrxai.anatomy_check import explanation_checks, plausible
+    from cxrxai.anatomy_check import check_radiograph, plausible
     from cxrxai.explain import Explainer
     from cxrxai.io import read_radiograph
-    from cxrxai.render import write_anatomy_overlay
 
     paths = expand_inputs(args.inputs)
     if not paths:
@@ -595,16 +594,14 @@ def run_check_anatomy(args: argparse.Namespace) -> int:
             unreadable += 1
             print(f"cxrxai: {exc}", file=sys.stderr)
             continue
-        explanation = explainer.predict(radiograph)
-        checks = explanation_checks(explanation)
+        figure = args.figures / f"{path.stem}-anatomy.png" if args.figures else None
+        checks = check_radiograph(explainer, radiograph, figure)
         report[str(path)] = {check.name: check.as_dict() for check in checks}
         failed += not plausible(checks)
         print(f"{path}: {'plausible' if plausible(checks) else 'IMPLAUSIBLE'}")
         for check in checks:
             mark = "ok  " if check.passed else "FAIL"
             print(f"  {mark} {check.name:32s} {check.value:7.3f}  ({check.bound}: {check.meaning})")
-        if args.figures:
-            write_anatomy_overlay(explanation, radiograph.pixels, args.figures / f"{path.stem}-anatomy.png")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     checked = len(paths) - unreadable

@@ -80,6 +80,11 @@ def write_overview(explanation: Explanation, pixels: np.ndarray, path: str | Pat
         canvas.paste(tile, (i * width, 0))
     for i, tile in enumerate(row2):
         canvas.paste(tile, (i * width, TILE))
+    _save_with_disclaimer(canvas, path)
+
+
+def _save_with_disclaimer(canvas: Image.Image, path: str | Path) -> None:
+    """Every figure we write carries the not-for-diagnosis line in its bottom 16 pixels."""
     ImageDraw.Draw(canvas).text(
         (3, canvas.height - 14), "AI-generated - not for diagnostic use", fill=(255, 200, 0)
     )
@@ -119,7 +124,4 @@ def write_anatomy_overlay(explanation: Explanation, pixels: np.ndarray, path: st
     canvas = Image.new("RGB", (sum(t.width for t in tiles), TILE + 16), (0, 0, 0))
     for i, tile in enumerate(tiles):
         canvas.paste(tile, (i * tiles[0].width, 0))
-    ImageDraw.Draw(canvas).text(
-        (3, canvas.height - 14), "AI-generated - not for diagnostic use", fill=(255, 200, 0)
-    )
-    canvas.save(path)
+    _save_with_disclaimer(canvas, path)

@@ -68,9 +68,8 @@ class Anatomy:
     heart: np.ndarray
     mediastinum: np.ndarray
     vessels: np.ndarray | None = None  # vessel markings (cm), added to `soft` when the image is formed
-    ribs: list[np.ndarray] = field(
-        default_factory=list
-    )  # each posterior rib's centre line, (N, 2) rows, columns
+    # each posterior rib's centre line, (N, 2) rows, columns
+    ribs: list[np.ndarray] = field(default_factory=list)
     anterior_ribs: list[np.ndarray] = field(default_factory=list)  # their anterior arcs, lateral end first
     hila: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))
     patient: Patient | None = None
