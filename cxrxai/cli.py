@@ -580,6 +580,10 @@ def run_check_anatomy(args: argparse.Namespace) -> int:
     from cxrxai.explain import Explainer
     from cxrxai.io import read_radiograph
 
+    if args.json and args.json.suffix.lower() != ".json":  # `--json a.dcm b.dcm` would overwrite a.dcm
+        raise CXRXAIError(
+            f"--json {args.json}: give a report path ending in .json, before or after the inputs"
+        )
     paths = expand_inputs(args.inputs)
     if not paths:
         raise CXRXAIError("no radiographs found in the inputs; give DICOM, PNG or JPEG files or folders")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -165,6 +166,19 @@ def test_missing_default_bundle_says_what_to_do(inputs, tmp_path, capsys, monkey
     assert main(["explain", str(inputs / "chest.dcm"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "make model" in err[0] and "--bundle" in err[0]
+
+
+def test_check_anatomy_will_not_write_its_report_over_a_radiograph(tiny_bundle, tmp_path, capsys):
+    """`--json` before the inputs takes the first radiograph as the report path: refused, file untouched."""
+    film = tmp_path / "film.dcm"
+    shutil.copy(REAL_RADIOGRAPHS / "pa-chest-wg04-rg1.dcm", film)
+    before = film.read_bytes()
+    assert (
+        main(["bundle", "check-anatomy", "--bundle", str(tiny_bundle), "--json", str(film), str(film)]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ".json" in err[0]
+    assert film.read_bytes() == before
 
 
 def test_check_anatomy_reports_each_radiograph_and_fails_on_implausible_masks(

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from cxrxai.cli import main
 from cxrxai.io import read_radiograph
@@ -199,6 +200,19 @@ def test_the_heart_points_its_apex_down_to_the_patients_left():
         rows, columns = np.nonzero(heart)
         lower = rows > np.median(rows)
         assert columns[lower].mean() > columns[~lower].mean() + SIZE * 0.01, seed
+
+
+def test_the_heart_stands_on_the_diaphragm_with_no_lung_beneath_it():
+    """On a frontal film the heart rests on the hemidiaphragms: below it is abdomen, not aerated lung
+    (only at its edges do the cardiophrenic angles tuck lung under it)."""
+    for seed in range(6):
+        anatomy = _anatomy_of_one_patient(seed)
+        heart = anatomy.heart
+        assert ndimage.label(heart)[1] == 1, seed
+        columns = np.flatnonzero(heart.any(axis=0))
+        for column in columns[len(columns) // 10 : len(columns) - len(columns) // 10]:
+            bottom = np.flatnonzero(heart[:, column])[-1]
+            assert not anatomy.lungs[bottom:, column].any(), (seed, column)
 
 
 def test_latitude_compression_turns_black_lungs_grey():

@@ -28,7 +28,7 @@ class Patient:
     thorax_top: float  # lung apex level (fraction of height)
     inspiration: float  # lung height as a fraction of image height
     heart_width: float  # fraction of thorax width (cardiothoracic ratio before findings)
-    heart_height: float
+    heart_height: float  # fraction of image height from the diaphragm below its middle to its top
     mediastinum_width: float  # fraction of image width at the aortic-knob level
     shift: tuple[float, float]  # (dv, du) position of the patient in the field
     rotation: float  # degrees, in-plane
@@ -39,11 +39,11 @@ class Patient:
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Patient:
         return cls(
-            # collimation to the chest is often tight: the outer rib margins reach 0.9 of the width and
-            # the lungs span up to 0.7 of the height at full inspiration
-            thorax_width=float(rng.uniform(0.7, 0.9)),
+            # collimation to the chest is often tight: the outer rib margins reach 0.95 of the width and
+            # the lungs span up to 0.72 of the height at full inspiration
+            thorax_width=float(rng.uniform(0.7, 0.95)),
             thorax_top=float(rng.uniform(0.07, 0.15)),
-            inspiration=float(rng.uniform(0.52, 0.68)),
+            inspiration=float(rng.uniform(0.52, 0.72)),
             heart_width=float(rng.uniform(0.36, 0.47)),
             heart_height=float(rng.uniform(0.2, 0.25)),
             mediastinum_width=float(rng.uniform(0.09, 0.12)),
@@ -93,28 +93,51 @@ def _chord(mask: np.ndarray, depth: float) -> np.ndarray:
     return depth * np.sqrt(np.clip(1 - (1 - x) ** 2, 0, 1)).astype(np.float32)
 
 
-def _tilted_heart(
-    v: np.ndarray,
-    u: np.ndarray,
-    centre: tuple[float, float],
-    half_width: float,
-    half_height: float,
-    shape: tuple[int, int],
+def _cardiac_silhouette(
+    v: np.ndarray, u: np.ndarray, dome: np.ndarray, width: float, height: float, shape: tuple[int, int]
 ) -> np.ndarray:
-    """The cardiac silhouette: an ellipse whose long axis runs from the right atrium down to the apex on the
-    left hemidiaphragm (about 30 degrees below the horizontal), with the given horizontal and vertical
-    half-extents, so the cardiothoracic ratio is the one sampled. A wide heart lies flatter: its tilt is
-    capped where no ellipse of that extent exists."""
-    w, h = half_width * shape[1], half_height * shape[0]  # pixels
-    tilt = min(np.deg2rad(30.0), 0.8 * np.arctan(h / w))
-    c2, s2 = np.cos(tilt) ** 2, np.sin(tilt) ** 2
-    long_axis = np.sqrt((c2 * w**2 - s2 * h**2) / (c2 - s2))
-    short_axis = np.sqrt((c2 * h**2 - s2 * w**2) / (c2 - s2))
-    dy, dx = (v - centre[0]) * shape[0], (u - centre[1]) * shape[1]
-    # the apex points down towards the image right (the patient's left)
-    along = dx * np.cos(tilt) + dy * np.sin(tilt)
-    across = -dx * np.sin(tilt) + dy * np.cos(tilt)
-    return (along / long_axis) ** 2 + (across / short_axis) ** 2 <= 1
+    """The heart on a PA film, standing on the diaphragm: a third of its `width` (a fraction of the image
+    width) right of the midline, two thirds left. The right border (right atrium) bulges most a little
+    below the middle and meets the right hemidiaphragm at the cardiophrenic angle; the left border
+    (left ventricle) swings out to the apex just above the left hemidiaphragm, so the heart points its
+    apex down to the patient's left. Its top, `height` (a fraction of the image height) above the
+    diaphragm, narrows into the mediastinum; its inferior border is the diaphragm's upper surface."""
+    right_width, left_width = 0.34 * width, 0.66 * width
+    columns = np.flatnonzero((np.arange(shape[1]) + 0.5) / shape[1] > 0.5 - right_width)
+    columns = columns[(columns + 0.5) / shape[1] < 0.5 + left_width]
+    base = float(np.median(dome[0, columns])) if len(columns) else 0.85
+    s = (v - (base - height)) / height  # 0 at the top, 1 on the diaphragm below the heart's middle
+
+    def bulge(peak: float, below: float) -> np.ndarray:
+        reach = np.where(s <= peak, (s - peak) / peak, (np.minimum(s, 1.0) - peak) / below)
+        return np.sqrt(np.clip(1 - reach**2, 0, 1))
+
+    inside = (u > 0.5 - right_width * bulge(0.6, 0.7)) & (u < 0.5 + left_width * bulge(0.85, 0.35))
+    return inside & (s > 0) & (v < dome)
+
+
+def _diaphragm(right: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """The hemidiaphragms' upper surface (1 x columns, fractions of the height): each lung's lower border,
+    followed from the chest wall inwards until it jumps up onto the cardiac notch (the lung outlines leave
+    the heart out), then bridged straight under the heart and mediastinum and carried flat out to the
+    chest wall. The abdomen's density starts there, so the lung fields end on a dome, not on a level line
+    with aerated lung beneath it."""
+    rows, columns = right.shape
+    known: list[tuple[int, int]] = []
+    for lung, inwards in ((right, 1), (left, -1)):
+        order = np.flatnonzero(lung.any(axis=0))[::inwards]  # from the chest wall towards the midline
+        if len(order) == 0:
+            continue
+        lowest = rows - np.argmax(lung[::-1, order], axis=0)  # the first row below the lung
+        onto_heart = np.flatnonzero(np.diff(lowest) < -rows * 0.03)
+        stop = int(onto_heart[0]) + 1 if len(onto_heart) else len(order)
+        known += zip(order[:stop].tolist(), lowest[:stop].tolist(), strict=True)
+    if not known:
+        return np.full((1, columns), 0.85, np.float32)
+    known.sort()
+    surface = np.interp(np.arange(columns), *np.array(known, dtype=np.float64).T)
+    surface = np.maximum(ndimage.gaussian_filter1d(surface, sigma=columns * 0.01), surface)
+    return (surface / rows)[None, :].astype(np.float32)
 
 
 def _distance_to_lines(lines: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -159,25 +182,23 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     body |= (np.abs(u - 0.5) < 0.09) & (v < 0.2)  # neck
     across = np.sqrt(np.clip(1 - ((u - 0.5) / half_body) ** 2, 0, 1))
     soft += (p.body_depth * across * body).astype(np.float32)
-    diaphragm = p.thorax_top + p.inspiration * 0.86
-    soft += (4.0 * across * body / (1 + np.exp(-(v - diaphragm) * shape[0] / 6))).astype(np.float32)
-    # heart: left of the midline (image right), its apex on the left hemidiaphragm
-    magnify = 1.12 if p.ap else 1.0
-    heart_half_width = p.heart_width * p.thorax_width / 2 * magnify
-    heart_centre = (p.thorax_top + p.inspiration * 0.74, 0.5 + heart_half_width * 0.32)
-    heart = _tilted_heart(v, u, heart_centre, heart_half_width, p.heart_height / 2, shape)
-    heart &= (
-        v < p.thorax_top + p.inspiration * 0.86
-    )  # the heart sits on the diaphragm; below it, no silhouette
-    # mediastinum: a band between the lungs, wider at the top, with the aortic knob on the left
-    knob_v = p.thorax_top + 0.1
-    mediastinum = (
-        (np.abs(u - 0.5) < p.mediastinum_width / 2) & (v > p.thorax_top - 0.04) & (v < heart_centre[0])
-    )
-    mediastinum |= ((u - (0.5 + p.mediastinum_width / 2)) / 0.03) ** 2 + ((v - knob_v) / 0.03) ** 2 <= 1
     right_outline, left_outline = lung_outlines(p, rng)
     right = _polygon_mask(right_outline, shape)
     left = _polygon_mask(left_outline, shape)
+    dome = _diaphragm(right, left)
+    soft += (4.0 * across * body / (1 + np.exp(-(v - dome) * shape[0] / 6))).astype(np.float32)
+    # heart: left of the midline (image right), its apex on the left hemidiaphragm
+    magnify = 1.12 if p.ap else 1.0
+    heart = _cardiac_silhouette(
+        v, u, dome, p.heart_width * p.thorax_width * magnify, p.heart_height * magnify, shape
+    )
+    heart_top = float(v[heart.any(axis=1), 0].min()) if heart.any() else p.thorax_top + p.inspiration * 0.6
+    # mediastinum: a band between the lungs, wider at the top, with the aortic knob on the left
+    knob_v = p.thorax_top + 0.1
+    mediastinum = (
+        (np.abs(u - 0.5) < p.mediastinum_width / 2) & (v > p.thorax_top - 0.04) & (v < heart_top + 0.04)
+    )
+    mediastinum |= ((u - (0.5 + p.mediastinum_width / 2)) / 0.03) ** 2 + ((v - knob_v) / 0.03) ** 2 <= 1
     right &= ~heart & ~mediastinum
     left &= ~heart & ~mediastinum
     air = _chord(right, p.body_depth * 0.55) + _chord(left, p.body_depth * 0.55)

@@ -347,7 +347,7 @@ def _break_rib(
     anatomy: Anatomy, break_row: float, break_column: float, healing: bool, rng: np.random.Generator
 ) -> np.ndarray:
     """A displaced fracture: an oblique lucent line across the rib, and the outer fragment stepped off
-    by 40-80 % of a rib's width at the break, back in line a few centimetres further out (the rib is held
+    by 70-110 % of a rib's width at the break, back in line a few centimetres further out (the rib is held
     at its costal cartilage); a healing one also has a fusiform callus of new bone around the break.
     Returns the break's box."""
     rows, columns = anatomy.shape
@@ -358,11 +358,11 @@ def _break_rib(
     v, u = np.mgrid[r0:r1, c0:c1].astype(np.float32)
     down, across = v - break_row, u - break_column
     outward = across if break_column > columns / 2 else -across  # towards the chest wall
-    step = rows * 0.018 * rng.uniform(0.4, 0.8) * rng.choice([-1.0, 1.0])
+    step = rows * 0.018 * rng.uniform(0.7, 1.1) * rng.choice([-1.0, 1.0])
     taper = np.clip(1 - outward / (half * rng.uniform(4.0, 7.0)), 0, 1)
     shift = np.where((outward > 0) & (np.abs(down) < half * 3), step * taper, 0.0)
     bone = ndimage.map_coordinates(anatomy.bone, [v - shift, u], order=1, mode="nearest")
-    line = (np.abs(across + rng.uniform(-0.5, 0.5) * down) < max(half * 0.5, 1.0)) & (
+    line = (np.abs(across + rng.uniform(-0.5, 0.5) * down) < max(half * 0.7, 1.0)) & (
         np.abs(down) < half * 2.2
     )
     bone = np.where(line, 0.0, bone)  # the cortical break
