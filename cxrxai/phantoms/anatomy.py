@@ -94,7 +94,7 @@ def _chord(mask: np.ndarray, depth: float) -> np.ndarray:
 
 
 def _cardiac_silhouette(
-    v: np.ndarray, u: np.ndarray, dome: np.ndarray, width: float, height: float, shape: tuple[int, int]
+    v: np.ndarray, u: np.ndarray, dome: np.ndarray, width: float, height: float
 ) -> np.ndarray:
     """The heart on a PA film, standing on the diaphragm: a third of its `width` (a fraction of the image
     width) right of the midline, two thirds left. The right border (right atrium) bulges most a little
@@ -103,9 +103,8 @@ def _cardiac_silhouette(
     apex down to the patient's left. Its top, `height` (a fraction of the image height) above the
     diaphragm, narrows into the mediastinum; its inferior border is the diaphragm's upper surface."""
     right_width, left_width = 0.34 * width, 0.66 * width
-    columns = np.flatnonzero((np.arange(shape[1]) + 0.5) / shape[1] > 0.5 - right_width)
-    columns = columns[(columns + 0.5) / shape[1] < 0.5 + left_width]
-    base = float(np.median(dome[0, columns])) if len(columns) else 0.85
+    span = (u[0] > 0.5 - right_width) & (u[0] < 0.5 + left_width)  # the heart's columns
+    base = float(np.median(dome[0, span])) if span.any() else 0.85
     s = (v - (base - height)) / height  # 0 at the top, 1 on the diaphragm below the heart's middle
 
     def bulge(peak: float, below: float) -> np.ndarray:
@@ -190,7 +189,7 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     # heart: left of the midline (image right), its apex on the left hemidiaphragm
     magnify = 1.12 if p.ap else 1.0
     heart = _cardiac_silhouette(
-        v, u, dome, p.heart_width * p.thorax_width * magnify, p.heart_height * magnify, shape
+        v, u, dome, p.heart_width * p.thorax_width * magnify, p.heart_height * magnify
     )
     heart_top = float(v[heart.any(axis=1), 0].min()) if heart.any() else p.thorax_top + p.inspiration * 0.6
     # mediastinum: a band between the lungs, wider at the top, with the aortic knob on the left
