@@ -239,6 +239,41 @@ def test_latitude_compression_turns_black_lungs_grey():
     assert lungs[1] > lungs[0] + 0.03 and contrast[1] < contrast[0] - 0.03, (lungs, contrast)
 
 
+def test_the_trachea_is_a_lucent_column_over_the_spine():
+    """Air in the trachea outweighs the vertebrae behind it: the column above the carina is darker than
+    the mediastinum either side, as on every PA film (a spine drawn denser than the trachea's air hides it,
+    and a model learns a white bar down the middle that real films do not have)."""
+    from dataclasses import replace
+
+    from cxrxai.phantoms.xray import Exposure, form_image
+
+    for seed in range(4):
+        anatomy = _anatomy_of_one_patient(seed)
+        patient = anatomy.patient
+        exposure = replace(
+            Exposure.sample(np.random.default_rng(seed)), collimation=(0,) * 4, edge_enhancement=0.0
+        )
+        image = form_image(anatomy.soft, anatomy.bone, exposure, np.random.default_rng(seed))
+        rows = slice(int(patient.thorax_top * SIZE), int((patient.thorax_top + 0.1) * SIZE))
+        middle = SIZE // 2
+        trachea = image[rows, middle - 2 : middle + 1].mean()
+        beside = image[rows, [middle - 7, middle + 6]].mean()
+        assert trachea < beside - 0.02, (seed, trachea, beside)
+
+
+def test_the_tone_scale_keeps_black_and_white_and_saturates_the_dense_end():
+    """The vendors' S-shaped gradation maps 0 to 0 and 1 to 1, keeps the order of grey values, and flattens
+    the densest values (heart, mediastinum, spine) together."""
+    from cxrxai.phantoms.xray import _tone_scale
+
+    ramp = np.linspace(0, 1, 101, dtype=np.float32)
+    toned = _tone_scale(ramp, slope=8.0, centre=0.45)
+    assert toned[0] == pytest.approx(0.0, abs=1e-6) and toned[-1] == pytest.approx(1.0, abs=1e-6)
+    assert np.all(np.diff(toned) > 0)
+    assert toned[95] - toned[80] < (ramp[95] - ramp[80]) / 2  # the dense end compressed
+    assert toned[50] - toned[40] > ramp[50] - ramp[40]  # the mid-tones (lungs) stretched
+
+
 def test_a_pneumonia_with_consolidation_is_one_opacity():
     """The consolidation on a pneumonia patient's film is the pneumonia's, not a second site elsewhere."""
     for seed in range(5):

@@ -201,13 +201,28 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     right &= ~heart & ~mediastinum
     left &= ~heart & ~mediastinum
     air = _chord(right, p.body_depth * 0.55) + _chord(left, p.body_depth * 0.55)
+    hila = (
+        (p.thorax_top + p.inspiration * 0.45, 0.5 - p.mediastinum_width / 2 - 0.03),
+        (p.thorax_top + p.inspiration * 0.42, 0.5 + p.mediastinum_width / 2 + 0.03),
+    )
+    air += _airways(v, u, p, hila)
     # heart and mediastinum are water-dense like the rest of the body: they show only as the absence of
     # lung air, which is how their silhouettes appear on a real radiograph
     soft = np.maximum(soft - air, 0)
-    # spine: vertebral bodies with end plates, faint behind the mediastinum and heart
+    # spine: vertebral bodies of cancellous bone whose end plates and discs show only faintly, with the
+    # pedicles' cortical rings either side; behind the mediastinum and heart it reads as a subtle band, and
+    # the trachea's air outweighs it (a lucent column over the upper thoracic spine, as on every PA film).
+    # Drawn denser (0.7-1.05 cm of bone, flat-topped), it was a white bar from neck to pelvis that no real
+    # film shows, and models trained on it cut a real film's heart into pieces (default_model.py).
     spine = np.abs(u - 0.5) < 0.032
-    vertebra = 0.5 + 0.5 * np.cos(2 * np.pi * v * shape[0] / (shape[0] * 0.045))
-    bone += spine * (0.7 + 0.35 * vertebra) * np.clip(1 - np.abs(u - 0.5) / 0.032, 0, 1) ** 0.3
+    level = v / 0.045  # one vertebra per 4.5 % of the height
+    vertebra = 0.5 + 0.5 * np.cos(2 * np.pi * level)
+    cylinder = np.sqrt(np.clip(1 - ((u - 0.5) / 0.032) ** 2, 0, 1))  # a vertebral body's chord
+    bone += spine * (0.35 + 0.08 * vertebra) * cylinder
+    pedicle_ring = np.abs(
+        np.hypot((np.abs(u - 0.5) - 0.024) / 0.008, (level - np.round(level) - 0.15) * 0.045 / 0.012) - 1
+    )
+    bone += 0.25 * np.exp(-((pedicle_ring / 0.35) ** 2)) * (v > p.thorax_top - 0.05)
     # ribs: posterior arcs from the spine, descending laterally, that turn at the chest wall into anterior
     # arcs descending medially to the costal cartilages (radiolucent, so an anterior rib ends short of the
     # sternum). The two sets cross over both lungs, as on every PA film: a rib's slope says nothing about
@@ -261,10 +276,6 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
             breast = ((u - (0.5 + side * 0.25)) / 0.17) ** 2 + ((v - centre_v) / 0.12) ** 2 <= 1
             fade = np.clip((v - (centre_v - 0.12)) / 0.24, 0, 1)
             soft += (_chord(breast, 3.0) * fade).astype(np.float32)
-    hila = (
-        (p.thorax_top + p.inspiration * 0.45, 0.5 - p.mediastinum_width / 2 - 0.03),
-        (p.thorax_top + p.inspiration * 0.42, 0.5 + p.mediastinum_width / 2 + 0.03),
-    )
     anatomy = Anatomy(
         shape,
         soft,
@@ -282,6 +293,28 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     )
     anatomy.vessels = vessel_markings(anatomy, rng)
     return anatomy
+
+
+def _airways(v: np.ndarray, u: np.ndarray, p: Patient, hila: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Air in the trachea and main bronchi (cm): a lucent column down the upper mediastinum, pushed a
+    little to the patient's right by the aortic arch, that divides at the carina towards the hila."""
+    carina_v = p.thorax_top + p.inspiration * 0.3
+    trachea_u = 0.5 - 0.006
+    tubes = [(np.array([0.0, carina_v]), np.array([trachea_u, trachea_u]), 0.022, 2.5)]
+    for hilum_v, hilum_u in hila:  # main bronchi: half the trachea's calibre, to each hilum
+        tubes.append((np.array([carina_v, hilum_v]), np.array([trachea_u, hilum_u]), 0.012, 1.2))
+    air = np.zeros(v.shape, np.float32)
+    for tube_v, tube_u, radius, depth in tubes:
+        # distance from each pixel to the segment, in image-width units (the images are near square)
+        direction = np.array([tube_v[1] - tube_v[0], tube_u[1] - tube_u[0]])
+        t = np.clip(
+            ((v - tube_v[0]) * direction[0] + (u - tube_u[0]) * direction[1]) / float(direction @ direction),
+            0,
+            1,
+        )
+        distance = np.hypot(v - (tube_v[0] + t * direction[0]), u - (tube_u[0] + t * direction[1]))
+        air = np.maximum(air, depth * np.sqrt(np.clip(1 - (distance / radius) ** 2, 0, 1)))
+    return air
 
 
 def vessel_markings(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
@@ -309,5 +342,10 @@ def vessel_markings(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
                 stack.append(
                     (end_r, end_c, angle + turn + float(rng.normal(0, 0.2)), length * 0.72, width * 0.7)
                 )
-    markings = ndimage.gaussian_filter(markings, sigma=max(rows / 400, 0.6)) * 1.6
-    return (markings * lungs).astype(np.float32)
+    markings = ndimage.gaussian_filter(markings, sigma=max(rows / 400, 0.6)) * 1.6 * lungs
+    v, u = _grid(anatomy.shape)
+    for hilum_v, hilum_u in anatomy.hila:
+        # the pulmonary arteries and veins at the lung root: hilar shadows over the medial lung
+        lateral = hilum_u + 0.02 * np.sign(hilum_u - 0.5)
+        markings += 2.5 * np.exp(-(((v - hilum_v) / 0.05) ** 2 + ((u - lateral) / 0.03) ** 2))
+    return markings.astype(np.float32)

@@ -2,8 +2,8 @@
 
 Beer-Lambert attenuation of the projected thicknesses, a wide scatter blur, quantum (Poisson) and
 electronic detector noise, the log transform, then one of several vendor looks (contrast curve, unsharp
-masking / edge enhancement, latitude compression), and collimation. Output: display values in [0, 1],
-bright = dense.
+masking / edge enhancement, latitude compression, an S-shaped tone scale), and collimation. Output:
+display values in [0, 1], bright = dense.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ class Exposure:
     scatter_sigma: float  # fraction of the image height
     electronic_noise: float
     gamma: float  # vendor contrast curve
+    # CR / DR gradation (Fuji's GA / GC, Agfa's and Carestream's tone scales): an S-shaped curve of this
+    # slope (0 = none) that saturates the densest parts, so heart, mediastinum and spine can read nearly
+    # white together while the lungs keep their contrast
+    gradation_slope: float
+    gradation_centre: float
     edge_enhancement: float
     # dynamic range compression (Agfa MUSICA, Fuji DRC, ...): a share of the large-scale density is
     # removed, so lungs read grey beside a visible mediastinum instead of black holes in a white body
@@ -44,6 +49,8 @@ class Exposure:
             scatter_sigma=float(rng.uniform(0.04, 0.1)),
             electronic_noise=float(rng.uniform(0.002, 0.01)),
             gamma=float(rng.uniform(0.8, 1.3)),
+            gradation_slope=float(rng.uniform(3.0, 9.0)) if rng.random() < 0.6 else 0.0,
+            gradation_centre=float(rng.uniform(0.35, 0.6)),
             edge_enhancement=float(rng.uniform(0.0, 0.8)),
             latitude_compression=float(rng.uniform(0.0, 0.7)),
             collimation=margins,  # type: ignore[arg-type]
@@ -78,6 +85,8 @@ def form_image(
         blurred = ndimage.gaussian_filter(image, sigma=rows / 150)
         image = np.clip(image + exposure.edge_enhancement * (image - blurred), 0, 1)
     image = image**exposure.gamma
+    if exposure.gradation_slope > 0:
+        image = _tone_scale(image, exposure.gradation_slope, exposure.gradation_centre)
     top, bottom, left, right = exposure.collimation
     collimated = np.zeros_like(image, dtype=bool)
     collimated[: int(top * rows), :] = True
@@ -86,3 +95,10 @@ def form_image(
     collimated[:, columns - int(right * columns) :] = True
     image[collimated] = 1.0  # unexposed field edges read as dense (white) on a processed radiograph
     return image.astype(np.float32)
+
+
+def _tone_scale(image: np.ndarray, slope: float, centre: float) -> np.ndarray:
+    """A logistic tone curve through `centre` with `slope`, rescaled to map [0, 1] onto [0, 1]."""
+    ends = 1 / (1 + np.exp(-slope * (np.array([0.0, 1.0]) - centre)))
+    curve = 1 / (1 + np.exp(-slope * (image - centre)))
+    return ((curve - ends[0]) / (ends[1] - ends[0])).astype(np.float32)

@@ -58,6 +58,9 @@ class Recipe:
     # still (lungs 0.83 / 0.89 on their side, the heart 0.52 in one piece instead of 0.37), mean AUROC
     # 0.967, lung / heart Dice 0.980 / 0.963, pointing game Lung Lesion 0.85, Fracture 0.57; 83 min of
     # training (tests ran beside it at low priority), 12.5 min of evaluation.
+    # Probes of 16 epochs on 2000 phantoms, before and after the trachea and main bronchi, hilar shadows,
+    # a fainter spine (the trachea's air outweighs it) and S-shaped vendor tone scales: the heart on the
+    # film in one piece 0.77 -> 1.00, 6 -> 7 of 10 checks (the lungs still come in pieces).
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     strides: tuple[int, ...] = (2, 2, 2, 2)
     # Global max pooling of decoder1 beside the average, and finding masks as a training signal through a
