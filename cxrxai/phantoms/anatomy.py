@@ -62,7 +62,7 @@ class Anatomy:
     shape: tuple[int, int]
     soft: np.ndarray  # soft tissue / water-equivalent thickness
     bone: np.ndarray
-    air: np.ndarray  # air thickness inside the lungs (replaces soft tissue)
+    air: np.ndarray  # air thickness in the lungs, airways and behind the heart (replaces soft tissue)
     right_lung: np.ndarray  # bool, the visible lung fields (heart excluded)
     left_lung: np.ndarray
     heart: np.ndarray
@@ -206,6 +206,14 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
         (p.thorax_top + p.inspiration * 0.42, 0.5 + p.mediastinum_width / 2 + 0.03),
     )
     air += _airways(v, u, p, hila)
+    # the lower lobes reach behind the heart to the spine: that retrocardiac lung makes the heart grey, not
+    # white, on a real PA film, with the spine and faint vessels showing through it, so the heart is known
+    # by its borders and place. Without it the heart was as white as the mediastinum, and models trained on
+    # it found only the heart's borders on a real film (default_model.py)
+    behind_heart = float(rng.uniform(0.15, 0.4)) * p.body_depth * 0.55
+    off_spine = np.clip((np.abs(u - 0.5) - 0.03) / 0.05, 0, 1)
+    below_top = np.clip((v - heart_top) / 0.1, 0, 1)
+    air += (heart * behind_heart * off_spine * below_top).astype(np.float32)
     # heart and mediastinum are water-dense like the rest of the body: they show only as the absence of
     # lung air, which is how their silhouettes appear on a real radiograph
     soft = np.maximum(soft - air, 0)
@@ -342,7 +350,10 @@ def vessel_markings(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
                 stack.append(
                     (end_r, end_c, angle + turn + float(rng.normal(0, 0.2)), length * 0.72, width * 0.7)
                 )
-    markings = ndimage.gaussian_filter(markings, sigma=max(rows / 400, 0.6)) * 1.6 * lungs
+    # behind the heart the lower lobes' vessels show faintly, in proportion to the air around them
+    behind_heart = np.where(anatomy.heart, anatomy.air, 0.0)
+    seen = np.maximum(lungs, 0.5 * behind_heart / max(float(behind_heart.max()), 1e-6))
+    markings = ndimage.gaussian_filter(markings, sigma=max(rows / 400, 0.6)) * 1.6 * seen
     v, u = _grid(anatomy.shape)
     for hilum_v, hilum_u in anatomy.hila:
         # the pulmonary arteries and veins at the lung root: hilar shadows over the medial lung

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 MU_SOFT = 0.20  # 1/cm, water-equivalent at a ~70 keV effective energy
 MU_BONE = 0.48
@@ -99,6 +99,6 @@ def form_image(
 
 def _tone_scale(image: np.ndarray, slope: float, centre: float) -> np.ndarray:
     """A logistic tone curve through `centre` with `slope`, rescaled to map [0, 1] onto [0, 1]."""
-    ends = 1 / (1 + np.exp(-slope * (np.array([0.0, 1.0]) - centre)))
-    curve = 1 / (1 + np.exp(-slope * (image - centre)))
+    ends = special.expit(slope * (np.array([0.0, 1.0]) - centre))
+    curve = special.expit(slope * (image - centre))
     return ((curve - ends[0]) / (ends[1] - ends[0])).astype(np.float32)
