@@ -215,6 +215,31 @@ def test_the_heart_stands_on_the_diaphragm_with_no_lung_beneath_it():
             assert not anatomy.lungs[bottom:, column].any(), (seed, column)
 
 
+def test_the_heart_is_one_piece_on_a_smooth_diaphragm_at_every_image_size():
+    """The heart's inferior border is the diaphragm bridged between the cardiophrenic angles, the same at
+    every image size. The old diaphragm followed each lung's border up the cardiac notch, the further the
+    more rows an image had, so the bridge peaked under the heart's middle: a notch over the spine in most
+    phantoms, the heart cut in two there in some, and models trained on them split a real film's heart at
+    the spine."""
+    from cxrxai.phantoms.anatomy import Patient, build_anatomy
+
+    for seed in range(8):
+        hearts = {}
+        for rows in (160, 480):
+            patient = Patient.sample(np.random.default_rng(seed))
+            heart = build_anatomy(patient, (rows, rows), np.random.default_rng(0)).heart
+            assert ndimage.label(heart, np.ones((3, 3)))[1] == 1, (seed, rows)
+            columns = np.flatnonzero(heart.any(axis=0))
+            inner = columns[len(columns) // 10 : len(columns) - len(columns) // 10]
+            bottom = np.array([np.flatnonzero(heart[:, c])[-1] for c in inner]) / rows
+            line = np.interp(inner, inner[[0, -1]], bottom[[0, -1]])
+            assert (line - bottom).max() < 0.01, (seed, rows, (line - bottom).max())
+            hearts[rows] = heart
+        coarse = hearts[480].reshape(160, 3, 160, 3).mean(axis=(1, 3)) > 0.5
+        overlap = (coarse & hearts[160]).sum() / (coarse | hearts[160]).sum()
+        assert overlap > 0.9, (seed, overlap)
+
+
 def test_latitude_compression_turns_black_lungs_grey():
     """Vendor dynamic-range compression lifts the lungs towards grey and narrows their contrast with the
     abdomen below the diaphragm, as on processed films."""

@@ -93,17 +93,24 @@ def _chord(mask: np.ndarray, depth: float) -> np.ndarray:
     return depth * np.sqrt(np.clip(1 - (1 - x) ** 2, 0, 1)).astype(np.float32)
 
 
+def _heart_columns(width: float) -> tuple[float, float]:
+    """The heart's extent across the film (fractions of the width): a third of its `width` right of the
+    midline, two thirds left."""
+    return 0.5 - 0.34 * width, 0.5 + 0.66 * width
+
+
 def _cardiac_silhouette(
     v: np.ndarray, u: np.ndarray, dome: np.ndarray, width: float, height: float
 ) -> np.ndarray:
-    """The heart on a PA film, standing on the diaphragm: a third of its `width` (a fraction of the image
-    width) right of the midline, two thirds left. The right border (right atrium) bulges most a little
-    below the middle and meets the right hemidiaphragm at the cardiophrenic angle; the left border
-    (left ventricle) swings out to the apex just above the left hemidiaphragm, so the heart points its
-    apex down to the patient's left. Its top, `height` (a fraction of the image height) above the
-    diaphragm, narrows into the mediastinum; its inferior border is the diaphragm's upper surface."""
-    right_width, left_width = 0.34 * width, 0.66 * width
-    span = (u[0] > 0.5 - right_width) & (u[0] < 0.5 + left_width)  # the heart's columns
+    """The heart on a PA film, standing on the diaphragm across its columns (`_heart_columns`). The right
+    border (right atrium) bulges most a little below the middle and meets the right hemidiaphragm at the
+    cardiophrenic angle; the left border (left ventricle) swings out to the apex just above the left
+    hemidiaphragm, so the heart points its apex down to the patient's left. Its top, `height` (a fraction
+    of the image height) above the diaphragm, narrows into the mediastinum; its inferior border is the
+    diaphragm's upper surface."""
+    right_edge, left_edge = _heart_columns(width)
+    right_width, left_width = 0.5 - right_edge, left_edge - 0.5
+    span = (u[0] > right_edge) & (u[0] < left_edge)
     base = float(np.median(dome[0, span])) if span.any() else 0.85
     s = (v - (base - height)) / height  # 0 at the top, 1 on the diaphragm below the heart's middle
 
@@ -115,21 +122,32 @@ def _cardiac_silhouette(
     return inside & (s > 0) & (v < dome)
 
 
-def _diaphragm(right: np.ndarray, left: np.ndarray) -> np.ndarray:
+def _diaphragm(right: np.ndarray, left: np.ndarray, heart: tuple[float, float]) -> np.ndarray:
     """The hemidiaphragms' upper surface (1 x columns, fractions of the height): each lung's lower border,
-    followed from the chest wall inwards until it jumps up onto the cardiac notch (the lung outlines leave
-    the heart out), then bridged straight under the heart and mediastinum and carried flat out to the
-    chest wall. The abdomen's density starts there, so the lung fields end on a dome, not on a level line
-    with aerated lung beneath it."""
+    followed from the chest wall inwards to the cardiophrenic angle, then bridged straight under the heart
+    (whose columns, fractions of the width, are `heart`) and carried flat out to the chest wall. The
+    abdomen's density starts there, so the lung fields end on a dome, not on a level line with aerated
+    lung beneath it.
+
+    The cardiophrenic angle is where the lower border meets the heart's columns or turns steeply up the
+    heart's border (steeper than 60 degrees over 2 % of the width), whichever comes first: both are
+    measured in fractions of the image, so the surface is the same at every image size. Followed further,
+    up the side of the cardiac notch (a rise of 3 % of the height from one column to the next was the
+    old test, which a 512-row image never meets), the bridge rose to a peak under the heart's middle and
+    notched or cut the heart at the spine, and models trained on that split a real film's heart there."""
     rows, columns = right.shape
+    window = max(int(round(columns * 0.02)), 1)
+    centres = (np.arange(columns) + 0.5) / columns
+    beside_heart = (centres <= heart[0]) | (centres >= heart[1])
     known: list[tuple[int, int]] = []
     for lung, inwards in ((right, 1), (left, -1)):
-        order = np.flatnonzero(lung.any(axis=0))[::inwards]  # from the chest wall towards the midline
+        order = np.flatnonzero(lung.any(axis=0) & beside_heart)[::inwards]  # from the chest wall inwards
         if len(order) == 0:
             continue
         lowest = rows - np.argmax(lung[::-1, order], axis=0)  # the first row below the lung
-        onto_heart = np.flatnonzero(np.diff(lowest) < -rows * 0.03)
-        stop = int(onto_heart[0]) + 1 if len(onto_heart) else len(order)
+        rise = lowest[:-window] - lowest[window:]  # rows climbed over `window` columns inwards
+        steep = np.flatnonzero(rise > np.tan(np.deg2rad(60)) * window * rows / columns)
+        stop = int(steep[0]) + 1 if len(steep) else len(order)
         known += zip(order[:stop].tolist(), lowest[:stop].tolist(), strict=True)
     if not known:
         return np.full((1, columns), 0.85, np.float32)
@@ -184,13 +202,12 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     right_outline, left_outline = lung_outlines(p, rng)
     right = _polygon_mask(right_outline, shape)
     left = _polygon_mask(left_outline, shape)
-    dome = _diaphragm(right, left)
-    soft += (4.0 * across * body / (1 + np.exp(-(v - dome) * shape[0] / 6))).astype(np.float32)
     # heart: left of the midline (image right), its apex on the left hemidiaphragm
     magnify = 1.12 if p.ap else 1.0
-    heart = _cardiac_silhouette(
-        v, u, dome, p.heart_width * p.thorax_width * magnify, p.heart_height * magnify
-    )
+    heart_width = p.heart_width * p.thorax_width * magnify
+    dome = _diaphragm(right, left, _heart_columns(heart_width))
+    soft += (4.0 * across * body / (1 + np.exp(-(v - dome) * shape[0] / 6))).astype(np.float32)
+    heart = _cardiac_silhouette(v, u, dome, heart_width, p.heart_height * magnify)
     heart_top = float(v[heart.any(axis=1), 0].min()) if heart.any() else p.thorax_top + p.inspiration * 0.6
     # mediastinum: a band between the lungs, wider at the top, with the aortic knob on the left
     knob_v = p.thorax_top + 0.1
@@ -198,8 +215,11 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
         (np.abs(u - 0.5) < p.mediastinum_width / 2) & (v > p.thorax_top - 0.04) & (v < heart_top + 0.04)
     )
     mediastinum |= ((u - (0.5 + p.mediastinum_width / 2)) / 0.03) ** 2 + ((v - knob_v) / 0.03) ** 2 <= 1
-    right &= ~heart & ~mediastinum
-    left &= ~heart & ~mediastinum
+    # the lung fields end on the diaphragm: under the heart's bridge, the tips of the lung outlines' cardiac
+    # notches that reach below it are abdomen
+    above_diaphragm = v < dome
+    right &= ~heart & ~mediastinum & above_diaphragm
+    left &= ~heart & ~mediastinum & above_diaphragm
     air = _chord(right, p.body_depth * 0.55) + _chord(left, p.body_depth * 0.55)
     hila = (
         (p.thorax_top + p.inspiration * 0.45, 0.5 - p.mediastinum_width / 2 - 0.03),
