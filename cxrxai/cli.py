@@ -178,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     anatomy.add_argument("--device", default="cpu")
     anatomy.add_argument("--figures", type=Path, default=None, help="write <stem>-anatomy.png overlays here")
     anatomy.add_argument("--json", type=Path, default=None, help="also write every check to this file")
+    anatomy.add_argument(
+        "--reframings",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run the checks on N re-framed copies of each radiograph (turned, moved, cropped, "
+        "re-windowed) and report how often each passes",
+    )
     anatomy.set_defaults(run=run_check_anatomy)
     results = commands.add_parser("results", help="the results index: ingest SR results, query them")
     actions = results.add_subparsers(dest="action", required=True)
@@ -576,10 +584,12 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_check_anatomy(args: argparse.Namespace) -> int:
     """A table of the anatomy checks per radiograph; exit status 1 when any radiograph fails one or cannot
     be read (one line each, the others go on)."""
-    from cxrxai.anatomy_check import check_radiograph, plausible
+    from cxrxai.anatomy_check import check_radiograph, check_reframings, plausible
     from cxrxai.explain import Explainer
     from cxrxai.io import read_radiograph
 
+    if args.reframings < 0:
+        raise CXRXAIError(f"--reframings {args.reframings}: give 0 or more copies")
     if args.json and args.json.suffix.lower() != ".json":  # `--json a.dcm b.dcm` would overwrite a.dcm
         raise CXRXAIError(
             f"--json {args.json}: give a report path ending in .json, before or after the inputs"
@@ -600,12 +610,16 @@ def run_check_anatomy(args: argparse.Namespace) -> int:
             continue
         figure = args.figures / f"{path.stem}-anatomy.png" if args.figures else None
         checks = check_radiograph(explainer, radiograph, figure)
-        report[str(path)] = {check.name: check.as_dict() for check in checks}
+        report[str(path)] = {"checks": {check.name: check.as_dict() for check in checks}}
         failed += not plausible(checks)
         print(f"{path}: {'plausible' if plausible(checks) else 'IMPLAUSIBLE'}")
         for check in checks:
             mark = "ok  " if check.passed else "FAIL"
             print(f"  {mark} {check.name:32s} {check.value:7.3f}  ({check.bound}: {check.meaning})")
+        if args.reframings:
+            reframing = check_reframings(explainer, radiograph, args.reframings)
+            report[str(path)]["reframings"] = reframing.as_dict()
+            print(f"  {reframing.summary()}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     checked = len(paths) - unreadable

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrxai.anatomy_check import anatomy_checks, plausible
+from cxrxai.anatomy_check import anatomy_checks, check_reframings, plausible, reframe
+from cxrxai.io.radiograph import Radiograph
 from cxrxai.phantoms.generator import make_phantom
 
 
@@ -69,3 +70,43 @@ def test_no_heart_or_no_lungs_is_one_failed_check(normal_anatomy):
     assert failed(anatomy_checks(right, left, np.zeros_like(heart))) == {"heart found"}
     empty = np.zeros_like(right)
     assert [c.name for c in anatomy_checks(empty, empty, heart)] == ["lungs found"]
+
+
+def test_reframe_turns_moves_crops_and_rewindows_reproducibly():
+    pixels = np.linspace(0, 4000, 120 * 100, dtype=np.float32).reshape(120, 100)
+    pixels[40:80, 30:70] += 2000  # a bright block whose place shows the move
+    first = reframe(pixels, np.random.default_rng(5))
+    assert np.array_equal(first, reframe(pixels, np.random.default_rng(5)))
+    assert first.dtype == np.float32 and first.min() >= 0 and first.max() <= 1
+    rows, columns = first.shape
+    assert 0.9 * 120 <= rows <= 120 and 0.9 * 100 <= columns <= 100
+    others = [reframe(pixels, np.random.default_rng(seed)) for seed in range(4)]
+    assert len({copy.shape for copy in others}) > 1  # crops differ from copy to copy
+
+
+def test_check_reframings_counts_each_check_over_the_copies(monkeypatch):
+    """Half the copies find the heart in two pieces, a quarter find no heart at all: the shares, the mean
+    and the copies passing everything say so."""
+    import cxrxai.anatomy_check as anatomy_check
+
+    right, left, heart = (np.zeros((64, 64), bool) for _ in range(3))
+    right[8:56, 6:26], left[8:56, 38:58], heart[36:56, 20:44] = True, True, True
+    right &= ~heart
+    left &= ~heart
+    split = heart.copy()
+    split[:, 27:29] = False  # two pieces
+    outcomes = iter([heart, split, np.zeros_like(heart), split] * 2)
+    monkeypatch.setattr(
+        anatomy_check,
+        "check_radiograph",
+        lambda explainer, radiograph: anatomy_checks(right, left, next(outcomes)),
+    )
+    film = Radiograph(pixels=np.random.default_rng(0).random((80, 80), dtype=np.float32), source="film")
+    reframing = check_reframings(None, film, copies=8)  # type: ignore[arg-type]
+    assert reframing.copies == 8 and reframing.all_passed == 2
+    assert reframing.pass_share["heart in one piece"] == 0.25 and reframing.pass_share["heart found"] == 0.0
+    assert reframing.pass_share["right lung in one piece"] == 1.0
+    assert reframing.mean_passed == (10 * 2 + 9 * 4 + 5 * 2) / 8
+    summary = reframing.summary()
+    assert summary.startswith("over 8 re-framed copies: 8.2 checks pass on average, all of them in 2")
+    assert "heart in one piece 0.25" in summary and "right lung in one piece" not in summary

@@ -188,10 +188,14 @@ def test_check_anatomy_reports_each_radiograph_and_fails_on_implausible_masks(
     real = REAL_RADIOGRAPHS / "pa-chest-wg04-rg1.dcm"
     figures, report = tmp_path / "figures", tmp_path / "checks.json"
     argv = ["bundle", "check-anatomy", str(real), str(inputs / "junk.dcm"), "--bundle", str(tiny_bundle)]
-    assert main([*argv, "--figures", str(figures), "--json", str(report)]) == 1
+    assert main([*argv, "--figures", str(figures), "--json", str(report), "--reframings", "2"]) == 1
     out, err = capsys.readouterr()
     assert f"{real}: IMPLAUSIBLE" in out and "FAIL" in out and "0 of 1 radiographs plausible" in out
+    assert "over 2 re-framed copies: " in out and "all of them in 0" in out
     assert err.count("\n") == 2 and "junk.dcm" in err and "1 of 2 inputs could not be read" in err
-    checks = json.loads(report.read_text())[str(real)]
-    assert not all(check["passed"] for check in checks.values())
+    entry = json.loads(report.read_text())[str(real)]
+    assert not all(check["passed"] for check in entry["checks"].values())
+    assert entry["reframings"]["copies"] == 2 and entry["reframings"]["all_passed"] == 0
+    assert main([*argv[:3], "--bundle", str(tiny_bundle), "--reframings", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "cxrxai: --reframings -1: give 0 or more copies"
     assert (figures / "pa-chest-wg04-rg1-anatomy.png").stat().st_size > 10_000
