@@ -40,6 +40,10 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
     passed = sum(check["passed"] for check in checks.values())
     assert "## Anatomy on real radiographs" in card
     assert f"pa-chest-wg04-rg1.dcm: {passed} of {len(checks)} checks pass" in card
+    reframed = report["real_radiograph_reframings"]["pa-chest-wg04-rg1.dcm"]
+    assert reframed["copies"] == 16
+    assert set(reframed["pass_share"]) <= set(checks) | {"heart found", "lungs found"}
+    assert f"over 16 re-framed copies: {reframed['mean_passed']:.1f} checks pass on average" in card
     assert (target / "docs" / "pa-chest-wg04-rg1-anatomy.png").stat().st_size > 10_000
 
 

@@ -70,7 +70,15 @@ class Recipe:
     # retrocardiac lung: still 9 of 10 checks, the heart 0.65 in one piece (its mask now covers the left
     # ventricle but stops at the spine, which this film shows white through the heart); mean AUROC 0.963,
     # lung / heart Dice 0.978 / 0.966, CTR error 0.012 (was 0.018), pointing game Lung Lesion 0.79,
-    # Fracture 0.55, Support Devices 0.89; 101 min of training, 16 of evaluation.
+    # Fracture 0.55, Support Devices 0.89; 101 min of training, 16 of evaluation. That model is the one
+    # shipped. Over 16 re-framed copies of the film (anatomy_check.check_reframings) it passes 6.9 checks
+    # on average and all 10 in none: the 9 of 10 is partly the film's own framing.
+    # The diaphragm was then bridged straight under the heart (before, it climbed each lung's cardiac notch
+    # and notched the heart over the spine in most phantoms). Re-trained on that (59 min of training on a
+    # faster day): mean AUROC 0.972, lung / heart Dice 0.978 / 0.971, CTR error 0.022, pointing game Lung
+    # Lesion 0.86, Fracture 0.54, Support Devices 0.90 (the held-out images are new, so not the same set);
+    # but on the film 5 of 10 checks (the lungs cross the midline, the heart a band along the diaphragm in
+    # pieces), 5.1 on average over the re-framed copies. One training run each: not shipped.
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     strides: tuple[int, ...] = (2, 2, 2, 2)
     # Global max pooling of decoder1 beside the average, and finding masks as a training signal through a
@@ -201,31 +209,42 @@ def build(
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(trained, target, ignore=shutil.ignore_patterns("checkpoints"))
-    report["real_radiographs"] = real_radiograph_checks(target, target / "docs")
+    report["real_radiographs"], report["real_radiograph_reframings"] = real_radiograph_checks(
+        target, target / "docs"
+    )
     (target / "docs" / "README.md").write_text(model_card(report, recipe, timings))
     (target / "docs" / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     shutil.copy(work / "evaluation" / "report.md", target / "docs" / "evaluation.md")
     return report
 
 
-def real_radiograph_checks(bundle: Path, figures: Path) -> dict[str, dict]:
+# Re-framed copies of each real radiograph the card checks the masks on (anatomy_check.check_reframings)
+REFRAMINGS = 16
+
+
+def real_radiograph_checks(bundle: Path, figures: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """The anatomy checks (`cxrxai.anatomy_check`) of the bundle's masks on each real radiograph in
-    REAL_RADIOGRAPHS, with an overlay figure each in `figures`: the issue asks that the segmentation look
-    right on a real PA film, and no real masks are at hand to score it."""
-    from cxrxai.anatomy_check import check_radiograph
+    REAL_RADIOGRAPHS, with an overlay figure each in `figures`, and how they fare over REFRAMINGS re-framed
+    copies of it: the issue asks that the segmentation look right on a real PA film, no real masks are at
+    hand to score it, and one framing of one film passes or fails partly by luck."""
+    from cxrxai.anatomy_check import check_radiograph, check_reframings
     from cxrxai.explain import Explainer
     from cxrxai.io import read_radiograph
 
     explainer = Explainer.from_bundle(bundle)
-    results = {}
+    results, reframings = {}, {}
     for path in sorted(REAL_RADIOGRAPHS.glob("*.dcm")):
-        checks = check_radiograph(explainer, read_radiograph(path), figures / f"{path.stem}-anatomy.png")
+        radiograph = read_radiograph(path)
+        checks = check_radiograph(explainer, radiograph, figures / f"{path.stem}-anatomy.png")
         results[path.name] = {c.name: c.as_dict() for c in checks}
-    return results
+        reframings[path.name] = check_reframings(explainer, radiograph, REFRAMINGS).as_dict()
+    return results, reframings
 
 
-def real_radiograph_section(results: dict[str, dict]) -> tuple[str, list[str]]:
+def real_radiograph_section(results: dict[str, dict], reframings: dict[str, dict]) -> tuple[str, list[str]]:
     """The intended-use sentence on the masks, and the card's section on the real radiographs."""
+    from cxrxai.anatomy_check import Reframing
+
     if not results:
         return "its lung / heart masks are untested there.", []
     failing = {name: [c for c, r in checks.items() if not r["passed"]] for name, checks in results.items()}
@@ -240,7 +259,9 @@ def real_radiograph_section(results: dict[str, dict]) -> tuple[str, list[str]]:
         "",
         "Real PA chest radiographs without masks (`resources/real/`), checked by `cxrxai bundle "
         "check-anatomy`: each lung on its side and in one piece, the heart one piece between the lungs, "
-        "low, outside the lung fields, with a plausible cardiothoracic ratio.",
+        "low, outside the lung fields, with a plausible cardiothoracic ratio. Then the same checks on "
+        f"{REFRAMINGS} copies of each film turned by up to 4 degrees, moved, cropped and re-windowed "
+        "(`--reframings`): masks that pass only at the film's own framing have not transferred.",
         "",
     ]
     for name, checks in results.items():
@@ -248,13 +269,17 @@ def real_radiograph_section(results: dict[str, dict]) -> tuple[str, list[str]]:
         verdict = "all pass" if not failing[name] else "failing: " + ", ".join(failing[name])
         figure = Path(name).stem + "-anatomy.png"
         lines.append(f"- {name}: {passed} of {len(checks)} checks pass ({verdict}); figure `{figure}`")
+        if name in reframings:
+            lines.append(f"  - {Reframing(**reframings[name]).summary()}")
     return sentence, [*lines, ""]
 
 
 def model_card(report: dict, recipe: Recipe, timings: dict[str, float]) -> str:
     anatomy = report["anatomy"]
     best = best_localisation(report)
-    masks_sentence, real_lines = real_radiograph_section(report.get("real_radiographs", {}))
+    masks_sentence, real_lines = real_radiograph_section(
+        report.get("real_radiographs", {}), report.get("real_radiograph_reframings", {})
+    )
     lines = [
         "# cxrxai default model (synthetic phantoms only)",
         "",
