@@ -133,8 +133,8 @@ def _diaphragm(right: np.ndarray, left: np.ndarray, heart: tuple[float, float]) 
     heart's border (steeper than 60 degrees over 2 % of the width), whichever comes first: both are
     measured in fractions of the image, so the surface is the same at every image size. Followed further,
     up the side of the cardiac notch (a rise of 3 % of the height from one column to the next was the
-    old test, which a 512-row image never meets), the bridge rose to a peak under the heart's middle and
-    notched or cut the heart at the spine, and models trained on that split a real film's heart there."""
+    old test, which the more rows an image has the later it meets), the bridge rose to a peak under the
+    heart's middle and notched the heart's ground truth over the spine, or cut it in two."""
     rows, columns = right.shape
     window = max(int(round(columns * 0.02)), 1)
     centres = (np.arange(columns) + 0.5) / columns
