@@ -219,8 +219,7 @@ def test_the_heart_is_one_piece_on_a_smooth_diaphragm_at_every_image_size():
     """The heart's inferior border is the diaphragm bridged between the cardiophrenic angles, the same at
     every image size. The old diaphragm followed each lung's border up the cardiac notch, the further the
     more rows an image had, so the bridge peaked under the heart's middle: a notch over the spine in most
-    phantoms, the heart cut in two there in some, and models trained on them split a real film's heart at
-    the spine."""
+    phantoms, the heart cut in two there in some (2 of these 8 patients at 480 rows)."""
     from cxrxai.phantoms.anatomy import Patient, build_anatomy
 
     for seed in range(8):
