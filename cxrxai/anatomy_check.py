@@ -14,7 +14,7 @@ re-framed copies (`reframe`) and reports how often each passes, which is what tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -171,12 +171,7 @@ class Reframing:
     all_passed: int  # copies that passed every check
 
     def as_dict(self) -> dict:
-        return {
-            "copies": self.copies,
-            "pass_share": self.pass_share,
-            "mean_passed": self.mean_passed,
-            "all_passed": self.all_passed,
-        }
+        return asdict(self)
 
     def summary(self) -> str:
         """One line: checks passed on average, copies passing all, and each check that failed in any copy."""
@@ -193,9 +188,9 @@ def reframe(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     process it: turned up to 4 degrees, moved up to 2 % of its size, cropped by up to 5 % at each edge,
     and a contrast curve (gamma 0.75-1.35) on its 0.5-99.5 percentile range. All are within what one
     department's PA films vary by, so anatomy that transferred survives them."""
-    low, high = np.percentile(pixels, (0.5, 99.5))
-    image = np.clip((pixels - low) / max(float(high - low), 1e-6), 0, 1).astype(np.float32)
-    image = ndimage.rotate(image, rng.uniform(-4, 4), reshape=False, order=1, mode="nearest")
+    from cxrxai.render import unit_window
+
+    image = ndimage.rotate(unit_window(pixels), rng.uniform(-4, 4), reshape=False, order=1, mode="nearest")
     shift = rng.uniform(-0.02, 0.02, 2) * image.shape
     image = ndimage.shift(image, shift, order=1, mode="nearest")
     top, left, bottom, right = (rng.uniform(0, 0.05, 4) * np.array(image.shape * 2)).astype(int)

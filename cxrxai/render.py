@@ -20,10 +20,14 @@ def colourise(values: np.ndarray) -> np.ndarray:
     return (colormaps["inferno"](np.clip(values, 0, 1))[..., :3] * 255).astype(np.uint8)
 
 
-def grey(image: np.ndarray) -> np.ndarray:
+def unit_window(image: np.ndarray) -> np.ndarray:
+    """The image's 0.5-99.5 percentile range stretched to [0, 1] (float32), as a reader first sees it."""
     lo, hi = np.percentile(image, (0.5, 99.5))
-    scaled = np.clip((image - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-    return np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=2)
+    return np.clip((image - lo) / (hi - lo if hi > lo else 1.0), 0, 1).astype(np.float32)
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    return np.repeat((unit_window(image) * 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def _tile(base: np.ndarray, heat: np.ndarray | None, caption: str) -> Image.Image:
