@@ -323,6 +323,38 @@ def test_a_pneumonia_with_consolidation_is_one_opacity():
         assert pneumonia.sum() < 3 * consolidation.sum(), seed  # one region around it, not two far apart
 
 
+def test_lung_lesions_are_a_solitary_one_or_metastases_in_both_lungs():
+    """Half the lung lesions are one nodule or mass; the others are 3-10 round lesions over both lungs
+    (blood-borne metastases), each in a lung and each one dense on the film."""
+    counts = []
+    for seed in range(12):
+        anatomy = _anatomy_of_one_patient(seed)
+        before = anatomy.soft.copy()
+        lesions = _findings_of_one_patient(seed, ("Lung Lesion",), anatomy)["Lung Lesion"]
+        labels, count = ndimage.label(lesions, np.ones((3, 3)))
+        counts.append(count)
+        centres = np.round(ndimage.center_of_mass(lesions, labels, range(1, count + 1))).astype(int)
+        assert all(anatomy.lungs[tuple(c)] for c in centres), seed
+        for piece in range(1, count + 1):
+            assert (anatomy.soft - before)[labels == piece].max() > 1.0, (seed, piece)
+        if count >= 3:  # metastases: in both lungs
+            sides = {bool(anatomy.left_lung[tuple(c)]) for c in centres}
+            assert sides == {True, False}, seed
+    assert 1 in counts and max(counts) >= 3, counts
+
+
+def test_tight_collimation_brings_the_lungs_to_the_image_edges():
+    """Some films frame the chest tightly: the thorax reaches the image's side edges, the lungs span up to
+    0.82 of its height, and the lung bases stay on the image."""
+    from cxrxai.phantoms.anatomy import Patient
+
+    patients = [Patient.sample(np.random.default_rng(seed)) for seed in range(300)]
+    assert max(p.thorax_width for p in patients) > 0.97
+    assert max(p.inspiration for p in patients) > 0.76
+    assert min(p.thorax_top for p in patients) < 0.05
+    assert max(p.thorax_top + p.inspiration for p in patients) <= 0.97
+
+
 def test_atelectasis_beside_an_effusion_is_compressive():
     """With an effusion the collapsed lung lies just above the fluid, on its side, never under it."""
     for seed in range(5):

@@ -4,14 +4,15 @@ and where it is (a ground-truth mask for every localised finding).
 Mechanisms add or remove water-equivalent thickness (or bone / metal) in the anatomy's projected maps:
 - Cardiomegaly / Enlarged Cardiomediastinum: the heart / mediastinum are drawn larger (chosen before the
   anatomy is built); Cardiomegaly means a true cardiothoracic ratio above 0.5.
-- Lung Lesion: a nodule or mass (sphere projection). Consolidation: a dense homogeneous region with air
-  bronchograms. Pneumonia: patchy, inhomogeneous airspace opacity; when the image also has Consolidation,
-  that consolidation is the pneumonia's own (the patchy opacity surrounds it, and the Pneumonia mask holds
-  both), as on a film of lobar pneumonia. Edema: bilateral perihilar haze with
-  Kerley B lines. Atelectasis: a plate-like band at a lung base (with an effusion, compressive: just
-  above the fluid on its side) and, in half the cases, a segmental lower-lobe collapse (a triangle from
-  the hilum to the medial base). Lung Opacity: any of these, or a faint
-  patchy opacity on its own (the CheXpert hierarchy).
+- Lung Lesion: a solitary nodule or mass (sphere projection) or, in half the cases, metastases: 3-10
+  nodules and masses over both lungs, placed by lung area, so most in the wider lower zones as blood-borne
+  metastases are. Consolidation: a dense homogeneous region with air bronchograms. Pneumonia: patchy,
+  inhomogeneous airspace opacity; when the image also has Consolidation, that consolidation is the
+  pneumonia's own (the patchy opacity surrounds it, and the Pneumonia mask holds both), as on a film of
+  lobar pneumonia. Edema: bilateral perihilar haze with Kerley B lines. Atelectasis: a plate-like band at
+  a lung base (with an effusion, compressive: just above the fluid on its side) and, in half the cases, a
+  segmental lower-lobe collapse (a triangle from the hilum to the medial base). Lung Opacity: any of
+  these, or a faint patchy opacity on its own (the CheXpert hierarchy).
 - Pneumothorax: a visceral pleural line, lucent space outside it with no vessel markings.
 - Pleural Effusion: dependent fluid with a meniscus that blunts the costophrenic angle.
 - Pleural Other: pleural thickening / plaques along the chest wall.
@@ -102,6 +103,18 @@ def _blob(shape, centre, radius, rng, roughness=0.5) -> np.ndarray:
     return distance + roughness * noise < 1.0
 
 
+def _sphere(anatomy: Anatomy, centre: tuple[int, int], radius: float, rng: np.random.Generator) -> np.ndarray:
+    """Draw a solid round lesion (a sphere's chord lengths, slightly denser than water) into the anatomy;
+    return its disc."""
+    rows = anatomy.shape[0]
+    v, u = np.mgrid[0 : anatomy.shape[0], 0 : anatomy.shape[1]]
+    d = np.hypot(v - centre[0], u - centre[1]) / radius
+    # a 40 cm field makes `rows` pixels 40 cm
+    chord = 2 * radius / rows * 40 * np.sqrt(np.clip(1 - d**2, 0, 1))
+    anatomy.soft += (chord * rng.uniform(1.0, 1.4)).astype(np.float32)
+    return d <= 1.0
+
+
 def _point_in(
     mask: np.ndarray, rng: np.random.Generator, rows: tuple[float, float] = (0.0, 1.0)
 ) -> tuple[int, int]:
@@ -138,15 +151,15 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
     if present["Enlarged Cardiomediastinum"]:
         masks["Enlarged Cardiomediastinum"] = anatomy.mediastinum.copy()
     if present["Lung Lesion"]:
-        lung = sides[rng.integers(2)]
-        centre = _point_in(lung, rng, (0.1, 0.85))
-        radius = rows * (rng.uniform(0.025, 0.045) if rng.random() < 0.6 else rng.uniform(0.045, 0.075))
-        v, u = np.mgrid[0 : shape[0], 0 : shape[1]]
-        d = np.hypot(v - centre[0], u - centre[1]) / radius
-        # a solid sphere's chord length; a 40 cm field makes `rows` pixels 40 cm
-        chord = 2 * radius / rows * 40 * np.sqrt(np.clip(1 - d**2, 0, 1))
-        anatomy.soft += (chord * rng.uniform(1.0, 1.4)).astype(np.float32)
-        masks["Lung Lesion"] = d <= 1.0
+        lesions = np.zeros(shape, bool)
+        if rng.random() < 0.5:  # a solitary nodule or mass
+            radius = rows * (rng.uniform(0.025, 0.045) if rng.random() < 0.6 else rng.uniform(0.045, 0.075))
+            lesions |= _sphere(anatomy, _point_in(sides[rng.integers(2)], rng, (0.1, 0.85)), radius, rng)
+        else:  # metastases: round nodules and masses of many sizes in both lungs
+            for _ in range(int(rng.integers(3, 11))):
+                centre = _point_in(sides[rng.integers(2)], rng, (0.1, 0.95))
+                lesions |= _sphere(anatomy, centre, rows * rng.uniform(0.015, 0.06), rng)
+        masks["Lung Lesion"] = lesions
     consolidation_site: tuple[np.ndarray, tuple[int, int]] | None = None
     if present["Consolidation"]:
         lung = sides[rng.integers(2)]
