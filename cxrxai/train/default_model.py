@@ -86,9 +86,9 @@ class Recipe:
     # which makes the input nearly independent of the tone scale) 4.2; an exponential moving average of the
     # weights (decay 0.998) 3.9; neither kept. Phantoms framed as tightly as real films are (the thorax to
     # the image's edges, lungs up to 0.82 of the height; before, the film's lungs lay at the phantoms'
-    # edge and its cropped copies beyond it) 6.2 and 7.8 with seed 1; with metastases as half the lung
-    # lesions on top (the film has several round masses, which the models drew as heart or as the other
-    # lung) 5.9 and 7.6, the heart now over the cardiac shadow instead of on the domes.
+    # edge and its cropped copies beyond it) 6.2 with seed 0 and 7.8 with seed 1; with metastases as half
+    # the lung lesions on top (the film has several round masses, which the models drew as heart or as the
+    # other lung) 5.9 and 7.6, the heart now over the cardiac shadow instead of on the domes.
     # The full recipe on those phantoms (framing and metastases; 46 min of training, 8 of evaluation on a
     # fast day): mean AUROC 0.967, lung / heart Dice 0.979 / 0.972, CTR error 0.012, pointing game Lung
     # Lesion 0.86, Fracture 0.49, Support Devices 0.91 on its held-out phantoms; on the film 8 of 10
