@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="head",
         help="the map the finding masks supervise: " + ", or ".join(FINDING_MAPS.values()),
     )
+    training.add_argument(
+        "--finding-pointing-weight",
+        type=float,
+        default=0.0,
+        help="> 0 (with --finding-mask-weight): also punish a finding map whose peak lies outside the mask",
+    )
     training.add_argument("--uncertain", choices=("ignore", "ones", "zeros"), default="ones")
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--device", default="cpu")
@@ -379,10 +385,10 @@ def network_from_options(
 def run_train(args: argparse.Namespace) -> int:
     from cxrxai.train.trainer import TrainConfig, train
 
-    if args.finding_mask_weight < 0:
-        raise CXRXAIError(
-            f"--finding-mask-weight must be 0 (off) or positive, got {args.finding_mask_weight}"
-        )
+    for option in ("finding_mask_weight", "finding_pointing_weight"):
+        if getattr(args, option) < 0:
+            flag = "--" + option.replace("_", "-")
+            raise CXRXAIError(f"{flag} must be 0 (off) or positive, got {getattr(args, option)}")
     network = network_from_options(args.channels, args.strides, args.max_pool)
     digest = train(
         TrainConfig(
@@ -397,6 +403,7 @@ def run_train(args: argparse.Namespace) -> int:
             uncertain=args.uncertain,
             finding_mask_weight=args.finding_mask_weight,
             finding_mask_map=args.finding_mask_map,
+            finding_pointing_weight=args.finding_pointing_weight,
             seed=args.seed,
             device=args.device,
             workers=args.workers,

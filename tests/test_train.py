@@ -176,8 +176,9 @@ def test_tiny_training_run_is_reproducible_and_resumable(tmp_path):
         [],
         ["--max-pool", "--finding-mask-weight", "1"],
         ["--max-pool", "--finding-mask-weight", "1", "--finding-mask-map", "gradcam"],
+        ["--finding-mask-weight", "1", "--finding-mask-map", "gradcam", "--finding-pointing-weight", "1"],
     ],
-    ids=["plain", "max-pool+finding-masks", "max-pool+masks-on-gradcam"],
+    ids=["plain", "max-pool+finding-masks", "max-pool+masks-on-gradcam", "masks-on-gradcam+pointing"],
 )
 def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch, options):
     """A run killed after its first epoch's checkpoint and resumed with the same options gives the model
@@ -205,7 +206,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch, o
     assert main([*args, "--out", str(tmp_path / "interrupted"), "--resume"]) == 0
     whole, resumed = load_bundle(tmp_path / "whole"), load_bundle(tmp_path / "interrupted")
     assert whole.content_hash == resumed.content_hash
-    assert whole.spec.network.max_pool == bool(options)
+    assert whole.spec.network.max_pool == ("--max-pool" in options)
     assert not any(key.startswith(("finding_maps", "scale", "offset")) for key in whole.network.state_dict())
 
 
@@ -258,6 +259,33 @@ def test_finding_mask_loss_scores_only_known_maps():
     assert float(loss.finding_mask_loss(missed, masks, known)) > 1.0
 
 
+def test_finding_mask_loss_punishes_a_map_whose_peak_lies_outside_the_mask():
+    import torch
+
+    from cxrxai.train.trainer import JointLoss
+
+    loss = JointLoss(torch.ones(14), 1.0, finding_mask_weight=1.0, pointing_weight=1.0)
+    masks = torch.zeros(1, 14, 16, 16)
+    masks[0, 4, 4:8, 4:8] = 1.0  # a nodule
+    known = torch.zeros(1, 14, dtype=torch.bool)
+    known[0, 4] = True
+    marked = (masks * 2 - 1) * 5.0  # the nodule marked, the rest dark
+    stray = marked.clone()
+    stray[0, 4, 12, 12] = 10.0  # and one brighter spot elsewhere, as on a co-present consolidation
+    # one pixel of 256 costs BCE and Dice together about 0.07; the peak outside the mask costs ~5 more
+    extra = loss.finding_mask_loss(stray, masks, known) - loss.finding_mask_loss(marked, masks, known)
+    assert float(extra) > 1.0
+    full = torch.ones(1, 14, 16, 16)  # a mask with no pixel outside it: nothing to point wrongly at
+    assert torch.isfinite(loss.finding_mask_loss(marked, full, known))
+    without = JointLoss(torch.ones(14), 1.0, finding_mask_weight=1.0)  # pointing_weight 0: BCE and Dice
+    assert (
+        float(
+            without.finding_mask_loss(stray, masks, known) - without.finding_mask_loss(marked, masks, known)
+        )
+        < 0.2
+    )
+
+
 def test_finding_mask_loss_weighs_a_rare_finding_above_one_image_of_a_common_one():
     import torch
 
@@ -283,10 +311,11 @@ def test_finding_mask_loss_weighs_a_rare_finding_above_one_image_of_a_common_one
     assert float(rare) > float(common) > 0
 
 
-def test_a_negative_finding_mask_weight_is_one_line(tmp_path, capsys):
-    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "b"), "--finding-mask-weight", "-1"]
+@pytest.mark.parametrize("flag", ["--finding-mask-weight", "--finding-pointing-weight"])
+def test_a_negative_finding_mask_weight_is_one_line(tmp_path, capsys, flag):
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "b"), flag, "-1"]
     assert main(args) == 2
-    assert "--finding-mask-weight must be 0 (off) or positive" in capsys.readouterr().err
+    assert f"{flag} must be 0 (off) or positive" in capsys.readouterr().err
 
 
 def _square_batch(n: int = 6, size: int = 32):
