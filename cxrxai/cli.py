@@ -385,10 +385,6 @@ def network_from_options(
 def run_train(args: argparse.Namespace) -> int:
     from cxrxai.train.trainer import TrainConfig, train
 
-    for option in ("finding_mask_weight", "finding_pointing_weight"):
-        if getattr(args, option) < 0:
-            flag = "--" + option.replace("_", "-")
-            raise CXRXAIError(f"{flag} must be 0 (off) or positive, got {getattr(args, option)}")
     network = network_from_options(args.channels, args.strides, args.max_pool)
     digest = train(
         TrainConfig(

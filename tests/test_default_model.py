@@ -63,6 +63,14 @@ def test_a_bad_strides_option_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "work").exists()  # nothing was started
 
 
+def test_a_negative_loss_weight_is_one_line_and_exit_2_before_any_phantom_is_made(tmp_path, capsys):
+    assert main([str(tmp_path / "work"), "--finding-pointing-weight", "-1"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("make model: --finding-pointing-weight must be 0 (off) or positive")
+    assert error.count("\n") == 1
+    assert not (tmp_path / "work").exists()  # nothing was started
+
+
 def test_missing_training_data_is_one_line_and_exit_2(tmp_path, capsys):
     assert main([str(tmp_path / "work"), "--from", "train"]) == 2
     error = capsys.readouterr().err.splitlines()[-1]

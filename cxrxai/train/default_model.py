@@ -196,37 +196,34 @@ def build(
 
     if start not in STEPS:
         raise ValueError(f"unknown step {start!r}; one of: {', '.join(STEPS)}")
+    data, heldout, trained = work / "phantoms-train", work / "phantoms-heldout", work / "bundle"
+    training = TrainConfig(  # built before any step, so a bad option stops the run before it starts
+        data=data,
+        layout="chexpert",
+        out=trained,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        input_size=recipe.input_size,
+        network=NetworkConfig(channels=recipe.channels, strides=recipe.strides, max_pool=recipe.max_pool),
+        finding_mask_weight=recipe.finding_mask_weight,
+        finding_mask_map=recipe.finding_mask_map,
+        finding_pointing_weight=recipe.finding_pointing_weight,
+        seed=0,
+        device=recipe.device,
+        compile=recipe.compile,
+        name="cxrxai_default",
+        version=recipe.version,
+    )
     work.mkdir(parents=True, exist_ok=True)
     timings_file = work / "timings.json"
     timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
-    data, heldout, trained = work / "phantoms-train", work / "phantoms-heldout", work / "bundle"
     report: dict = {}
     actions = {
         "training phantoms": lambda: generate(
             recipe.train_count, data, recipe.train_seed, {"png"}, recipe.render_rows, workers=2
         ),
-        "train": lambda: train(
-            TrainConfig(
-                data=data,
-                layout="chexpert",
-                out=trained,
-                epochs=recipe.epochs,
-                batch_size=recipe.batch_size,
-                learning_rate=recipe.learning_rate,
-                input_size=recipe.input_size,
-                network=NetworkConfig(
-                    channels=recipe.channels, strides=recipe.strides, max_pool=recipe.max_pool
-                ),
-                finding_mask_weight=recipe.finding_mask_weight,
-                finding_mask_map=recipe.finding_mask_map,
-                finding_pointing_weight=recipe.finding_pointing_weight,
-                seed=0,
-                device=recipe.device,
-                compile=recipe.compile,
-                name="cxrxai_default",
-                version=recipe.version,
-            )
-        ),
+        "train": lambda: train(training),
         "held-out phantoms": lambda: generate(
             recipe.heldout_count, heldout, recipe.heldout_seed, {"png"}, recipe.render_rows, workers=2
         ),

@@ -65,6 +65,13 @@ class TrainConfig:
     version: str = "1.0.0"
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        """Checked here, not in one command's parser: `cxrxai train` and `make model` both build this."""
+        for option in ("finding_mask_weight", "finding_pointing_weight"):
+            if getattr(self, option) < 0:
+                flag = "--" + option.replace("_", "-")
+                raise CXRXAIError(f"{flag} must be 0 (off) or positive, got {getattr(self, option)}")
+
 
 class BatchAugmentation:
     """Random rotation, scale and shift (the masks follow, nearest-neighbour), gamma contrast and Gaussian
