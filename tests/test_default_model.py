@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
+from cxrxai.anatomy_check import anatomy_checks
 from cxrxai.model.bundle import load_bundle
 from cxrxai.train.default_model import Recipe, build, main, recipe_arguments
 
@@ -19,22 +22,27 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
         strides=(1, 2),
         epochs=1,
         batch_size=8,
+        finding_pointing_weight=0.5,
+        training_seed=3,
     )
     target = tmp_path / "installed"
     report = build(tmp_path / "work", target, recipe)
     bundle = load_bundle(target)  # the hash still matches: the card is not part of the content
     assert bundle.spec.network.channels == (4, 8, 16) and bundle.spec.network.strides == (1, 2)
     assert bundle.spec.network.max_pool and "finding masks weighted 1.0" in bundle.spec.description
+    assert "seed 3" in bundle.spec.description  # the recipe's training seed reached the trainer
     assert not (target / "checkpoints").exists()
     card = (target / "docs" / "README.md").read_text()
     assert "channels 4-8-16, strides 1-2" in card and "Not for diagnosis" in card
     assert "max-pooled last decoder features" in card and "findings' masks (weight 1.0" in card
+    assert "with a smooth pointing game, weight 0.5" in card and "cosine schedule, seed 3." in card
     assert f"Mean AUROC: {report['mean_auroc']:.3f}" in card
     assert json.loads((target / "docs" / "evaluation.json").read_text())["images"] == 8
     timings = json.loads((tmp_path / "work" / "timings.json").read_text())
     assert set(timings) == {"training phantoms", "train", "held-out phantoms", "evaluate"}
     assert all(f"- {step}: " in card for step in timings)
     assert "--channels 4 8 16 --strides 1 2" in card  # how to re-create this very recipe
+    assert "--finding-pointing-weight 0.5 --training-seed 3" in card
     # the real radiograph's anatomy checks, whatever this one-epoch model makes of it
     checks = report["real_radiographs"]["pa-chest-wg04-rg1.dcm"]
     passed = sum(check["passed"] for check in checks.values())
@@ -42,7 +50,10 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
     assert f"pa-chest-wg04-rg1.dcm: {passed} of {len(checks)} checks pass" in card
     reframed = report["real_radiograph_reframings"]["pa-chest-wg04-rg1.dcm"]
     assert reframed["copies"] == 16
-    assert set(reframed["pass_share"]) <= set(checks) | {"heart found", "lungs found"}
+    # a one-epoch model may find no lung on the film as framed yet some on a copy: all names are allowed
+    full = np.ones((8, 8), bool)
+    names = {check.name for check in anatomy_checks(full, full, full)} | {"heart found", "lungs found"}
+    assert set(checks) <= names and set(reframed["pass_share"]) <= names
     assert f"over 16 re-framed copies: {reframed['mean_passed']:.1f} checks pass on average" in card
     assert (target / "docs" / "pa-chest-wg04-rg1-anatomy.png").stat().st_size > 10_000
 
