@@ -127,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="> 0 (with --finding-mask-weight): also punish a finding map whose peak lies outside the mask",
     )
+    training.add_argument(
+        "--finding-pointing-skip",
+        nargs="+",
+        default=[],
+        metavar="FINDING",
+        help="findings whose maps the pointing term leaves out (e.g. Fracture)",
+    )
     training.add_argument("--uncertain", choices=("ignore", "ones", "zeros"), default="ones")
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--device", default="cpu")
@@ -400,6 +407,7 @@ def run_train(args: argparse.Namespace) -> int:
             finding_mask_weight=args.finding_mask_weight,
             finding_mask_map=args.finding_mask_map,
             finding_pointing_weight=args.finding_pointing_weight,
+            finding_pointing_skip=tuple(args.finding_pointing_skip),
             seed=args.seed,
             device=args.device,
             workers=args.workers,

@@ -23,6 +23,7 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
         epochs=1,
         batch_size=8,
         finding_pointing_weight=0.5,
+        finding_pointing_skip=("Fracture", "Pleural Other"),
         training_seed=3,
     )
     target = tmp_path / "installed"
@@ -35,14 +36,21 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
     card = (target / "docs" / "README.md").read_text()
     assert "channels 4-8-16, strides 1-2" in card and "Not for diagnosis" in card
     assert "max-pooled last decoder features" in card and "findings' masks (weight 1.0" in card
-    assert "with a smooth pointing game, weight 0.5" in card and "cosine schedule, seed 3." in card
+    assert "pointing game weighted 0.5 (not Fracture, Pleural Other)" in bundle.spec.description
+    assert (
+        "with a smooth pointing game, weight 0.5, not on Fracture, Pleural Other" in card
+        and "cosine schedule, seed 3." in card
+    )
     assert f"Mean AUROC: {report['mean_auroc']:.3f}" in card
     assert json.loads((target / "docs" / "evaluation.json").read_text())["images"] == 8
     timings = json.loads((tmp_path / "work" / "timings.json").read_text())
     assert set(timings) == {"training phantoms", "train", "held-out phantoms", "evaluate"}
     assert all(f"- {step}: " in card for step in timings)
     assert "--channels 4 8 16 --strides 1 2" in card  # how to re-create this very recipe
-    assert "--finding-pointing-weight 0.5 --training-seed 3" in card
+    assert (
+        "--finding-pointing-weight 0.5 --finding-pointing-skip Fracture 'Pleural Other' --training-seed 3"
+        in card
+    )
     # the real radiograph's anatomy checks, whatever this one-epoch model makes of it
     checks = report["real_radiographs"]["pa-chest-wg04-rg1.dcm"]
     passed = sum(check["passed"] for check in checks.values())
@@ -80,6 +88,14 @@ def test_a_negative_loss_weight_is_one_line_and_exit_2_before_any_phantom_is_mad
     assert error.startswith("make model: --finding-pointing-weight must be 0 (off) or positive")
     assert error.count("\n") == 1
     assert not (tmp_path / "work").exists()  # nothing was started
+
+
+def test_an_unknown_finding_to_skip_is_one_line_and_exit_2_before_any_phantom_is_made(tmp_path, capsys):
+    assert main([str(tmp_path / "work"), "--finding-pointing-skip", "Fractures"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("make model: --finding-pointing-skip: no finding named 'Fractures'; one of: ")
+    assert error.count("\n") == 1
+    assert not (tmp_path / "work").exists()
 
 
 def test_missing_training_data_is_one_line_and_exit_2(tmp_path, capsys):

@@ -176,7 +176,16 @@ def test_tiny_training_run_is_reproducible_and_resumable(tmp_path):
         [],
         ["--max-pool", "--finding-mask-weight", "1"],
         ["--max-pool", "--finding-mask-weight", "1", "--finding-mask-map", "gradcam"],
-        ["--finding-mask-weight", "1", "--finding-mask-map", "gradcam", "--finding-pointing-weight", "1"],
+        [
+            "--finding-mask-weight",
+            "1",
+            "--finding-mask-map",
+            "gradcam",
+            "--finding-pointing-weight",
+            "1",
+            "--finding-pointing-skip",
+            "Fracture",
+        ],
     ],
     ids=["plain", "max-pool+finding-masks", "max-pool+masks-on-gradcam", "masks-on-gradcam+pointing"],
 )
@@ -280,6 +289,15 @@ def test_finding_mask_loss_punishes_a_map_whose_peak_lies_outside_the_mask():
     without = JointLoss(torch.ones(14), 1.0, finding_mask_weight=1.0)  # pointing_weight 0: BCE and Dice
     extra = without.finding_mask_loss(stray, masks, known) - without.finding_mask_loss(marked, masks, known)
     assert float(extra) < 0.2
+    # a finding the pointing term skips is scored by BCE and Dice alone, as with pointing_weight 0
+    skipping = JointLoss(
+        torch.ones(14), 1.0, finding_mask_weight=1.0, pointing_weight=1.0, pointing_skip=("Lung Lesion",)
+    )
+    assert FINDINGS[4] == "Lung Lesion"
+    skipped = skipping.finding_mask_loss(stray, masks, known) - skipping.finding_mask_loss(
+        marked, masks, known
+    )
+    assert float(skipped) == pytest.approx(float(extra))
 
 
 def test_finding_mask_loss_weighs_a_rare_finding_above_one_image_of_a_common_one():

@@ -55,6 +55,7 @@ class TrainConfig:
     finding_mask_weight: float = 0.0  # > 0: supervise where each finding is, from its mask where known
     finding_mask_map: str = "head"  # which map the masks supervise (FindingMapHead)
     finding_pointing_weight: float = 0.0  # > 0: also punish a map's peak outside the finding's mask
+    finding_pointing_skip: tuple[str, ...] = ()  # findings the pointing term leaves out
     seed: int = 0
     device: str = "cpu"
     workers: int = 0
@@ -71,6 +72,12 @@ class TrainConfig:
             if getattr(self, option) < 0:
                 flag = "--" + option.replace("_", "-")
                 raise CXRXAIError(f"{flag} must be 0 (off) or positive, got {getattr(self, option)}")
+        unknown = [name for name in self.finding_pointing_skip if name not in FINDINGS]
+        if unknown:
+            raise CXRXAIError(
+                f"--finding-pointing-skip: no finding named {', '.join(map(repr, unknown))}; "
+                f"one of: {', '.join(FINDINGS)}"
+            )
 
 
 class BatchAugmentation:
@@ -266,6 +273,7 @@ class FindingMapHead(nn.Module):
 
 class JointLoss(nn.Module):
     pos_weight: torch.Tensor
+    pointed: torch.Tensor  # 1 for the findings the pointing term covers, 0 for those it skips
 
     def __init__(
         self,
@@ -273,9 +281,12 @@ class JointLoss(nn.Module):
         segmentation_weight: float,
         finding_mask_weight: float = 0.0,
         pointing_weight: float = 0.0,
+        pointing_skip: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.register_buffer("pos_weight", pos_weight)
+        pointed = [name not in pointing_skip for name in FINDINGS]
+        self.register_buffer("pointed", torch.tensor(pointed, dtype=torch.float32))
         self.segmentation_weight = segmentation_weight
         self.finding_mask_weight = finding_mask_weight
         self.pointing_weight = pointing_weight
@@ -341,7 +352,7 @@ class JointLoss(nn.Module):
         peak_outside = maps.masked_fill(inside, floor).amax(dim=(2, 3))
         gap = torch.where(present > 0, peak_outside - peak_inside, torch.zeros_like(peak_inside))
         pointing = nn.functional.softplus(gap)
-        return located + self.pointing_weight * _mean_per_finding(pointing, present)
+        return located + self.pointing_weight * _mean_per_finding(pointing, present * self.pointed)
 
 
 def _mean_per_finding(values: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
@@ -433,6 +444,7 @@ def train(config: TrainConfig) -> str:
         config.segmentation_weight,
         config.finding_mask_weight,
         config.finding_pointing_weight,
+        config.finding_pointing_skip,
     ).to(device)
     optimiser = torch.optim.AdamW(
         trained.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -508,6 +520,11 @@ def train(config: TrainConfig) -> str:
                 f", finding masks weighted {config.finding_mask_weight} on the {config.finding_mask_map} map"
                 + (
                     f", their pointing game weighted {config.finding_pointing_weight}"
+                    + (
+                        f" (not {', '.join(config.finding_pointing_skip)})"
+                        if config.finding_pointing_skip
+                        else ""
+                    )
                     if config.finding_pointing_weight > 0
                     else ""
                 )
