@@ -478,11 +478,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         network = network_from_options(args.channels, args.strides, args.max_pool)
-        options: dict[str, Any] = {
-            name: tuple(value) if isinstance(value, list) else value
-            for name, value in ((name, getattr(args, name)) for name in OVERRIDABLE)
-        }
-        options.update(channels=network.channels, strides=network.strides)
+        options: dict[str, Any] = {name: getattr(args, name) for name in OVERRIDABLE}
+        options.update(  # argparse gives lists; the recipe holds tuples
+            channels=network.channels,
+            strides=network.strides,
+            finding_pointing_skip=tuple(args.finding_pointing_skip),
+        )
         recipe = replace(defaults, **options)
         result = build(args.work, recipe=recipe, start=args.start)
     except CXRXAIError as error:  # as `cxrxai` reports them: one line, exit 2
