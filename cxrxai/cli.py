@@ -222,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--descending", action="store_true")
     query.add_argument("--limit", type=int, default=None)
     query.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    query.add_argument(
+        "--columns", nargs="+", default=None, metavar="COLUMN",
+        help="the table's columns (default: a terminal-width summary with shortened UIDs)",
+    )  # fmt: skip
+    query.add_argument("--wide", action="store_true", help="the table with every column, UIDs in full")
     query.add_argument("--out", type=Path, default=None, help="write to this file (required for parquet)")
     query.set_defaults(run=run_results_query)
     stats = actions.add_parser("stats", help="per-finding prevalence, score distributions, trend by month")
@@ -262,12 +267,10 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from cxrxai.dicom.results import HeatmapSelection, write_dicom_results
+    from cxrxai.dicom.results import HeatmapSelection
     from cxrxai.explain import Explainer
     from cxrxai.explain.engine import ExplainerSettings, check_methods
-    from cxrxai.io import read_radiograph
     from cxrxai.labels import resolve_findings
-    from cxrxai.render import write_overview
 
     try:
         findings = resolve_findings(args.findings)
@@ -300,28 +303,18 @@ def run_explain(args: argparse.Namespace) -> int:
     progress = _progress(inputs)
     for path in progress:
         try:
-            radiograph = read_radiograph(path)
-            explanation = explainer.explain(radiograph, findings, methods, lung_mask=args.lung_mask)
+            folder, explanation = _explain_one(
+                path, args, explainer, findings, methods, selection, stems, progress
+            )
         except CXRXAIError as exc:
             failures += 1
             _report(progress, f"cxrxai: {exc}")
             continue
-        stem = radiograph.stem
-        stems[stem] = stems.get(stem, 0) + 1
-        folder = args.out / (stem if stems[stem] == 1 else f"{stem}-{stems[stem]}")
-        if args.format in ("files", "all"):
-            explanation.save(folder)
-            write_overview(explanation, radiograph.pixels, folder / "overview.png")
-        if args.format in ("dicom", "all"):
-            if radiograph.dataset is None:
-                failures += 1
-                _report(
-                    progress, f"cxrxai: {path}: DICOM results need a DICOM source image; use --format files"
-                )
-                continue
-            write_dicom_results(
-                explanation, radiograph.dataset, radiograph.pixels, folder / "dicom", selection
-            )
+        except Exception as exc:  # a defect of ours on this input: one line, and the other inputs go on
+            failures += 1
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            _report(progress, f"cxrxai: {path}: internal error ({error}); please report it")
+            continue
         if len(inputs) == 1:
             print(summary_table(explanation))
             print(f"results in {folder}")
@@ -329,6 +322,36 @@ def run_explain(args: argparse.Namespace) -> int:
         print(f"cxrxai: {failures} of {len(inputs)} inputs failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _explain_one(path, args, explainer, findings, methods, selection, stems, progress):
+    """Explain one input and write what --format asks for; return its output folder and explanation.
+    A source the DICOM results could not reference is refused before the model runs."""
+    from cxrxai.dicom.common import check_reference_uids
+    from cxrxai.dicom.results import build_dicom_results, save_dicom_results
+    from cxrxai.io import read_radiograph
+    from cxrxai.render import write_overview
+
+    radiograph = read_radiograph(path)
+    wants_dicom = args.format in ("dicom", "all")
+    if wants_dicom:
+        if radiograph.dataset is None:
+            raise CXRXAIError(f"{path}: DICOM results need a DICOM source image; use --format files")
+        check_reference_uids(radiograph.dataset)
+    explanation = explainer.explain(radiograph, findings, methods, lung_mask=args.lung_mask)
+    stem = radiograph.stem
+    stems[stem] = stems.get(stem, 0) + 1
+    folder = args.out / (stem if stems[stem] == 1 else f"{stem}-{stems[stem]}")
+    if args.format in ("files", "all"):
+        explanation.save(folder)
+        write_overview(explanation, radiograph.pixels, folder / "overview.png")
+    if wants_dicom:
+        assert radiograph.dataset is not None
+        results = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, selection)
+        save_dicom_results(results.datasets, folder / "dicom")
+        for line in results.missing:
+            _report(progress, f"cxrxai: {path}: warning: {line}")
+    return folder, explanation
 
 
 def summary_table(explanation) -> str:
@@ -522,13 +545,57 @@ def run_results_query(args: argparse.Namespace) -> int:
     elif args.format == "json":
         text = frame.to_json(orient="records", date_format="iso", indent=1) + "\n"
     else:
-        text = (frame.to_string(index=False) if len(frame) else "no matching findings") + "\n"
+        text = (query_table(frame, args.columns, args.wide) if len(frame) else "no matching findings") + "\n"
     if args.out is not None:
         args.out.write_text(text)
         print(f"{len(frame)} rows written to {args.out}")
     else:
         print(text, end="")
     return 0
+
+
+TABLE_COLUMNS = (
+    "study_date", "patient_id", "study_instance_uid", "sop_instance_uid", "view_position", "finding",
+    "probability", "threshold", "present", "cardiothoracic_ratio", "model_version",
+)  # fmt: skip
+SHORT_UID = 10  # the last digits of a UID: enough to tell a screen's rows apart (--wide or CSV for all)
+
+
+def query_table(frame, columns: list[str] | None, wide: bool) -> str:
+    """The query's rows for a terminal: by default a summary that fits about 150 columns (dates as
+    dates, UIDs by their last digits, rounded numbers, PRESENT / absent); `columns` picks others;
+    `wide` prints every column in full. CSV, JSON and Parquet always carry everything."""
+    if wide:
+        return str(frame.to_string(index=False))
+    chosen = list(columns or TABLE_COLUMNS)
+    unknown = [c for c in chosen if c not in frame.columns]
+    if unknown:
+        raise CXRXAIError(f"unknown column {unknown[0]!r}; one of: {', '.join(frame.columns)}")
+    shown = frame[chosen].copy()
+    for column in chosen:
+        if column.endswith("_uid"):
+            shown[column] = shown[column].map(
+                lambda u: u if len(u) <= SHORT_UID + 1 else "…" + u[-SHORT_UID:]
+            )
+        elif column == "study_date":
+            shown[column] = shown[column].map(lambda d: "" if d is None or d != d else str(d)[:10])
+        elif column == "present":
+            shown[column] = shown[column].map({True: "PRESENT", False: "absent"})
+        elif column == "model_hash":
+            shown[column] = shown[column].str.slice(0, 19)
+    names = {
+        "study_instance_uid": "study", "sop_instance_uid": "image", "series_instance_uid": "series",
+        "sr_sop_instance_uid": "sr", "cardiothoracic_ratio": "ctr", "present": "decision",
+        "view_position": "view", "model_version": "model", "processing_seconds": "seconds",
+    }  # fmt: skip
+    formats = {
+        "probability": "{:.3f}".format, "threshold": "{:.2f}".format,
+        "cardiothoracic_ratio": "{:.3f}".format, "processing_seconds": "{:.2f}".format,
+    }  # fmt: skip
+    shown = shown.rename(columns=names)
+    return str(
+        shown.to_string(index=False, formatters={names.get(k, k): f for k, f in formats.items()}, na_rep="")
+    )
 
 
 def run_results_stats(args: argparse.Namespace) -> int:

@@ -92,14 +92,16 @@ class BatchState:
             )
 
     def finished(self, study: str, outcomes: list[dict], detail: str | None = None) -> str:
-        from dicom_node.processing import study_outcome
+        from dicom_node.store import study_outcome
 
         state = study_outcome([o["state"] for o in outcomes]) if outcomes else "failed"
         with self.db:
             for outcome in outcomes:
+                # a batch has no later run of the study to retry an image in: an error fails it
+                final = "failed" if outcome["state"] == "retry" else outcome["state"]
                 self.db.execute(
                     "UPDATE instances SET state = ?, reason = ? WHERE sop_instance_uid = ?",
-                    (outcome["state"], outcome["reason"], outcome["sop_instance_uid"]),
+                    (final, outcome["reason"], outcome["sop_instance_uid"]),
                 )
             self.db.execute(
                 "UPDATE studies SET state = ?, detail = ? WHERE study_instance_uid = ?",

@@ -29,5 +29,6 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # pynetdicom's INFO logs every C-STORE
-    for noisy in ("highdicom", "openjpeg"):  # every module copied, every tile encoded
+    # every module copied, every tile encoded, every migration plugin set up when the index opens
+    for noisy in ("highdicom", "openjpeg", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -19,6 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 
@@ -28,6 +29,9 @@ from dicom_node.metrics import Metrics
 from dicom_node.routing import route
 from dicom_node.spool import durable_write
 from dicom_node.store import Job, Store
+
+if TYPE_CHECKING:
+    from cxrxai.index.store import Image
 
 LOG = logging.getLogger("dicom_node.worker")
 
@@ -39,11 +43,24 @@ class InstanceOutcome:
     whether triage made the study urgent, and the webhook notification."""
 
     sop_instance_uid: str
-    state: str  # done | skipped | failed
-    reason: str | None = None
+    state: str  # done | skipped | failed | retry (an error met on this image: try it again)
+    reason: str | None = None  # for done: the optional objects that could not be made
     objects: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance UID, relative path)
     urgent: bool = False
     notification: dict | None = None
+
+
+@dataclass
+class _Computed:
+    """One image's results, encoded in memory, not yet written."""
+
+    files: list[tuple[bytes, Path]]  # (Part 10 bytes, target file)
+    uids_and_files: list[tuple[str, Path]]  # (SOP Instance UID, target file)
+    indexed: Image  # the results-index rows
+    missing: list[str]
+    urgent: bool
+    notification: dict | None
+    encoding_seconds: float
 
 
 class Processor:
@@ -81,6 +98,43 @@ class Processor:
     def explain_instance(
         self, study_instance_uid: str, sop: str, path: Path, urgent: bool
     ) -> InstanceOutcome:
+        """Route, explain and encode one image, then write its results and index them.
+
+        Anything that goes wrong with the image itself fails it alone: a refusal of ours
+        (`CXRXAIError`) for good, any other error as `retry` (the node tries it again, then fails it
+        with this reason). Writing the result files and the index is the node's infrastructure: those
+        errors propagate and the job is retried."""
+        try:
+            computed = self._compute(study_instance_uid, sop, path, urgent)
+        except CXRXAIError as exc:  # this image cannot be explained: fail it alone, keep the reason
+            self.metrics.instances_processed.labels(outcome="failed").inc()
+            return InstanceOutcome(sop, "failed", str(exc))
+        except Exception as exc:  # a defect met on this image: the image fails alone, after its retries
+            LOG.exception("instance %s of study %s could not be explained", sop, study_instance_uid)
+            self.metrics.instances_processed.labels(outcome="error").inc()
+            return InstanceOutcome(sop, "retry", f"{type(exc).__name__}: {_one_line(exc)}")
+        if isinstance(computed, InstanceOutcome):
+            return computed
+        started = time.perf_counter()
+        results = self.config.paths.results
+        for encoded, target in computed.files:
+            durable_write(target, encoded)
+        self.index.add(computed.indexed)
+        self.metrics.stage_seconds.labels(stage="encoding").observe(
+            computed.encoding_seconds + time.perf_counter() - started
+        )
+        for line in computed.missing:
+            LOG.warning("instance %s of study %s: %s", sop, study_instance_uid, line)
+        self.metrics.instances_processed.labels(outcome="done").inc()
+        relative = [(uid, str(target.relative_to(results))) for uid, target in computed.uids_and_files]
+        reason = "; ".join(computed.missing) or None
+        return InstanceOutcome(sop, "done", reason, relative, computed.urgent, computed.notification)
+
+    def _compute(
+        self, study_instance_uid: str, sop: str, path: Path, urgent: bool
+    ) -> InstanceOutcome | _Computed:
+        """Everything that depends on the image alone, in memory: a skip outcome, or the encoded result
+        objects, their index rows and the triage decision."""
         from cxrxai.dicom.results import build_dicom_results, result_file_name
         from cxrxai.io import read_radiograph
 
@@ -90,35 +144,29 @@ class Processor:
             self.metrics.instances_processed.labels(outcome="skipped").inc()
             return InstanceOutcome(sop, "skipped", decision.reason)
         started = time.perf_counter()
-        try:
-            radiograph = read_radiograph(path)
-            explanation = self.explainer.explain(
-                radiograph, methods=self.config.processing.methods, lung_mask=False
-            )
-        except CXRXAIError as exc:  # this image cannot be explained: fail it alone, keep the reason
-            self.metrics.instances_processed.labels(outcome="failed").inc()
-            return InstanceOutcome(sop, "failed", str(exc))
+        radiograph = read_radiograph(path)
+        explanation = self.explainer.explain(
+            radiograph, methods=self.config.processing.methods, lung_mask=False
+        )
         inference = time.perf_counter() - started
         self.metrics.stage_seconds.labels(stage="inference").observe(inference)
         started = time.perf_counter()
         assert radiograph.dataset is not None  # the spool holds DICOM only
-        objects = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
-        results = self.config.paths.results
-        written = []
-        for dataset in objects:
-            target = results / study_instance_uid / sop / result_file_name(dataset)
-            durable_write(target, _encode(dataset))
-            written.append((str(dataset.SOPInstanceUID), target))
-        self.metrics.stage_seconds.labels(stage="encoding").observe(time.perf_counter() - started)
-        sr = next(d for d in objects if d.Modality == "SR")
-        self.index.add(indexed_image(sr, dict(written), inference))
+        made = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
+        folder = self.config.paths.results / study_instance_uid / sop
+        targets = [folder / result_file_name(dataset) for dataset in made.datasets]
+        files = [(_encode(dataset), target) for dataset, target in zip(made.datasets, targets, strict=True)]
+        uids = [(str(d.SOPInstanceUID), target) for d, target in zip(made.datasets, targets, strict=True)]
+        sr = next(d for d in made.datasets if d.Modality == "SR")
+        indexed = indexed_image(sr, dict(uids), inference)
         triaged = self._triage(explanation)
         notification = None
         if (urgent or triaged) and self.config.triage.webhook_url:
             notification = self._notification(study_instance_uid, header, explanation)
-        self.metrics.instances_processed.labels(outcome="done").inc()
-        relative = [(uid, str(target.relative_to(results))) for uid, target in written]
-        return InstanceOutcome(sop, "done", None, relative, urgent or triaged, notification)
+        return _Computed(
+            files, uids, indexed, made.missing, urgent or triaged, notification,
+            time.perf_counter() - started,
+        )  # fmt: skip
 
     def _triage(self, explanation) -> bool:
         probabilities = {f.name: f.probability for f in explanation.findings}
@@ -146,7 +194,13 @@ def commit_outcome(
     store: Store, config: NodeConfig, study_instance_uid: str, outcome: InstanceOutcome
 ) -> None:
     """Record one instance's outcome in the node's database: for `done`, its deliveries (and webhook)
-    and the instance marked done in one transaction; re-committing the same outcome queues nothing twice."""
+    and the instance marked done in one transaction; re-committing the same outcome queues nothing twice.
+    A `retry` outcome leaves the instance new for another attempt, until `processing.max_attempts`."""
+    if outcome.state == "retry":
+        store.retry_instance(
+            outcome.sop_instance_uid, outcome.reason or "error", config.processing.max_attempts
+        )
+        return
     if outcome.state != "done":
         store.finish_instance(outcome.sop_instance_uid, outcome.state, outcome.reason)
         return
@@ -157,17 +211,9 @@ def commit_outcome(
     webhook = (url, outcome.notification) if url and outcome.notification else None
     files = [(uid, config.paths.results / relative) for uid, relative in outcome.objects]
     store.commit_results(
-        study_instance_uid, outcome.sop_instance_uid, files, destinations, outcome.urgent, webhook
-    )
-
-
-def study_outcome(states: list[str]) -> str:
-    """A study is done when any instance was explained, skipped when all were skipped."""
-    if any(state == "done" for state in states):
-        return "done"
-    if states and all(state == "skipped" for state in states):
-        return "skipped"
-    return "failed" if states else "done"
+        study_instance_uid, outcome.sop_instance_uid, files, destinations, outcome.urgent, webhook,
+        outcome.reason,
+    )  # fmt: skip
 
 
 class Worker:
@@ -187,7 +233,7 @@ class Worker:
         if job is None:
             return False
         try:
-            outcome = self.process(job)
+            self.process(job)
         except Exception as exc:  # infrastructure failure: recorded on the job, retried, never lost
             LOG.exception("job for study %s failed", job.study_instance_uid)
             state = self.store.retry_or_fail_job(
@@ -196,20 +242,22 @@ class Worker:
             if state == "failed":
                 self.metrics.studies.labels(outcome="failed").inc()
             return True
-        self.store.finish_job(job.study_instance_uid, outcome)
-        self.metrics.studies.labels(outcome=outcome).inc()
+        state = self.store.finish_job(job.study_instance_uid)
+        if state != "receiving":  # not back for a retry or for instances received meanwhile
+            self.metrics.studies.labels(outcome=state).inc()
         return True
 
-    def process(self, job: Job) -> str:
-        states = []
+    def process(self, job: Job) -> None:
         for row in self.store.new_instances(job.study_instance_uid):
             self.metrics.stage_seconds.labels(stage="queue_wait").observe(time.time() - row["received_at"])
             outcome = self.processor.explain_instance(
                 job.study_instance_uid, row["sop_instance_uid"], Path(row["path"]), job.urgent
             )
             commit_outcome(self.store, self.config, job.study_instance_uid, outcome)
-            states.append(outcome.state)
-        return study_outcome(states)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or "no message"
 
 
 def _encode(dataset) -> bytes:
@@ -232,15 +280,16 @@ def indexed_image(sr, files: dict[str, Path], seconds: float | None = None):
     return image
 
 
-def worker_main(config: NodeConfig, name: str, poll_seconds: float = 0.2) -> None:
-    """Entry point of a worker process: load the model once, run jobs until SIGTERM.
+def worker_main(config: NodeConfig, name: str, poll_seconds: float = 0.2, log_level: str = "INFO") -> None:
+    """Entry point of a worker process: load the model once, run jobs until SIGTERM. It logs at the
+    node's level (a spawned process starts with none).
 
     SIGTERM lets the current job finish (graceful shutdown); SIGKILL loses nothing either, since the
     service re-queues a dead worker's job.
     """
     from dicom_node.logs import configure_logging
 
-    configure_logging()
+    configure_logging(log_level)
     stopping = False
 
     def stop(signum, frame) -> None:

@@ -58,7 +58,10 @@ class EmbeddedQueue:
     def _start_worker(self, name: str) -> None:
         from dicom_node.processing import worker_main
 
-        process = self._context.Process(target=worker_main, args=(self.config, name), name=name, daemon=False)
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # the node's, e.g. the demo's
+        process = self._context.Process(
+            target=worker_main, args=(self.config, name), kwargs={"log_level": level}, name=name, daemon=False
+        )
         process.start()
         self.workers[name] = process
 
@@ -127,7 +130,7 @@ class CeleryQueue:
 
     def collect(self) -> int:
         """Commit the outcome of every finished task; a failed task's job is retried or failed."""
-        from dicom_node.processing import InstanceOutcome, commit_outcome, study_outcome
+        from dicom_node.processing import InstanceOutcome, commit_outcome
 
         finished = 0
         for job, task_id in self.store.dispatched():
@@ -138,7 +141,7 @@ class CeleryQueue:
                     self._fetch_results(outcomes)
                 for outcome in outcomes:
                     commit_outcome(self.store, self.config, job.study_instance_uid, outcome)
-                self.store.finish_job(job.study_instance_uid, study_outcome([o.state for o in outcomes]))
+                self.store.finish_job(job.study_instance_uid)
             elif result.state == "FAILURE":
                 LOG.error("task for study %s failed: %s", job.study_instance_uid, result.result)
                 self.store.retry_or_fail_job(

@@ -4,7 +4,8 @@ The C-STORE handler does the minimum, as pynetdicom's own storescp does: write t
 the spool (fsync'ed), record it in the store, answer. Explaining happens in the workers. Statuses:
 - 0x0000 success, only after the file and its record are durable;
 - 0xA700 out of resources when the spool cannot be written (disk full, read-only, permissions);
-- 0xC210 cannot understand when the dataset cannot be decoded or lacks its UIDs;
+- 0xC210 cannot understand when the dataset cannot be decoded or lacks a UID our results reference
+  (Study, Series, SOP Instance, SOP Class);
 - 0x0110 processing failure when the node's database cannot record it.
 Associations are refused, with the standard A-ASSOCIATE-RJ reasons, from calling AE titles not
 allowed (rejected-permanent, service-user, calling-AE-title-not-recognised), from addresses outside
@@ -39,6 +40,7 @@ from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
+from cxrxai.dicom.common import missing_reference_uids
 from dicom_node.audit import AuditLog
 from dicom_node.config import NodeConfig
 from dicom_node.metrics import Metrics
@@ -128,12 +130,17 @@ def handlers(config: NodeConfig, store: Store, audit: AuditLog, metrics: Metrics
         calling = event.assoc.requestor.ae_title
         try:
             dataset = event.dataset
-            study, series = str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID)
+            missing = missing_reference_uids(dataset)
+            study, series = str(dataset.get("StudyInstanceUID")), str(dataset.get("SeriesInstanceUID"))
             request = cast(C_STORE, event.request)
             sop = str(request.AffectedSOPInstanceUID)
             path = instance_path(spool, study, sop)
         except Exception as exc:  # any decoding problem of a peer's dataset is that peer's error
             LOG.warning("C-STORE from %s refused: cannot decode dataset (%s)", calling, type(exc).__name__)
+            metrics.instances_refused.labels(reason="cannot-understand").inc()
+            return CANNOT_UNDERSTAND
+        if missing:  # our results could not reference the image: refused now, not failed later
+            LOG.warning("C-STORE from %s refused: the dataset has no %s", calling, ", ".join(missing))
             metrics.instances_refused.labels(reason="cannot-understand").inc()
             return CANNOT_UNDERSTAND
         try:

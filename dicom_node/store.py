@@ -7,9 +7,12 @@ an operator can inspect it with the `sqlite3` shell. Job and delivery claims are
 RETURNING` statements, so two workers never take the same job.
 
 States:
-- instance: new -> done | skipped | failed (the reason is kept).
-- study: receiving -> queued (after the quiet period) -> processing -> done | skipped | failed;
-  a new instance for a finished study sends it back to receiving (only new instances are processed).
+- instance: new -> done | skipped | failed (the reason is kept; for done, the optional result objects
+  that could not be made). An error met on one image leaves it new with its attempts counted, so the
+  next run of its study tries it again; after `processing.max_attempts` it fails with that error.
+- study: receiving -> queued (after the quiet period) -> processing -> done | skipped | failed, with
+  the count of each instance state as its reason ("2 done, 1 skipped, 1 failed"); a study with new
+  instances left (received meanwhile, or waiting for a retry) goes back to receiving instead.
 - delivery: pending -> sent | dead (after the retry policy's attempts; `resend` makes it pending again).
   One row per (result SOP Instance UID, destination): a job that is re-run after a crash re-creates the
   same objects with the same UIDs and cannot queue them twice.
@@ -36,7 +39,8 @@ CREATE TABLE IF NOT EXISTS instances (
     calling_ae_title TEXT NOT NULL,
     received_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'new',
-    reason TEXT
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS instances_by_study ON instances (study_instance_uid, state);
 CREATE TABLE IF NOT EXISTS studies (
@@ -108,7 +112,11 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._connection().executescript(SCHEMA)  # executescript commits on its own
+        connection = self._connection()
+        connection.executescript(SCHEMA)  # executescript commits on its own
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(instances)")}
+        if "attempts" not in columns:  # a database made before per-instance retries
+            connection.execute("ALTER TABLE instances ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -215,19 +223,47 @@ class Store:
                 (state, reason, sop_instance_uid),
             )
 
-    def finish_job(self, study_instance_uid: str, state: str, reason: str | None = None) -> None:
-        """Close a job; a study that received new instances meanwhile goes back to receiving."""
+    def retry_instance(self, sop_instance_uid: str, error: str, max_attempts: int) -> str:
+        """Count a failed attempt at one image: it stays new for the next run of its study, or fails
+        with the error once it has had `max_attempts`. Returns its state."""
         with self.transaction() as db:
-            pending = db.execute(
-                "SELECT COUNT(*) FROM instances WHERE study_instance_uid = ? AND state = 'new'",
-                (study_instance_uid,),
+            attempts = db.execute(
+                "UPDATE instances SET attempts = attempts + 1, reason = ? WHERE sop_instance_uid = ? "
+                "RETURNING attempts",
+                (error, sop_instance_uid),
             ).fetchone()[0]
-            final = "receiving" if pending and state == "done" else state
+            if attempts < max_attempts:
+                return "new"
             db.execute(
-                "UPDATE studies SET state = ?, reason = ?, worker = NULL, updated_at = ? "
-                "WHERE study_instance_uid = ?",
-                (final, reason, time.time(), study_instance_uid),
+                "UPDATE instances SET state = 'failed', reason = ? WHERE sop_instance_uid = ?",
+                (f"{error} (after {attempts} attempts)", sop_instance_uid),
             )
+        return "failed"
+
+    def finish_job(self, study_instance_uid: str) -> str:
+        """Close a job: the study's state from all its instances (`study_outcome`), with the count of
+        each instance state as its reason. A study with new instances left (received meanwhile, or
+        waiting for a retry) goes back to receiving, to be queued again after the quiet period; its
+        attempts start again from zero either way. Returns the state."""
+        with self.transaction() as db:
+            counts = dict(
+                db.execute(
+                    "SELECT state, COUNT(*) FROM instances WHERE study_instance_uid = ? GROUP BY state",
+                    (study_instance_uid,),
+                ).fetchall()
+            )
+            final = "receiving" if counts.get("new") else study_outcome(list(counts))
+            summary = ", ".join(
+                f"{counts[name]} {'waiting' if name == 'new' else name}"
+                for name in ("done", "skipped", "failed", "new")
+                if counts.get(name)
+            )
+            db.execute(
+                "UPDATE studies SET state = ?, reason = ?, worker = NULL, attempts = 0, updated_at = ? "
+                "WHERE study_instance_uid = ?",
+                (final, summary, time.time(), study_instance_uid),
+            )
+        return final
 
     def retry_or_fail_job(self, job: Job, error: str, max_attempts: int) -> str:
         """After a failed attempt: queue the job again, or mark it failed when attempts are used up."""
@@ -296,11 +332,13 @@ class Store:
         destinations: list[tuple[str, str]],
         urgent: bool,
         webhook: tuple[str, dict] | None = None,
+        note: str | None = None,
     ) -> None:
         """In one transaction: one delivery per (object, destination), an optional webhook notification,
-        and the source instance marked done. `objects` are (SOP Instance UID, file) already on disk and
-        in the results index; `destinations` are (name, kind). Committing the same results again (a job
-        re-run after a crash) queues nothing twice."""
+        and the source instance marked done, with `note` (the optional objects that could not be made) as
+        its reason. `objects` are (SOP Instance UID, file) already on disk and in the results index;
+        `destinations` are (name, kind). Committing the same results again (a job re-run after a crash)
+        queues nothing twice."""
         now = time.time()
         with self.transaction() as db:
             db.executemany(
@@ -319,8 +357,8 @@ class Store:
                      json.dumps(body), now, now),
                 )  # fmt: skip
             db.execute(
-                "UPDATE instances SET state = 'done', reason = NULL WHERE sop_instance_uid = ?",
-                (source_sop_instance_uid,),
+                "UPDATE instances SET state = 'done', reason = ? WHERE sop_instance_uid = ?",
+                (note, source_sop_instance_uid),
             )
 
     def due_deliveries(self, limit: int = 100, now: float | None = None) -> list[Delivery]:
@@ -408,6 +446,13 @@ class Store:
             (study_instance_uid,),
         )
         return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def study_outcome(states: list[str]) -> str:
+    """A study is done when any instance was explained, skipped when all were skipped, else failed."""
+    if "done" in states:
+        return "done"
+    return "skipped" if states and all(state == "skipped" for state in states) else "failed"
 
 
 def _delivery(row: sqlite3.Row) -> Delivery:

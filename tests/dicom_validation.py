@@ -15,7 +15,9 @@ needs_dciodvfy = pytest.mark.skipif(
 
 def dciodvfy_errors(path: str | Path) -> list[str]:
     """The 'Error' lines dciodvfy prints for a file (warnings are returned by dciodvfy_warnings)."""
-    completed = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    completed = subprocess.run(  # names in other character sets are printed as their raw bytes
+        ["dciodvfy", str(path)], capture_output=True, text=True, errors="replace", timeout=60
+    )
     lines = (completed.stdout + completed.stderr).splitlines()
     return [line for line in lines if line.startswith("Error")]
 

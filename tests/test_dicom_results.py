@@ -198,10 +198,12 @@ def test_results_are_deterministic_and_source_untouched(explainer, tmp_path):
     source, radiograph, explanation = _explained(explainer, tmp_path)
     before = source.read_bytes()
     first = [
-        d.SOPInstanceUID for d in build_dicom_results(explanation, radiograph.dataset, radiograph.pixels)
+        d.SOPInstanceUID
+        for d in build_dicom_results(explanation, radiograph.dataset, radiograph.pixels).datasets
     ]
     second = [
-        d.SOPInstanceUID for d in build_dicom_results(explanation, radiograph.dataset, radiograph.pixels)
+        d.SOPInstanceUID
+        for d in build_dicom_results(explanation, radiograph.dataset, radiograph.pixels).datasets
     ]
     assert first == second and len(set(first)) == len(first)
     assert source.read_bytes() == before
@@ -212,7 +214,7 @@ def test_no_finding_above_threshold_writes_no_heatmap_seg(explainer, tmp_path):
     for finding in explanation.findings:
         finding.threshold = 1.0
     objects = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels)
-    assert [o.Modality for o in objects] == ["SEG", "OT", "PR", "SR"]
+    assert [o.Modality for o in objects.datasets] == ["SEG", "OT", "PR", "SR"] and objects.missing == []
 
 
 def test_bad_heatmap_selection_is_refused():

@@ -97,6 +97,24 @@ def test_cli_ingest_and_query_formats(explainer, tmp_path, capsys):
     assert len(table) == 2 and set(table.finding) == {"Edema"}
     assert table.probability.tolist() == ResultsIndex(url).query(finding="Edema").probability.tolist()
     assert main(["results", "query", "--index", url, "--format", "parquet"]) == 2  # needs --out
+    capsys.readouterr()
+    # the default table fits a terminal: short UIDs, dates as dates, decisions in words; CSV stays complete
+    assert main(["results", "query", "--index", url]) == 0
+    table_lines = capsys.readouterr().out.splitlines()
+    assert len(table_lines) == 29 and max(map(len, table_lines)) <= 150
+    header = table_lines[0].split()
+    assert header[:4] == ["study_date", "patient_id", "study", "image"] and "decision" in header
+    study = ResultsIndex(url).query().study_instance_uid.iloc[0]
+    assert f"…{study[-10:]}" in table_lines[1] and study not in table_lines[1]
+    assert (
+        main(["results", "query", "--index", url, "--columns", "finding", "probability", "--limit", "2"]) == 0
+    )
+    assert capsys.readouterr().out.split()[:2] == ["finding", "probability"]
+    assert main(["results", "query", "--index", url, "--wide", "--limit", "1"]) == 0
+    wide = capsys.readouterr().out
+    assert study in wide and "model_hash" in wide
+    assert main(["results", "query", "--index", url, "--columns", "colour"]) == 2
+    assert "unknown column 'colour'; one of: study_instance_uid" in capsys.readouterr().err
 
 
 def test_bad_queries_are_one_readable_line(tmp_path, capsys):

@@ -183,10 +183,11 @@ def test_lateral_non_chest_and_unreadable_images(running, tmp_path):
     assert states[str(dcmread(good).SOPInstanceUID)][0] == "done"
 
 
-def test_statuses_for_bad_input(running, tmp_path):
+def test_statuses_for_bad_input(running, tmp_path, monkeypatch):
     """Undecodable dataset: 0xC210; unwritable spool: 0xA700 (out of resources); unsupported SOP class:
     no presentation context. The node answers an echo afterwards every time."""
     from pynetdicom import AE
+    from pynetdicom import _config as pynetdicom_config
 
     node = running["node"]
     ae = AE(ae_title="STORESCU")
@@ -196,6 +197,13 @@ def test_statuses_for_bad_input(running, tmp_path):
     assoc = ae.associate("127.0.0.1", node.port, ae_title="CXRXAI")
     assert assoc.is_established
     assert assoc.send_c_store(source).Status == 0xC210
+    # a dataset without the SOP Instance UID our results must reference, sent as the file it is (the
+    # request's Affected SOP Instance UID comes from the file meta): refused now, not failed later
+    anonymous = dcmread(write_radiograph(tmp_path / "c.dcm", seed=9))
+    del anonymous.SOPInstanceUID
+    anonymous.save_as(tmp_path / "c.dcm", enforce_file_format=True)
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)  # the file as it is
+    assert assoc.send_c_store(tmp_path / "c.dcm").Status == 0xC210
     blocked = dcmread(write_radiograph(tmp_path / "b.dcm", seed=7))
     (running["config"].paths.spool / str(blocked.StudyInstanceUID)).write_text("a file where a folder goes")
     assert assoc.send_c_store(blocked).Status == 0xA700
@@ -571,3 +579,104 @@ def test_refusal_reasons(tmp_path):
     assert _refusal("10.2.3.4", networks, tmp_path, 0.0001) == (REJECT_DISK_FULL, "disk-full")
     assert _refusal("127.0.0.1", [], tmp_path, 100.0) is None
     assert REJECT_ADDRESS == (0x01, 0x01, 0x01) and REJECT_DISK_FULL == (0x02, 0x03, 0x02)
+
+
+def test_poisoned_images_fail_alone_and_every_good_result_arrives(tiny_bundle, tmp_path, monkeypatch):
+    """One study mixing good images (CR, DX, a 64 px CR, one with an 8 MB private element, one without
+    Body Part Examined), a lateral to skip, a colour CR the reader refuses, one image whose SR writer
+    raises (poisoned: it fails alone, after its own retries) and one whose presentation-state writer raises
+    (its other objects still go out, the reason is kept). The worker runs in this process, where the
+    writers are patched; receiving, scheduling and sending are the real node's."""
+    import cxrxai.dicom.results as results_module
+    from cxrxai.samples import DX_PRESENTATION_STORAGE, chest_image, radiograph_dataset
+    from dicom_node.metrics import Metrics
+    from dicom_node.processing import Worker
+    from dicom_node.queues import EmbeddedQueue
+    from dicom_node.service import Node
+
+    study = generate_uid()
+    files = {
+        "good": write_radiograph(tmp_path / "good.dcm", seed=11, StudyInstanceUID=study),
+        "no body part": write_radiograph(tmp_path / "nobody.dcm", seed=12, StudyInstanceUID=study,
+                                         BodyPartExamined=None),
+        "lateral": write_radiograph(tmp_path / "lat.dcm", seed=13, StudyInstanceUID=study, ViewPosition="LL"),
+        "poisoned SR": write_radiograph(tmp_path / "sr.dcm", seed=14, StudyInstanceUID=study),
+        "poisoned GSPS": write_radiograph(tmp_path / "pr.dcm", seed=15, StudyInstanceUID=study),
+    }  # fmt: skip
+    dx = radiograph_dataset(chest_image(96, 80, seed=16), bits=12, sop_class=DX_PRESENTATION_STORAGE)
+    small = radiograph_dataset(chest_image(64, 56, seed=17), bits=12)
+    large = radiograph_dataset(chest_image(96, 80, seed=18), bits=12)
+    large.private_block(0x0011, "CXRXAI TEST", create=True).add_new(0x01, "OB", bytes(8 * 1024 * 1024))
+    colour = radiograph_dataset(chest_image(96, 80, seed=19), bits=12)
+    colour.PhotometricInterpretation = "RGB"
+    for name, dataset in (("dx", dx), ("64 px", small), ("8 MB private", large), ("colour", colour)):
+        dataset.StudyInstanceUID = study
+        files[name] = tmp_path / f"{name.replace(' ', '-')}.dcm"
+        dataset.save_as(files[name], enforce_file_format=True)
+    uids = {name: str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) for name, path in files.items()}
+
+    real_sr, real_gsps = results_module.build_sr, results_module.build_gsps
+    sr_calls = []
+
+    def poisoned_sr(source, *args, **kwargs):
+        if str(source.SOPInstanceUID) == uids["poisoned SR"]:
+            sr_calls.append(1)
+            raise KeyError("poison in the SR writer")
+        return real_sr(source, *args, **kwargs)
+
+    def poisoned_gsps(source, *args, **kwargs):
+        if str(source.SOPInstanceUID) == uids["poisoned GSPS"]:
+            raise TypeError("a bytes-like object is required, not 'list'")
+        return real_gsps(source, *args, **kwargs)
+
+    monkeypatch.setattr(results_module, "build_sr", poisoned_sr)
+    monkeypatch.setattr(results_module, "build_gsps", poisoned_gsps)
+    monkeypatch.setattr(EmbeddedQueue, "start", lambda self: None)  # the worker below takes the jobs
+    config = load_config(
+        node_toml(tmp_path / "node", tiny_bundle, free_port(), [{"name": "archive", "folder": "archive"}])
+    )
+    node = Node(config)
+    node.start()
+    stopping = threading.Event()
+
+    def work() -> None:
+        worker = Worker(config, Store(config.paths.database), Metrics(), "in-test")
+        while not stopping.is_set():
+            if not worker.run_once():
+                stopping.wait(0.2)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        assert _send(node, *files.values()).returncode == 0
+        finished = wait_for(lambda: _study_finished(node.store, study), timeout=180, what="the study")
+        states = {name: node.store.instance_states(study)[uid] for name, uid in uids.items()}
+        for name in ("good", "no body part", "dx", "64 px", "8 MB private"):
+            assert states[name] == ("done", None), (name, states[name])
+        assert states["lateral"][0] == "skipped" and "view position LL" in states["lateral"][1]
+        assert states["colour"][0] == "failed" and "colour image (RGB" in states["colour"][1]
+        assert states["poisoned SR"] == (
+            "failed", "KeyError: 'poison in the SR writer' (after 2 attempts)"
+        ) and len(sr_calls) == 2  # fmt: skip
+        assert states["poisoned GSPS"] == (
+            "done", "presentation state not made (TypeError: a bytes-like object is required, not 'list')"
+        )  # fmt: skip
+        assert finished["state"] == "done" and finished["reason"] == "6 done, 1 skipped, 2 failed"
+        pending = lambda: [d for d in node.store.deliveries(("pending",)) if d.study_instance_uid == study]  # noqa: E731
+        wait_for(lambda: not pending(), what="deliveries")
+        archive = config.paths.database.parent / "archive"
+        archived = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in archive.iterdir()}
+        made = {  # the node keeps each source's results under results/<study>/<source SOP Instance UID>
+            name: {p.name.split("-", 1)[1].removesuffix(".dcm"): p.name.split("-")[0]
+                   for p in (config.paths.results / study / uid).glob("*.dcm")}
+            for name, uid in uids.items() if (config.paths.results / study / uid).is_dir()
+        }  # fmt: skip
+        assert set(made) == {"good", "no body part", "dx", "64 px", "8 MB private", "poisoned GSPS"}
+        for name, objects in made.items():
+            assert set(objects) <= archived, name  # every result of every good image arrived
+        assert sorted(set(made["good"].values())) == ["OT", "PR", "SEG", "SR"]
+        assert sorted(set(made["poisoned GSPS"].values())) == ["OT", "SEG", "SR"]
+    finally:
+        stopping.set()
+        thread.join(60)
+        node.stop()

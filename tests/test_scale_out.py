@@ -120,7 +120,7 @@ def test_two_remote_workers_every_job_once_a_killed_workers_job_redone(tiny_bund
         radiograph = read_radiograph(source)
         assert radiograph.dataset is not None
         explanation = explainer.explain(radiograph, methods=config.processing.methods)
-        embedded = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels)
+        embedded = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels).datasets
         missing = [(d.Modality, d.SOPInstanceUID) for d in embedded if d.SOPInstanceUID not in delivered]
         assert not missing, (missing, sorted((d.Modality, d.StudyInstanceUID) for d in delivered.values()))
         sr = next(d for d in embedded if d.Modality == "SR")

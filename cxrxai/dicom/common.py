@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from highdicom.sr import CodedConcept
@@ -10,6 +11,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import UID, generate_uid
 
 from cxrxai.dicom import codes
+from cxrxai.errors import UnsupportedInputError
 
 # One series per object kind, with fixed numbers and descriptions a PACS user can recognise.
 SERIES = {
@@ -20,6 +22,19 @@ SERIES = {
     "gsps": (9005, "CXR-XAI outlines (AI-generated, not for diagnostic use)"),
 }
 DISCLAIMER = "AI-generated - not for diagnostic use"
+# What every result object references the source by: its study (which the results join), series and
+# instance. A source without them cannot be answered with DICOM results.
+REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+# Type 2 attributes of the Patient and General Study modules that every result object copies.
+TYPE_2_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+)  # fmt: skip
+MODALITY_OF_SOP_CLASS = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR",
+    "1.2.840.10008.5.1.4.1.1.1.1": "DX",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "DX",
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,48 @@ class Device:
     @property
     def uid(self) -> UID:
         return generate_uid(entropy_srcs=["device", self.name, self.version, self.content_hash])
+
+
+def missing_reference_uids(source: Dataset) -> list[str]:
+    """The reference UIDs the source lacks or leaves empty."""
+    return [keyword for keyword in REFERENCE_UIDS if not str(source.get(keyword) or "").strip()]
+
+
+def check_reference_uids(source: Dataset) -> None:
+    """Refuse, in one line, a source our result objects could not reference."""
+    missing = missing_reference_uids(source)
+    if missing:
+        where = getattr(source, "filename", None) or "the source image"
+        raise UnsupportedInputError(
+            f"{where}: no {', '.join(missing)}: DICOM results reference the source by these UIDs; "
+            "fix the header (or use --format files for maps and findings without DICOM results)"
+        )
+
+
+def writers_view(source: Dataset) -> Dataset:
+    """The source as our writers (and highdicom's, which copy patient and study from it) need it: the
+    source itself, or a shallow copy where it lacks what they require.
+
+    - Type 2 patient and study attributes (PS3.3 C.7.1.1, C.7.2.1) present, empty when the source has
+      none: that is how the standard writes "unknown", and highdicom refuses a source without them.
+    - Modality from the SOP Class when missing (CR, DX; OT for Secondary Capture).
+    - The default repertoire named 'ISO 2022 IR 6' where a Specific Character Set with code extensions
+      leaves its first value empty (e.g. '\\ISO 2022 IR 87' for Japanese); both mean the same, and
+      highdicom accepts only the defined term.
+    """
+    changes: dict[str, object] = {keyword: "" for keyword in TYPE_2_COPIED if keyword not in source}
+    if not source.get("Modality"):
+        changes["Modality"] = MODALITY_OF_SOP_CLASS.get(str(source.get("SOPClassUID", "")), "OT")
+    charset = source.get("SpecificCharacterSet")
+    values = [charset] if isinstance(charset, str) else list(charset or [])
+    if len(values) > 1 and not values[0]:
+        changes["SpecificCharacterSet"] = ["ISO 2022 IR 6", *values[1:]]
+    if not changes:
+        return source
+    view = copy.deepcopy(source)  # Dataset.copy() shares the elements: setting one would change the source
+    for keyword, value in changes.items():
+        setattr(view, keyword, value)
+    return view
 
 
 def result_uid(source_sop_instance_uid: str, content_hash: str, kind: str, role: str) -> UID:

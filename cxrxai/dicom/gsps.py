@@ -9,6 +9,7 @@ torch and no scikit-image.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import contourpy
@@ -17,6 +18,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
+from cxrxai.io.grey import LookupTable, first_window, lut_entries, voi_in_use
 from cxrxai.results import FindingPrediction
 
 HOT_LEVEL = 0.5
@@ -41,6 +43,97 @@ def outlines(mask_or_map: np.ndarray, level: float = 0.5) -> list[np.ndarray]:
             sampled = np.vstack([sampled, sampled[:1]])
         result.append(sampled.astype(np.float32))
     return sorted(result, key=len, reverse=True)
+
+
+def _fit_lut(item: Dataset, table: LookupTable) -> None:
+    """highdicom declares every LUT 16 bits per entry; keep the source's bits instead (a 12-bit table
+    declared as 16 would display sixteen times too dark), one entry per 16-bit word."""
+    item.LUTDescriptor = [table.entries.size % 2**16, table.first_mapped, table.bits]
+    item.add_new("LUTData", "OW", table.entries.astype("<u2").tobytes())
+
+
+def _full_range(table: LookupTable) -> LookupTable:
+    """A VOI LUT's bits may only be 8 or 16 (PS3.3 C.11.2.1.1), and readers disagree whether 8-bit entries
+    are packed two to a word: every table is written with 16 bits, stretched, which a viewer's
+    presentation LUT maps to the same greys. (A Modality LUT is copied as it is: its output values are
+    what a window refers to.)"""
+    if table.bits == 16:
+        return table
+    scale = (2**16 - 1) / (2**table.bits - 1)
+    entries = np.round(table.entries.astype(np.float64) * scale).clip(0, 2**16 - 1).astype(np.uint16)
+    return LookupTable(table.first_mapped, entries, 16, table.explanation)
+
+
+def _rescale_type(value: object) -> str:
+    text = str(value or "US")
+    return text if text in hd.RescaleTypeValues.__members__ else "US"
+
+
+def modality_transformation(source: Dataset) -> hd.ModalityLUTTransformation | None:
+    """The source's Modality LUT as the reader applied it (a usable LUT, else Rescale Slope and
+    Intercept, else identity when the source has half a rescale); None when the source has none."""
+    sequence = source.get("ModalityLUTSequence")
+    table = lut_entries(sequence[0], source) if sequence else None
+    if table is not None and sequence is not None:
+        lut = hd.ModalityLUT(
+            lut_type=_rescale_type(sequence[0].get("ModalityLUTType")),
+            first_mapped_value=table.first_mapped,
+            lut_data=table.entries,
+            lut_explanation=table.explanation,
+        )
+        _fit_lut(lut, table)
+        return hd.ModalityLUTTransformation(modality_lut=lut)
+    slope, intercept = source.get("RescaleSlope"), source.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        return hd.ModalityLUTTransformation(
+            rescale_intercept=float(intercept),
+            rescale_slope=float(slope),
+            rescale_type=_rescale_type(source.get("RescaleType")),
+        )
+    if slope is not None or intercept is not None or sequence is not None:
+        return hd.ModalityLUTTransformation(rescale_intercept=0.0, rescale_slope=1.0, rescale_type="US")
+    return None
+
+
+VOI_KEYWORDS = (
+    "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction", "VOILUTSequence",
+)  # fmt: skip
+
+
+def _without_voi(source: Dataset) -> Dataset:
+    """The source as the GSPS references it: without its VOI attributes, which highdicom would otherwise
+    copy (and refuse when unusable) where `voi_transformations` chose none."""
+    if not any(keyword in source for keyword in VOI_KEYWORDS):
+        return source
+    reference = copy.deepcopy(source)  # Dataset.copy() shares the elements: deleting would touch the source
+    for keyword in VOI_KEYWORDS:
+        if keyword in reference:
+            delattr(reference, keyword)
+    return reference
+
+
+def voi_transformations(source: Dataset) -> list[hd.pr.SoftcopyVOILUTTransformation] | None:
+    """The one VOI transformation the reader applied (`cxrxai.io.grey.voi_in_use`): the first VOI LUT
+    with its LUT Data read from US values or OW bytes, or the first window; None for the full range."""
+    voi = voi_in_use(source)
+    if voi == "lut":
+        item = source.VOILUTSequence[0]
+        table = lut_entries(item, source)
+        assert table is not None
+        table = _full_range(table)
+        lut = hd.VOILUT(table.first_mapped, table.entries, table.explanation)
+        _fit_lut(lut, table)
+        return [hd.pr.SoftcopyVOILUTTransformation(voi_luts=[lut])]
+    if voi == "window":
+        window = first_window(source)
+        assert window is not None
+        transformation = hd.pr.SoftcopyVOILUTTransformation(
+            window_center=window.center, window_width=window.width, voi_lut_function=window.function
+        )
+        if window.explanation:  # highdicom 0.28 splits a single explanation into characters
+            transformation.add_new("WindowCenterWidthExplanation", "LO", window.explanation)
+        return [transformation]
+    return None
 
 
 def build_gsps(
@@ -103,7 +196,7 @@ def build_gsps(
         )
     number = SERIES["gsps"][0]
     gsps = hd.pr.GrayscaleSoftcopyPresentationState(
-        referenced_images=[source],
+        referenced_images=[_without_voi(source)],
         series_instance_uid=result_uid(uid, device.content_hash, "gsps", "series"),
         series_number=number,
         sop_instance_uid=result_uid(uid, device.content_hash, "gsps", "instance"),
@@ -116,6 +209,8 @@ def build_gsps(
         content_description="AI outlines - not for diagnostic use",
         graphic_annotations=annotations,
         graphic_layers=[anatomy_layer, findings_layer],
+        modality_lut_transformation=modality_transformation(source),
+        voi_lut_transformations=voi_transformations(source),
         # a presentation state replaces the photometric inversion: MONOCHROME1 needs INVERSE to look right
         presentation_lut_transformation=hd.PresentationLUTTransformation(
             presentation_lut_shape="INVERSE"

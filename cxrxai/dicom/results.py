@@ -1,22 +1,35 @@
 """Write every DICOM result object of one explained radiograph: anatomy SEG, heatmap SEG, Secondary
-Capture pages, a presentation state (GSPS), and the SR that references them all."""
+Capture pages, a presentation state (GSPS), and the SR that references them all.
+
+The SR is the result; every other object is optional. One that cannot be made for an image (a header
+one writer cannot follow) is left out of the SR's references with its reason, and the others are still
+written: a radiologist gets the findings and every overlay that could be made, and the CLI or the node
+reports what is missing.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
 
-from cxrxai.dicom.common import Device
+from cxrxai.dicom.common import Device, check_reference_uids, writers_view
 from cxrxai.dicom.gsps import build_gsps
 from cxrxai.dicom.sc import build_sc, finding_page, summary_page
 from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg
 from cxrxai.dicom.sr import build_sr
+from cxrxai.errors import CXRXAIError
 from cxrxai.labels import LUNG_CHANNELS
 from cxrxai.render import layer_order
 from cxrxai.results import DISPLAYED_METHOD, Explanation, FindingPrediction
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -75,43 +88,99 @@ def strip_layers(layers: list[HeatmapLayer]) -> list[HeatmapLayer]:
     return sorted((h for h in layers if h.layer != "fused"), key=lambda h: layer_order(h.layer))
 
 
+@dataclass
+class ResultObjects:
+    """The objects made for one image, SR last, and one line for each optional object that could not be
+    made ("presentation state not made: TypeError: ...")."""
+
+    datasets: list[Dataset]
+    missing: list[str] = field(default_factory=list)
+
+
+def _optional(what: str, missing: list[str], build: Callable[[], T]) -> T | None:
+    """Build one optional object; on any error record why and go on without it."""
+    try:
+        return build()
+    except Exception as exc:  # reported to the user or the node through `missing`, never dropped
+        LOG.debug("%s not made", what, exc_info=True)
+        text = " ".join(str(exc).split())[:200]
+        missing.append(f"{what} not made ({type(exc).__name__}{': ' + text if text else ''})")
+        return None
+
+
 def build_dicom_results(
     explanation: Explanation,
     source: Dataset,
     pixels: np.ndarray,
     selection: HeatmapSelection = HeatmapSelection(),
-) -> list[Dataset]:
-    """SEG (anatomy), SEG (heatmaps, when any finding is selected), SC pages, GSPS, then the SR."""
+) -> ResultObjects:
+    """SEG (anatomy), SEG (heatmaps, when any finding is selected), SC pages, GSPS, then the SR that
+    references those that could be made. Raises UnsupportedInputError, before any work, when the source
+    lacks a UID the objects must reference."""
+    check_reference_uids(source)
+    source = writers_view(source)
     device = device_of(explanation)
+    missing: list[str] = []
     masks = explanation.anatomy_at_source()
-    segmentations: list[Dataset] = [build_anatomy_seg(source, masks, device)]
+    segmentations: list[Dataset] = []
+    anatomy_seg = _optional("lung and heart SEG", missing, lambda: build_anatomy_seg(source, masks, device))
+    if anatomy_seg is not None:
+        segmentations.append(anatomy_seg)
     chosen = selection.choose(explanation.findings)
     heatmaps = [layer for f in chosen for layer in heatmap_layers(explanation, f.name)]
     if heatmaps:
-        segmentations.append(build_heatmap_seg(source, heatmaps, device))
+        heatmap_seg = _optional("heat-map SEG", missing, lambda: build_heatmap_seg(source, heatmaps, device))
+        if heatmap_seg is not None:
+            segmentations.append(heatmap_seg)
     model = f"{device.name} {device.version}"
     lungs = np.asarray(masks[list(LUNG_CHANNELS)].any(axis=0), dtype=bool)
-    pages = [
-        build_sc(source, summary_page(explanation.findings, explanation.ctr, model), device, "summary", 1)
-    ]
+    pages: list[Dataset] = []
+    summary = _optional(
+        "summary page",
+        missing,
+        lambda: build_sc(
+            source, summary_page(explanation.findings, explanation.ctr, model), device, "summary", 1
+        ),
+    )
+    if summary is not None:
+        pages.append(summary)
     for number, finding in enumerate(chosen, start=2):
         layers = [h for h in heatmaps if h.finding == finding.name]
         if not layers:
             continue
         strip = [(h.layer, h.values) for h in strip_layers(layers)]
-        page = finding_page(pixels, finding, (layers[0].layer, layers[0].values), lungs, strip, model)
-        pages.append(build_sc(source, page, device, f"finding:{finding.name}", number))
+
+        def page(finding=finding, layers=layers, strip=strip, number=number) -> Dataset:
+            picture = finding_page(pixels, finding, (layers[0].layer, layers[0].values), lungs, strip, model)
+            return build_sc(source, picture, device, f"finding:{finding.name}", number)
+
+        made = _optional(f"{finding.name} page", missing, page)
+        if made is not None:
+            pages.append(made)
     anatomy = dict(zip(explanation.anatomy_names, masks, strict=True))
     hottest = [
         (f, next(h.values for h in heatmaps if h.finding == f.name))
         for f in chosen
         if any(h.finding == f.name for h in heatmaps)
     ]
-    presentation = build_gsps(source, anatomy, hottest, device)
-    sr = build_sr(
-        source, explanation.findings, explanation.ctr, device, segmentations, [*pages, presentation]
+    presentation = _optional(
+        "presentation state", missing, lambda: build_gsps(source, anatomy, hottest, device)
     )
-    return [*segmentations, *pages, presentation, sr]
+    evidence = [*pages, *([presentation] if presentation is not None else [])]
+    sr = build_sr(source, explanation.findings, explanation.ctr, device, segmentations, evidence)
+    return ResultObjects([*segmentations, *evidence, sr], missing)
+
+
+def save_dicom_results(datasets: list[Dataset], folder: str | Path) -> list[Path]:
+    """Write the objects under their `result_file_name`s: deterministic, so re-runs overwrite."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for dataset in datasets:
+        path = folder / result_file_name(dataset)
+        dataset.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
 
 
 def result_file_name(dataset: Dataset) -> str:
@@ -126,12 +195,9 @@ def write_dicom_results(
     folder: str | Path,
     selection: HeatmapSelection = HeatmapSelection(),
 ) -> list[Path]:
-    """Write the objects under their `result_file_name`s: deterministic, so re-runs overwrite."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for dataset in build_dicom_results(explanation, source, pixels, selection):
-        path = folder / result_file_name(dataset)
-        dataset.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
+    """Build and save every object; raises when an optional one could not be made (the CLI and the node
+    build with `build_dicom_results` and report the missing ones instead)."""
+    results = build_dicom_results(explanation, source, pixels, selection)
+    if results.missing:
+        raise CXRXAIError("; ".join(results.missing))
+    return save_dicom_results(results.datasets, folder)

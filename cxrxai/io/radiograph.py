@@ -2,8 +2,9 @@
 
 Why our own reader rather than MONAI's `LoadImage`: a radiograph's grey values depend on the Modality LUT,
 the VOI LUT or window, and MONOCHROME1 inversion, which MONAI's readers do not apply; TorchXRayVision's
-care here is the model to follow. Pixel decoding itself is pydicom's, with the pylibjpeg / pyjpegls plugins
-for JPEG baseline / lossless, JPEG-LS, JPEG 2000, RLE and deflate.
+care here is the model to follow. The grey-value pipeline is `cxrxai.io.grey`, shared with the
+presentation state. Pixel decoding itself is pydicom's, with the pylibjpeg / pyjpegls plugins for JPEG
+baseline / lossless, JPEG-LS, JPEG 2000, RLE and deflate.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import UID
 
 from cxrxai.errors import UnsupportedInputError
+from cxrxai.io.grey import display_values
 
 # SOP classes of single-frame projection radiographs we explain.
 RADIOGRAPH_SOP_CLASSES: dict[str, str] = {
@@ -120,9 +121,12 @@ def _from_dataset(ds: Dataset, source: str) -> Radiograph:
         ) from exc
     if stored.ndim != 2:
         raise UnsupportedInputError(f"{source}: pixel array has shape {stored.shape}; {ACCEPTED}")
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-    if "VOILUTSequence" in ds or "WindowCenter" in ds:
-        values = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), dtype=np.float64)
+    try:
+        values = display_values(stored, ds)
+    except Exception as exc:  # a header whose grey-value transformations contradict its pixels
+        raise UnsupportedInputError(
+            f"{source}: grey values could not be computed from the Modality / VOI LUT ({_short(exc)})"
+        ) from exc
     if photometric == "MONOCHROME1":
         values = values.max() + values.min() - values
     header = ds.copy()
