@@ -41,7 +41,38 @@ def _contour(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def _overlay(pixels: np.ndarray, heat: np.ndarray | None, lungs: np.ndarray | None) -> np.ndarray:
+def _display_size(shape: tuple[int, ...], width: int, max_height: int) -> tuple[int, int]:
+    """(columns, rows) of an image of `shape` fitted into width x max_height, aspect kept."""
+    rows, columns = shape[:2]
+    scale = min(width / columns, max_height / rows)
+    return max(1, round(columns * scale)), max(1, round(rows * scale))
+
+
+def _reduce(values: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """A plane resampled to `size` (columns, rows) before any colouring: a page shows at most 1024
+    pixels a side, so a 3000 x 3000 detector image is coloured at display size, not at its own (measured:
+    25x faster per page). Masks take the nearest pixel, grey values and maps an area average."""
+    if values.shape[1] == size[0] and values.shape[0] == size[1]:
+        return values
+    if nearest:
+        image = Image.fromarray(values.astype(np.uint8))
+        return np.asarray(image.resize(size, Image.Resampling.NEAREST)).astype(bool)
+    image = Image.fromarray(np.asarray(values, dtype=np.float32), mode="F")
+    return np.asarray(image.resize(size, Image.Resampling.BOX))
+
+
+def _overlay(
+    pixels: np.ndarray,
+    heat: np.ndarray | None,
+    lungs: np.ndarray | None,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """The radiograph (grey), the map blended in with the inferno colours, the lung contour in cyan; at
+    `size` (columns, rows) when given, else at the image's own size."""
+    if size is not None:
+        pixels = _reduce(pixels, size)
+        heat = None if heat is None else _reduce(heat, size)
+        lungs = None if lungs is None else _reduce(lungs, size, nearest=True)
     rgb = grey(pixels).astype(np.float32)
     if heat is not None:
         alpha = 0.5 * np.clip(heat, 0, 1)[..., None]
@@ -50,14 +81,6 @@ def _overlay(pixels: np.ndarray, heat: np.ndarray | None, lungs: np.ndarray | No
         edge = _contour(lungs.astype(bool))
         rgb[edge] = CONTOUR
     return rgb.astype(np.uint8)
-
-
-def _fit(image: np.ndarray, width: int, max_height: int) -> Image.Image:
-    rows, columns = image.shape[:2]
-    scale = min(width / columns, max_height / rows)
-    return Image.fromarray(image).resize(
-        (max(1, round(columns * scale)), max(1, round(rows * scale))), Image.Resampling.BILINEAR
-    )
 
 
 def _legend(height: int) -> Image.Image:
@@ -90,9 +113,11 @@ def finding_page(
 ) -> np.ndarray:
     """RGB page: overlay of `heat` (layer, map) + legend, then the layer strip (encoder to decoder)."""
     heat_layer, heat_map = heat
-    main = _fit(_overlay(pixels, heat_map, lungs), PAGE_WIDTH - LEGEND, 768)
+    main_size = _display_size(pixels.shape, PAGE_WIDTH - LEGEND, 768)
+    main = Image.fromarray(_overlay(pixels, heat_map, lungs, main_size))
     tile_width = PAGE_WIDTH // max(len(strip), 1)
-    tiles = [(_fit(_overlay(pixels, h, None), tile_width - 4, 256), layer) for layer, h in strip]
+    tile_size = _display_size(pixels.shape, tile_width - 4, 256)
+    tiles = [(Image.fromarray(_overlay(pixels, h, None, tile_size)), layer) for layer, h in strip]
     strip_height = max((t.height for t, _ in tiles), default=0) + (20 if tiles else 0)
     body = Image.new("RGB", (PAGE_WIDTH, main.height + strip_height), (0, 0, 0))
     body.paste(main, ((PAGE_WIDTH - LEGEND - main.width) // 2, 0))
