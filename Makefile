@@ -58,6 +58,7 @@ bench: $(BENCH_STAMP) $(STAMP) debs
 	$(PY) bench/bench_node.py
 	$(PY) bench/bench_index.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_sizes.py
 
 # The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
 samples: $(STAMP)

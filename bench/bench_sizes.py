@@ -1,0 +1,138 @@
+"""Real detector sizes through `cxrxai explain --format all`: time per result-object type and peak memory.
+
+The real PA radiograph in resources (488 x 460) is resampled to a 512-row CR, a 2000 x 2500 CR and a
+3000 x 3000 DX (a current flat panel). Each size runs in a fresh process with the shipped default bundle
+(or an untrained one of the same shape) and the default heat-map selection, timed stage by stage the way
+`build_dicom_results` runs them; peak memory is that process's highest resident set. The last columns
+compare memory growth with pixel growth against the smallest size (target: at most linear).
+
+Usage: python bench/bench_sizes.py [--sizes 512x480 2000x2500 3000x3000] [--heatmaps above-threshold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT / "resources" / "real" / "pa-chest-wg04-rg1.dcm"
+DX = "1.2.840.10008.5.1.4.1.1.1.1"
+sys.path.insert(0, str(ROOT))
+
+
+def make_source(rows: int, columns: int, folder: Path) -> Path:
+    """The real radiograph resampled to rows x columns; 3000 x 3000 becomes a DX, the others stay CR."""
+    import pydicom
+    from scipy import ndimage
+
+    ds = pydicom.dcmread(REAL)
+    stored = ds.pixel_array.astype(np.float32)
+    resized = ndimage.zoom(stored, (rows / stored.shape[0], columns / stored.shape[1]), order=1)
+    ds.Rows, ds.Columns = resized.shape
+    top = 2 ** int(ds.BitsStored) - 1
+    ds.PixelData = np.clip(np.round(resized), 0, top).astype(np.uint16).tobytes()
+    if rows >= 3000:
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = DX
+        ds.Modality = "DX"
+    path = folder / f"{rows}x{columns}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def run_one(path: Path, heatmaps: str) -> dict:
+    """In this process: read, explain, build each object kind, encode; seconds per stage and peak MB."""
+    from io import BytesIO
+
+    from cxrxai.cli import DEFAULT_BUNDLE
+    from cxrxai.dicom import results
+    from cxrxai.explain import Explainer
+    from cxrxai.io import read_radiograph
+
+    timings: dict[str, float] = {}
+    originals = {
+        "anatomy SEG": ("build_anatomy_seg", results.build_anatomy_seg),
+        "heat-map SEG": ("build_heatmap_seg", results.build_heatmap_seg),
+        "SC pages": ("build_sc", results.build_sc),
+        "GSPS": ("build_gsps", results.build_gsps),
+        "SR": ("build_sr", results.build_sr),
+    }
+
+    def timed(kind: str, function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                timings[kind] = timings.get(kind, 0.0) + time.perf_counter() - started
+
+        return wrapper
+
+    for kind, (name, function) in originals.items():
+        setattr(results, name, timed(kind, function))
+    explainer = Explainer.from_bundle(DEFAULT_BUNDLE)
+    started = time.perf_counter()
+    radiograph = read_radiograph(path)
+    timings["read"] = time.perf_counter() - started
+    started = time.perf_counter()
+    explanation = explainer.explain(radiograph)
+    timings["explain"] = time.perf_counter() - started
+    started = time.perf_counter()
+    assert radiograph.dataset is not None
+    made = results.build_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, results.HeatmapSelection(heatmaps)
+    )
+    timings["all objects"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for dataset in made.datasets:
+        dataset.save_as(BytesIO(), enforce_file_format=True)
+    timings["encoding"] = time.perf_counter() - started
+    timings["all objects"] += timings["encoding"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"timings": timings, "peak_mb": peak, "objects": len(made.datasets), "missing": made.missing}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["512x480", "2000x2500", "3000x3000"])
+    parser.add_argument("--heatmaps", default="above-threshold")
+    parser.add_argument("--one", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(run_one(args.one, args.heatmaps)))
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            r, c = (int(v) for v in size.split("x"))
+            source = make_source(r, c, Path(tmp))
+            child = subprocess.run(
+                [sys.executable, __file__, "--one", str(source), "--heatmaps", args.heatmaps],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            rows.append((r, c, json.loads(child.stdout.strip().splitlines()[-1])))
+    stages = ["read", "explain", "anatomy SEG", "heat-map SEG", "SC pages", "GSPS", "SR", "encoding"]
+    print(f"| size | {' | '.join(stages)} | all objects | total | peak MB | memory / pixels vs smallest |")
+    print("|---|" + "---:|" * (len(stages) + 4))
+    base_pixels, base_memory = rows[0][0] * rows[0][1], rows[0][2]["peak_mb"]
+    for r, c, result in rows:
+        t = result["timings"]
+        total = t["read"] + t["explain"] + t["all objects"]
+        growth = (result["peak_mb"] / base_memory) / ((r * c) / base_pixels)
+        cells = " | ".join(f"{t.get(stage, 0.0):.2f}" for stage in stages)
+        print(f"| {r} x {c} | {cells} | {t['all objects']:.2f} | {total:.2f} | {result['peak_mb']:.0f} | "
+              f"{growth:.2f} |")  # fmt: skip
+    print(f"\nseconds; {rows[0][2]['objects']}+ objects per image, heat maps: {args.heatmaps}. "
+          "Target (issue 32): 3000 x 3000 in at most 5 s and 1.5 GB; memory / pixels at most 1.")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
