@@ -59,6 +59,7 @@ bench: $(BENCH_STAMP) $(STAMP) debs
 	$(PY) bench/bench_index.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_sizes.py
+	$(PY) bench/bench_resolution.py
 
 # The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
 samples: $(STAMP)

@@ -54,8 +54,7 @@ class InstanceOutcome:
 class _Computed:
     """One image's results, encoded in memory, not yet written."""
 
-    files: list[tuple[bytes, Path]]  # (Part 10 bytes, target file)
-    uids_and_files: list[tuple[str, Path]]  # (SOP Instance UID, target file)
+    objects: list[tuple[str, bytes, Path]]  # (SOP Instance UID, Part 10 bytes, target file)
     indexed: Image  # the results-index rows
     missing: list[str]
     urgent: bool
@@ -117,7 +116,7 @@ class Processor:
             return computed
         started = time.perf_counter()
         results = self.config.paths.results
-        for encoded, target in computed.files:
+        for _, encoded, target in computed.objects:
             durable_write(target, encoded)
         self.index.add(computed.indexed)
         self.metrics.stage_seconds.labels(stage="encoding").observe(
@@ -126,7 +125,7 @@ class Processor:
         for line in computed.missing:
             LOG.warning("instance %s of study %s: %s", sop, study_instance_uid, line)
         self.metrics.instances_processed.labels(outcome="done").inc()
-        relative = [(uid, str(target.relative_to(results))) for uid, target in computed.uids_and_files]
+        relative = [(uid, str(target.relative_to(results))) for uid, _, target in computed.objects]
         reason = "; ".join(computed.missing) or None
         return InstanceOutcome(sop, "done", reason, relative, computed.urgent, computed.notification)
 
@@ -154,19 +153,16 @@ class Processor:
         assert radiograph.dataset is not None  # the spool holds DICOM only
         made = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
         folder = self.config.paths.results / study_instance_uid / sop
-        targets = [folder / result_file_name(dataset) for dataset in made.datasets]
-        files = [(_encode(dataset), target) for dataset, target in zip(made.datasets, targets, strict=True)]
-        uids = [(str(d.SOPInstanceUID), target) for d, target in zip(made.datasets, targets, strict=True)]
+        objects = [(str(d.SOPInstanceUID), _encode(d), folder / result_file_name(d)) for d in made.datasets]
         sr = next(d for d in made.datasets if d.Modality == "SR")
-        indexed = indexed_image(sr, dict(uids), inference)
+        indexed = indexed_image(sr, {uid: target for uid, _, target in objects}, inference)
         triaged = self._triage(explanation)
         notification = None
         if (urgent or triaged) and self.config.triage.webhook_url:
             notification = self._notification(study_instance_uid, header, explanation)
         return _Computed(
-            files, uids, indexed, made.missing, urgent or triaged, notification,
-            time.perf_counter() - started,
-        )  # fmt: skip
+            objects, indexed, made.missing, urgent or triaged, notification, time.perf_counter() - started
+        )
 
     def _triage(self, explanation) -> bool:
         probabilities = {f.name: f.probability for f in explanation.findings}

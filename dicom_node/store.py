@@ -243,7 +243,7 @@ class Store:
     def finish_job(self, study_instance_uid: str) -> str:
         """Close a job: the study's state from all its instances (`study_outcome`), with the count of
         each instance state as its reason. A study with new instances left (received meanwhile, or
-        waiting for a retry) goes back to receiving, to be queued again after the quiet period; its
+        waiting for a retry) goes back to receiving and is queued once quiet (a retry at once); its
         attempts start again from zero either way. Returns the state."""
         with self.transaction() as db:
             counts = dict(
