@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -29,7 +28,6 @@ from cxrxai.render import layer_order
 from cxrxai.results import DISPLAYED_METHOD, Explanation, FindingPrediction
 
 LOG = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -91,21 +89,21 @@ def strip_layers(layers: list[HeatmapLayer]) -> list[HeatmapLayer]:
 @dataclass
 class ResultObjects:
     """The objects made for one image, SR last, and one line for each optional object that could not be
-    made ("presentation state not made: TypeError: ...")."""
+    made ("presentation state not made (TypeError: ...)")."""
 
     datasets: list[Dataset]
     missing: list[str] = field(default_factory=list)
 
 
-def _optional(what: str, missing: list[str], build: Callable[[], T]) -> T | None:
-    """Build one optional object; on any error record why and go on without it."""
+def _optional(what: str, missing: list[str], build: Callable[[], Dataset]) -> list[Dataset]:
+    """[the optional object], or [] with the reason recorded in `missing`."""
     try:
-        return build()
+        return [build()]
     except Exception as exc:  # reported to the user or the node through `missing`, never dropped
         LOG.debug("%s not made", what, exc_info=True)
         text = " ".join(str(exc).split())[:200]
         missing.append(f"{what} not made ({type(exc).__name__}{': ' + text if text else ''})")
-        return None
+        return []
 
 
 def build_dicom_results(
@@ -122,28 +120,22 @@ def build_dicom_results(
     device = device_of(explanation)
     missing: list[str] = []
     masks = explanation.anatomy_at_source()
-    segmentations: list[Dataset] = []
-    anatomy_seg = _optional("lung and heart SEG", missing, lambda: build_anatomy_seg(source, masks, device))
-    if anatomy_seg is not None:
-        segmentations.append(anatomy_seg)
+    segmentations = _optional("lung and heart SEG", missing, lambda: build_anatomy_seg(source, masks, device))
     chosen = selection.choose(explanation.findings)
     heatmaps = [layer for f in chosen for layer in heatmap_layers(explanation, f.name)]
     if heatmaps:
-        heatmap_seg = _optional("heat-map SEG", missing, lambda: build_heatmap_seg(source, heatmaps, device))
-        if heatmap_seg is not None:
-            segmentations.append(heatmap_seg)
+        segmentations += _optional(
+            "heat-map SEG", missing, lambda: build_heatmap_seg(source, heatmaps, device)
+        )
     model = f"{device.name} {device.version}"
     lungs = np.asarray(masks[list(LUNG_CHANNELS)].any(axis=0), dtype=bool)
-    pages: list[Dataset] = []
-    summary = _optional(
+    pages = _optional(
         "summary page",
         missing,
         lambda: build_sc(
             source, summary_page(explanation.findings, explanation.ctr, model), device, "summary", 1
         ),
     )
-    if summary is not None:
-        pages.append(summary)
     for number, finding in enumerate(chosen, start=2):
         layers = [h for h in heatmaps if h.finding == finding.name]
         if not layers:
@@ -154,19 +146,16 @@ def build_dicom_results(
             picture = finding_page(pixels, finding, (layers[0].layer, layers[0].values), lungs, strip, model)
             return build_sc(source, picture, device, f"finding:{finding.name}", number)
 
-        made = _optional(f"{finding.name} page", missing, page)
-        if made is not None:
-            pages.append(made)
+        pages += _optional(f"{finding.name} page", missing, page)
     anatomy = dict(zip(explanation.anatomy_names, masks, strict=True))
     hottest = [
         (f, next(h.values for h in heatmaps if h.finding == f.name))
         for f in chosen
         if any(h.finding == f.name for h in heatmaps)
     ]
-    presentation = _optional(
+    evidence = pages + _optional(
         "presentation state", missing, lambda: build_gsps(source, anatomy, hottest, device)
     )
-    evidence = [*pages, *([presentation] if presentation is not None else [])]
     sr = build_sr(source, explanation.findings, explanation.ctr, device, segmentations, evidence)
     return ResultObjects([*segmentations, *evidence, sr], missing)
 
