@@ -69,7 +69,7 @@ def check_reference_uids(source: Dataset) -> None:
 
 def writers_view(source: Dataset) -> Dataset:
     """The source as our writers (and highdicom's, which copy patient and study from it) need it: the
-    source itself, or a shallow copy where it lacks what they require.
+    source itself, or a copy where it lacks what they require.
 
     - Type 2 patient and study attributes (PS3.3 C.7.1.1, C.7.2.1) present, empty when the source has
       none: that is how the standard writes "unknown", and highdicom refuses a source without them.

@@ -18,7 +18,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
-from cxrxai.io.grey import LookupTable, first_window, lut_entries, voi_in_use
+from cxrxai.io.grey import LookupTable, Window, lut_entries, voi_in_use
 from cxrxai.results import FindingPrediction
 
 HOT_LEVEL = 0.5
@@ -74,7 +74,8 @@ def modality_transformation(source: Dataset) -> hd.ModalityLUTTransformation | N
     Intercept, else identity when the source has half a rescale); None when the source has none."""
     sequence = source.get("ModalityLUTSequence")
     table = lut_entries(sequence[0], source) if sequence else None
-    if table is not None and sequence is not None:
+    if table is not None:
+        assert sequence is not None
         lut = hd.ModalityLUT(
             lut_type=_rescale_type(sequence[0].get("ModalityLUTType")),
             first_mapped_value=table.first_mapped,
@@ -116,22 +117,17 @@ def voi_transformations(source: Dataset) -> list[hd.pr.SoftcopyVOILUTTransformat
     """The one VOI transformation the reader applied (`cxrxai.io.grey.voi_in_use`): the first VOI LUT
     with its LUT Data read from US values or OW bytes, or the first window; None for the full range."""
     voi = voi_in_use(source)
-    if voi == "lut":
-        item = source.VOILUTSequence[0]
-        table = lut_entries(item, source)
-        assert table is not None
-        table = _full_range(table)
+    if isinstance(voi, LookupTable):
+        table = _full_range(voi)
         lut = hd.VOILUT(table.first_mapped, table.entries, table.explanation)
         _fit_lut(lut, table)
         return [hd.pr.SoftcopyVOILUTTransformation(voi_luts=[lut])]
-    if voi == "window":
-        window = first_window(source)
-        assert window is not None
+    if isinstance(voi, Window):
         transformation = hd.pr.SoftcopyVOILUTTransformation(
-            window_center=window.center, window_width=window.width, voi_lut_function=window.function
+            window_center=voi.center, window_width=voi.width, voi_lut_function=voi.function
         )
-        if window.explanation:  # highdicom 0.28 splits a single explanation into characters
-            transformation.add_new("WindowCenterWidthExplanation", "LO", window.explanation)
+        if voi.explanation:  # highdicom 0.28 splits a single explanation into characters
+            transformation.add_new("WindowCenterWidthExplanation", "LO", voi.explanation)
         return [transformation]
     return None
 

@@ -1,7 +1,7 @@
 """The grey-value pipeline of a projection radiograph (PS3.3 C.11): Modality LUT, then VOI LUT or window.
 
-One decision for the reader and for the presentation state we write: `voi_in_use` says which VOI
-transformation the reader applied, so the GSPS carries the same one and a PACS viewer shows what the
+One decision for the reader and for the presentation state we write: `voi_in_use` returns the VOI
+transformation the reader applies, so the GSPS carries the same one and a PACS viewer shows what the
 model and our overlay pages saw. Lookup tables are applied here rather than by pydicom: pydicom reads a
 Modality LUT of 12-bit entries as a `uint12` array, which numpy does not have, and either table may
 come as US values (a list) or OW bytes; `lut_entries` reads both.
@@ -10,7 +10,6 @@ come as US values (a list) or OW bytes; `lut_entries` reads both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -106,33 +105,28 @@ def first_window(ds: Dataset) -> Window | None:
     return Window(c, w, function, str(explanations[0]) if explanations.size else None)
 
 
-def voi_in_use(ds: Dataset) -> Literal["lut", "window"] | None:
-    """Which VOI transformation the reader applies: the first VOI LUT when usable, else the first window
+def voi_in_use(ds: Dataset) -> LookupTable | Window | None:
+    """The VOI transformation the reader applies: the first VOI LUT when usable, else the first window
     when usable, else none (the full range is shown)."""
     sequence = ds.get("VOILUTSequence")
-    if sequence and lut_entries(sequence[0], ds) is not None:
-        return "lut"
-    return "window" if first_window(ds) is not None else None
+    table = lut_entries(sequence[0], ds) if sequence else None
+    return table if table is not None else first_window(ds)
 
 
 def display_values(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     """Stored pixel values to the grey values a viewer displays, before MONOCHROME1 inversion."""
     values = modality_values(stored, ds)
     voi = voi_in_use(ds)
-    if voi == "lut":
-        table = lut_entries(ds.VOILUTSequence[0], ds)
-        assert table is not None
-        return look_up(values, table)
-    if voi == "window":
-        window = first_window(ds)
-        assert window is not None
+    if isinstance(voi, LookupTable):
+        return look_up(values, voi)
+    if isinstance(voi, Window):
         view = Dataset()  # pydicom's windowing reads these; a copy keeps the header untouched
         for keyword in ("PhotometricInterpretation", "BitsStored", "PixelRepresentation",
                         "RescaleSlope", "RescaleIntercept", "ModalityLUTSequence"):  # fmt: skip
             if keyword in ds:
                 setattr(view, keyword, ds[keyword].value)
-        view.WindowCenter, view.WindowWidth = window.center, window.width
-        view.VOILUTFunction = window.function
+        view.WindowCenter, view.WindowWidth = voi.center, voi.width
+        view.VOILUTFunction = voi.function
         if "ModalityLUTSequence" in view and lut_entries(view.ModalityLUTSequence[0], ds) is None:
             del view.ModalityLUTSequence
         return np.asarray(apply_windowing(values, view), dtype=np.float64)
