@@ -8,11 +8,16 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 # Debian packages the tests use: DCMTK (JPEG lossless encoder, storescp/storescu), dicom3tools (dciodvfy),
 # Orthanc (the PACS the node talks to in tests), PostgreSQL (the shared results index in tests), Redis (the
 # Celery broker of the scale-out tests), g++ (torch.compile's code generator, used by make model).
-DEB_PACKAGES := dcmtk dicom3tools orthanc postgresql redis-server g++
-DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc pg_ctlcluster redis-server g++
+# orthanc-dicomweb and chromium: the OHIF viewer tests (tests/test_viewer_ohif.py) and `make viewer`.
+DEB_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb postgresql redis-server g++ chromium
+DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc pg_ctlcluster redis-server g++ chromium
+DICOMWEB_PLUGIN := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+# OHIF's built viewer (the npm package @ohif/app's dist/), fetched once into a cache outside git
+OHIF_VERSION := 3.13.2
+OHIF_CACHE := $(or $(CXRXAI_CACHE),$(HOME)/.cache/cxrxai)/ohif-$(OHIF_VERSION)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo lint bench debs compiler clean samples model
+.PHONY: test demo lint bench debs compiler clean samples model ohif
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +38,20 @@ endef
 
 debs:
 	@$(call apt_install,$(DEB_COMMANDS),$(DEB_PACKAGES))
+	@[ -e $(DICOMWEB_PLUGIN) ] || { $(call apt_install,no-such-command,orthanc-dicomweb); }
+
+ohif: $(OHIF_CACHE)/package/dist/index.html
+
+$(OHIF_CACHE)/package/dist/index.html:
+	@$(call apt_install,npm,npm)
+	mkdir -p $(OHIF_CACHE)
+	cd $(OHIF_CACHE) && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null && tar xzf ohif-app-$(OHIF_VERSION).tgz
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cxrxai dicom_node slicer_cxrxai tests bench
 	$(VENV)/bin/mypy
 
-test: $(STAMP) debs lint
+test: $(STAMP) debs ohif lint
 	$(PY) -m pytest -x -q
 
 demo: $(STAMP)

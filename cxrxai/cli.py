@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cxrxai import __version__
+from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, TRANSFER_SYNTAXES
 from cxrxai.errors import CXRXAIError
 from cxrxai.train import FINDING_MAPS
 
@@ -76,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="above-threshold",
         metavar="WHICH",
         help="findings with heatmap segments and pages: above-threshold (default), top-K (e.g. top-3), all",
+    )
+    explain.add_argument(
+        "--dicom-layer-maps",
+        action="store_true",
+        help="also write every layer's map as a FRACTIONAL SEG (for Slicer; OHIF does not draw it)",
+    )
+    explain.add_argument(
+        "--transfer-syntax",
+        choices=tuple(TRANSFER_SYNTAXES),
+        default=DEFAULT_TRANSFER_SYNTAX,
+        help=f"of SEG and Secondary Capture objects (default {DEFAULT_TRANSFER_SYNTAX}: any PACS serves it)",
     )
     explain.set_defaults(run=run_explain)
 
@@ -347,7 +359,14 @@ def _explain_one(path, args, explainer, findings, methods, selection, stems, pro
         write_overview(explanation, radiograph.pixels, folder / "overview.png")
     if wants_dicom:
         assert radiograph.dataset is not None
-        results = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, selection)
+        results = build_dicom_results(
+            explanation,
+            radiograph.dataset,
+            radiograph.pixels,
+            selection,
+            transfer_syntax=args.transfer_syntax,
+            layer_maps=args.dicom_layer_maps,
+        )
         save_dicom_results(results.datasets, folder / "dicom")
         for line in results.missing:
             _report(progress, f"cxrxai: {path}: warning: {line}")

@@ -82,6 +82,8 @@ class ProcessingSection:
     bundle_hash: str | None = None  # pin the bundle: refuse to start with any other
     methods: tuple[str, ...] = ("gradcam",)
     heatmaps: str = "above-threshold"  # which findings get heatmap objects (see HeatmapSelection)
+    transfer_syntax: str = "explicit-little-endian"  # of SEG and Secondary Capture (cxrxai.dicom.encoding)
+    layer_maps: bool = False  # also the FRACTIONAL SEG of every layer's map
     max_attempts: int = 2  # a job that fails this often is marked failed with its error
 
 
@@ -379,6 +381,13 @@ def validate(config: NodeConfig) -> list[str]:
         HeatmapSelection(processing.heatmaps)
     except ValueError as exc:
         problems.append(f"processing.heatmaps: {exc}")
+    from cxrxai.dicom.encoding import TRANSFER_SYNTAXES
+
+    if processing.transfer_syntax not in TRANSFER_SYNTAXES:
+        problems.append(
+            f"processing.transfer_syntax: {processing.transfer_syntax!r}: "
+            f"use one of {', '.join(TRANSFER_SYNTAXES)}"
+        )
     names = set()
     for destination in config.destinations:
         if destination.name in names:

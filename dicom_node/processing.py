@@ -85,14 +85,26 @@ class Processor:
     def _warm_up(self) -> None:
         """Run the whole pipeline once on a synthetic radiograph, so the first real study does not pay
         for lazy imports, font caches and first-call allocations (several seconds on 2 cores)."""
-        from cxrxai.dicom.results import build_dicom_results
         from cxrxai.io import read_radiograph
         from cxrxai.samples import chest_image, radiograph_dataset
 
         radiograph = read_radiograph(radiograph_dataset(chest_image(96, 80), uid_seed="warm-up"))
         explanation = self.explainer.explain(radiograph, methods=self.config.processing.methods)
         assert radiograph.dataset is not None
-        build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
+        self._build(explanation, radiograph)
+
+    def _build(self, explanation, radiograph):
+        from cxrxai.dicom.results import build_dicom_results
+
+        processing = self.config.processing
+        return build_dicom_results(
+            explanation,
+            radiograph.dataset,
+            radiograph.pixels,
+            self.selection,
+            transfer_syntax=processing.transfer_syntax,
+            layer_maps=processing.layer_maps,
+        )
 
     def explain_instance(
         self, study_instance_uid: str, sop: str, path: Path, urgent: bool
@@ -134,7 +146,7 @@ class Processor:
     ) -> InstanceOutcome | _Computed:
         """Everything that depends on the image alone, in memory: a skip outcome, or the encoded result
         objects, their index rows and the triage decision."""
-        from cxrxai.dicom.results import build_dicom_results, result_file_name
+        from cxrxai.dicom.results import result_file_name
         from cxrxai.io import read_radiograph
 
         header = dcmread(path, stop_before_pixels=True)
@@ -151,7 +163,7 @@ class Processor:
         self.metrics.stage_seconds.labels(stage="inference").observe(inference)
         started = time.perf_counter()
         assert radiograph.dataset is not None  # the spool holds DICOM only
-        made = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, self.selection)
+        made = self._build(explanation, radiograph)
         folder = self.config.paths.results / study_instance_uid / sop
         objects = [(str(d.SOPInstanceUID), _encode(d), folder / result_file_name(d)) for d in made.datasets]
         sr = next(d for d in made.datasets if d.Modality == "SR")

@@ -3,6 +3,7 @@ round-tripped, deterministic, for the hard sources."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import highdicom as hd
@@ -11,6 +12,7 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless
 
+from cxrxai.dicom.encoding import TRANSFER_SYNTAXES
 from cxrxai.dicom.results import (
     HeatmapSelection,
     build_dicom_results,
@@ -18,8 +20,9 @@ from cxrxai.dicom.results import (
     strip_layers,
     write_dicom_results,
 )
-from cxrxai.dicom.seg import SEGReadError, read_seg
+from cxrxai.dicom.seg import HEAT_LEVELS, SEGReadError, read_seg
 from cxrxai.dicom.sr import read_sr
+from cxrxai.errors import CXRXAIError
 from cxrxai.io import read_radiograph
 from cxrxai.labels import ANATOMY
 from cxrxai.samples import chest_image, radiograph_dataset
@@ -43,8 +46,8 @@ def _explained(explainer, tmp_path: Path, compress: bool = False, drop: tuple[st
 def _by_kind(paths):
     objects = [pydicom.dcmread(p) for p in paths]
     segs = [o for o in objects if o.SOPClassUID == SEG_CLASS]
-    anatomy = next(s for s in segs if s.SegmentationType == "BINARY")
-    heat = next((s for s in segs if s.SegmentationType == "FRACTIONAL"), None)
+    anatomy = next(s for s in segs if s.ContentLabel == "ANATOMY")
+    heat = next((s for s in segs if s.ContentLabel == "HEATMAPS"), None)
     pages = [o for o in objects if o.Modality == "OT"]
     sr = next(o for o in objects if o.Modality == "SR")
     return anatomy, heat, pages, sr
@@ -64,9 +67,15 @@ def _by_kind(paths):
 def test_every_object_is_valid(explainer, tmp_path, variant):
     source, radiograph, explanation = _explained(explainer, tmp_path, **variant)
     paths = write_dicom_results(
-        explanation, radiograph.dataset, radiograph.pixels, tmp_path / "out", HeatmapSelection("top-2")
+        explanation,
+        radiograph.dataset,
+        radiograph.pixels,
+        tmp_path / "out",
+        HeatmapSelection("top-2"),
+        transfer_syntax="jpeg2000-lossless" if variant.get("compress") else "explicit-little-endian",
+        layer_maps=True,
     )
-    assert len(paths) == 2 + 3 + 1 + 1  # two SEGs, summary + 2 finding pages, GSPS, SR
+    assert len(paths) == 3 + 3 + 1 + 1  # three SEGs, summary + 2 finding pages, GSPS, SR
     for path in paths:
         assert new_errors(path, source) == [], path.name
         result = pydicom.dcmread(path)
@@ -93,6 +102,31 @@ def test_anatomy_and_heatmaps_round_trip(explainer, tmp_path):
         radiograph.dataset.SOPInstanceUID
     ]  # Referenced Series (OHIF)
     heatmaps = read_seg(heat)
+    assert heatmaps.segmentation_type == "BINARY"
+    displayed = {f.name: heatmap_layers(explanation, f.name)[0] for f in explanation.findings}
+    assert len(heatmaps.segments) == 3 * len(displayed)
+    for segment in heatmaps.segments:
+        heatmap = displayed[segment.finding]
+        assert (segment.method, segment.layer) == (heatmap.method, heatmap.layer)
+        low, high = segment.band
+        inside = (heatmap.values >= low) & ((heatmap.values < high) if high < 1.0 else True)
+        np.testing.assert_array_equal(segment.values, inside)
+    for finding in displayed:  # the bands are disjoint and cover the map from the lowest level up
+        bands = [s.values for s in heatmaps.segments if s.finding == finding]
+        assert (np.sum(bands, axis=0) <= 1).all()
+        np.testing.assert_array_equal(np.any(bands, axis=0), displayed[finding].values >= HEAT_LEVELS[0])
+    colours = {tuple(item.RecommendedDisplayCIELabValue) for item in heat.SegmentSequence}
+    assert len(colours) == len(HEAT_LEVELS)
+
+
+def test_layer_maps_round_trip(explainer, tmp_path):
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    made = build_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, HeatmapSelection("all"), layer_maps=True
+    )
+    (layered,) = [d for d in made.datasets if d.Modality == "SEG" and d.ContentLabel == "LAYERMAPS"]
+    heatmaps = read_seg(_reread(layered))
+    assert heatmaps.segmentation_type == "FRACTIONAL"
     expected = {
         layer.label: layer for f in explanation.findings for layer in heatmap_layers(explanation, f.name)
     }
@@ -101,6 +135,29 @@ def test_anatomy_and_heatmaps_round_trip(explainer, tmp_path):
         assert (segment.finding, segment.method, segment.layer) == tuple(label.split(" | "))
         assert segment.values.shape == (72, 56)
         assert np.abs(segment.values - np.clip(expected[label].values, 0, 1)).max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("syntax", sorted(TRANSFER_SYNTAXES))
+def test_image_objects_in_each_transfer_syntax(explainer, tmp_path, syntax):
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    made = build_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, HeatmapSelection("top-1"), transfer_syntax=syntax
+    )
+    images = [d for d in made.datasets if d.Modality in ("SEG", "OT")]
+    assert len(images) == 2 + 2
+    for dataset in images:
+        back = _reread(dataset)
+        assert back.file_meta.TransferSyntaxUID == TRANSFER_SYNTAXES[syntax]
+        assert back.pixel_array.size
+    with pytest.raises(CXRXAIError, match="use one of explicit-little-endian, jpeg2000-lossless"):
+        build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, transfer_syntax="jpeg")
+
+
+def _reread(dataset) -> pydicom.Dataset:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    return pydicom.dcmread(buffer)
 
 
 def test_layers_run_from_encoder_to_decoder(explainer, tmp_path):
@@ -139,19 +196,19 @@ def test_highdicom_segread_trap_and_our_reader(explainer, tmp_path):
         read_seg(radiograph.dataset)
 
 
-def test_sr_references_every_segment_and_page(explainer, tmp_path):
+def test_sr_references_every_object(explainer, tmp_path):
     _, radiograph, explanation = _explained(explainer, tmp_path)
     paths = write_dicom_results(
         explanation, radiograph.dataset, radiograph.pixels, tmp_path / "out", HeatmapSelection("top-1")
     )
     anatomy, heat, pages, sr = _by_kind(paths)
-    planar = _planar_segment_references(sr)
-    expected = {
-        (s.SOPInstanceUID, int(seg.SegmentNumber)) for s in (anatomy, heat) for seg in s.SegmentSequence
+    current = {
+        ref.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
     }
-    assert planar == expected
-    parsed = hd.sr.Comprehensive3DSR.from_dataset(sr)
-    assert len(parsed.content.get_planar_roi_measurement_groups()) == len(expected)
+    assert current == {radiograph.dataset.SOPInstanceUID, anatomy.SOPInstanceUID, heat.SOPInstanceUID}
     evidence = {
         ref.ReferencedSOPInstanceUID
         for study in sr.PertinentOtherEvidenceSequence
@@ -163,21 +220,6 @@ def test_sr_references_every_segment_and_page(explainer, tmp_path):
     assert read_sr(sr).findings == explanation.findings
 
 
-def _planar_segment_references(sr) -> set[tuple[str, int]]:
-    found = set()
-
-    def walk(items):
-        for item in items:
-            if item.ValueType == "IMAGE":
-                for ref in item.ReferencedSOPSequence:
-                    if ref.ReferencedSOPClassUID == SEG_CLASS:
-                        found.add((ref.ReferencedSOPInstanceUID, int(ref.ReferencedSegmentNumber)))
-            walk(item.get("ContentSequence", []))
-
-    walk(sr.ContentSequence)
-    return found
-
-
 def test_pages_are_burned_in_rgb(explainer, tmp_path):
     _, radiograph, explanation = _explained(explainer, tmp_path)
     _, _, pages, _ = _by_kind(
@@ -187,9 +229,7 @@ def test_pages_are_burned_in_rgb(explainer, tmp_path):
     )
     assert len(pages) == 2
     for page in pages:
-        assert (
-            page.PhotometricInterpretation == "YBR_RCT" and page.BurnedInAnnotation == "YES"
-        )  # lossless J2K
+        assert page.PhotometricInterpretation == "RGB" and page.BurnedInAnnotation == "YES"
         assert page.pixel_array.shape[2] == 3 and page.pixel_array.shape[1] == 1024
         assert "not for diagnostic use" in page.DerivationDescription
 
@@ -223,7 +263,8 @@ def test_bad_heatmap_selection_is_refused():
 
 
 def test_presentation_state_outlines_anatomy_and_hot_regions(explainer, tmp_path):
-    from cxrxai.dicom.gsps import build_gsps, outlines
+    from cxrxai.dicom.gsps import build_gsps
+    from cxrxai.dicom.outlines import outlines
     from cxrxai.dicom.results import device_of
     from cxrxai.results import FindingPrediction
 

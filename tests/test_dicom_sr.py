@@ -12,7 +12,8 @@ from pydicom.uid import JPEG2000Lossless
 
 from cxrxai.cli import main
 from cxrxai.dicom import codes
-from cxrxai.dicom.results import device_of
+from cxrxai.dicom.outlines import outlines
+from cxrxai.dicom.results import HeatmapSelection, build_dicom_results, device_of
 from cxrxai.dicom.sr import SRReadError, build_sr, read_sr
 from cxrxai.io import read_radiograph
 from cxrxai.labels import FINDINGS
@@ -27,13 +28,31 @@ def _source(tmp_path: Path, name: str = "src.dcm", **kwargs) -> Path:
 
 
 def _sr_for(explainer, source_path: Path):
+    """Findings and anatomy without maps: every finding in the Qualitative Evaluations container."""
     radiograph = read_radiograph(source_path)
     explanation = explainer.predict(radiograph)
+    anatomy = dict(zip(explanation.anatomy_names, explanation.anatomy_at_source(), strict=True))
     return (
         explanation,
         radiograph,
-        build_sr(radiograph.dataset, explanation.findings, explanation.ctr, device_of(explanation)),
+        build_sr(
+            radiograph.dataset,
+            explanation.findings,
+            explanation.ctr,
+            device_of(explanation),
+            anatomy_outlines={name: found[0] for name, mask in anatomy.items() if (found := outlines(mask))},
+        ),
     )
+
+
+def _mapped_sr_for(explainer, source_path: Path, selection: str = "top-3"):
+    """The SR as `cxrxai explain --format all` makes it: the selected findings with hot-region outlines."""
+    radiograph = read_radiograph(source_path)
+    explanation = explainer.explain(radiograph, methods=("gradcam",))
+    made = build_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, HeatmapSelection(selection)
+    )
+    return explanation, made.datasets[-1]
 
 
 def _reread(dataset) -> pydicom.Dataset:
@@ -92,16 +111,46 @@ def test_jpeg2000_source(explainer, tmp_path):
 
 
 def test_highdicom_parses_the_report(explainer, tmp_path):
-    _, _, sr = _sr_for(explainer, _source(tmp_path))
+    path = _source(tmp_path)
+    source = pydicom.dcmread(path)
+    explanation, sr = _mapped_sr_for(explainer, path)
     sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
     parsed = hd.sr.srread(tmp_path / "sr.dcm")
-    groups = parsed.content.get_image_measurement_groups()
-    assert len(groups) == 14 + 1  # the findings and the cardiothoracic ratio
-    by_name = {g.tracking_identifier: g for g in groups}
-    cardiomegaly = by_name["Cardiomegaly"]
-    assert cardiomegaly.finding_type == codes.FINDING_CODES["Cardiomegaly"].code
-    (probability,) = [m for m in cardiomegaly.get_measurements() if m.name == codes.PROBABILITY.code]
-    assert 0.0 <= probability.value <= 1.0
+    assert parsed.content.get_image_measurement_groups() == []  # no group without an image region
+    groups = parsed.content.get_planar_roi_measurement_groups()
+    top = sorted(explanation.findings, key=lambda f: f.probability, reverse=True)[:3]
+    by_finding = {
+        codes.finding_for_code(g.finding_type.value, g.finding_type.scheme_designator): g for g in groups
+    }
+    assert {f.name for f in top} <= set(by_finding)
+    for finding in top:
+        group = by_finding[finding.name]
+        assert group.tracking_identifier.startswith(f"{finding.name}: ")
+        assert group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        points = group.roi.value
+        assert (points[0] == points[-1]).all() and len(points) >= 4  # closed
+        (image,) = group.roi.ContentSequence
+        assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        (probability,) = [
+            m for m in group.get_measurements() if m.name == codes.PROBABILITY_OF[finding.name].code
+        ]
+        assert probability.value == pytest.approx(finding.probability)
+    heart = [g for g in groups if g.tracking_identifier == "Heart"]
+    if explanation.ctr is not None:
+        assert [m.value for m in heart[0].get_measurements()] == [pytest.approx(explanation.ctr)]
+
+
+def test_every_measurement_group_has_an_image_region(explainer, tmp_path):
+    """OHIF stops at a measurement group without image coordinates (a TypeError): every group must have a
+    SCOORD whose only child is the one image it is drawn on."""
+    _, sr = _mapped_sr_for(explainer, _source(tmp_path), "all")
+    (measurements,) = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    assert measurements.ContentSequence  # the findings whose maps have a hot region, and the anatomy
+    for group in measurements.ContentSequence:
+        (scoord,) = [i for i in group.ContentSequence if i.ValueType == "SCOORD"]
+        assert scoord.GraphicType == "POLYLINE"
+        (image,) = scoord.ContentSequence
+        assert image.ValueType == "IMAGE" and len(image.ReferencedSOPSequence) == 1
 
 
 def test_ihe_ai_results_attributes(explainer, tmp_path):
@@ -116,12 +165,7 @@ def test_ihe_ai_results_attributes(explainer, tmp_path):
     assert equipment.SoftwareVersions == explanation.model["version"] and equipment.DeviceUID
     assert {s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence} >= {"99CXRXAI", "99IHE"}
     assert "not for diagnostic use" in sr.SeriesDescription
-    texts = [
-        str(item.TextValue)
-        for group in sr.ContentSequence[-1].ContentSequence
-        for item in group.ContentSequence
-        if item.ValueType == "TEXT"
-    ]
+    texts = [str(item.TextValue) for item in _flatten(sr.ContentSequence) if item.ValueType == "TEXT"]
     assert "AI-generated - not for diagnostic use" in " ".join(texts)  # in the report content itself
     observer = {
         item.ConceptNameCodeSequence[0].CodeValue: item for item in sr.ContentSequence if "TextValue" in item
@@ -193,7 +237,7 @@ def test_dcmqi_tid1500reader_reads_our_sr(explainer, tmp_path):
     reader = Path(sys.executable).parent / "tid1500reader"
     if not reader.exists():
         pytest.skip("dcmqi not installed: `make test` installs it")
-    explanation, _, sr = _sr_for(explainer, _source(tmp_path, patient_name="Müller^Jürgen"))
+    explanation, sr = _mapped_sr_for(explainer, _source(tmp_path, patient_name="Müller^Jürgen"), "all")
     sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
     out = tmp_path / "sr.json"
     completed = subprocess.run(
@@ -202,15 +246,15 @@ def test_dcmqi_tid1500reader_reads_our_sr(explainer, tmp_path):
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout + completed.stderr
     metadata = json.loads(out.read_text())
-    groups = {g["TrackingIdentifier"]: g for g in metadata["Measurements"]}
-    assert (
-        set(groups) == {*FINDINGS, "Cardiothoracic ratio"} if explanation.ctr is not None else set(FINDINGS)
-    )
-    for finding in explanation.findings:
+    groups = {g["TrackingIdentifier"].split(":")[0]: g for g in metadata["Measurements"]}
+    outlined = [f for f in explanation.findings if f.name in groups]
+    assert outlined  # with --dicom-heatmaps all every finding whose map has a hot region is outlined
+    for finding in outlined:
         items = {
             i["quantity"]["CodeValue"]: float(i["value"]) for i in groups[finding.name]["measurementItems"]
         }
-        assert items["PROBABILITY"] == pytest.approx(finding.probability, abs=1e-12)
+        probability = codes.PROBABILITY_OF[finding.name].code.value
+        assert items[probability] == pytest.approx(finding.probability, abs=1e-12)
         decision = groups[finding.name]["qualitativeEvaluations"][0]["conceptValue"]["CodeMeaning"]
         assert decision == ("Present" if finding.present else "Absent")
 
@@ -225,12 +269,19 @@ def test_dciodvfy_oracle_can_fail(explainer, tmp_path):
     assert any("CompletionFlag" in line for line in new_errors(tmp_path / "broken.dcm", source))
 
 
+def _flatten(items):
+    for item in items:
+        yield item
+        yield from _flatten(item.get("ContentSequence", []))
+
+
 def test_conformance_statement_lists_every_code():
     text = (Path(__file__).resolve().parent.parent / "docs" / "conformance.md").read_text()
     for name, concept in {**codes.FINDING_CODES}.items():
         assert name in text and concept.code.value in text, name
     for concept in (
         codes.PROBABILITY,
+        *codes.PROBABILITY_OF.values(),
         codes.DECISION_THRESHOLD,
         codes.CARDIOTHORACIC_RATIO,
         codes.PROCESSING_ALGORITHM,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from CXRXAILib import display, local, matching, plugin, sources
-from CXRXAILib.catalogue import from_explanation
+from CXRXAILib.catalogue import from_explanation, read_results
 from CXRXAILib.testdata import CARDIOMEGALY, write_test_study
 from pydicom import dcmread
 
@@ -45,7 +45,7 @@ def study(explainer, tmp_path_factory):
         radiograph = read_radiograph(dataset)
         explanation = explainer.explain(radiograph, methods=("gradcam",))
         paths = write_dicom_results(
-            explanation, dataset, radiograph.pixels, folder / name, HeatmapSelection("top-2")
+            explanation, dataset, radiograph.pixels, folder / name, HeatmapSelection("top-2"), layer_maps=True
         )
         found[name] = (dataset, explanation, paths)
     return folder, found
@@ -97,6 +97,17 @@ def test_results_of_a_radiograph_are_found_and_read_as_the_sr_says(study):
     assert set(results.anatomy) == {"Right Lung", "Left Lung", "Heart"}
     masked = results.heatmap(finding, "gradcam", "decoder1", lung_mask=True)
     assert not masked[~results.lungs()].any() and masked.max() == pytest.approx(1.0)
+    # without the layer-map SEG the display layer's map comes stepped from the heat-map SEG's levels
+    heat_levels = next(dcmread(p) for p in sets[0].segmentations if dcmread(p).ContentLabel == "HEATMAPS")
+    anatomy_seg = next(dcmread(p) for p in sets[0].segmentations if dcmread(p).ContentLabel == "ANATOMY")
+    stepped = read_results(dcmread(sets[0].sr), [anatomy_seg, heat_levels])
+    assert stepped.layers(finding, "gradcam") == ["fused"]
+    values = stepped.heatmap(finding, "gradcam", "fused")
+    assert set(np.unique(values)) <= {0.0, np.float32(0.5), np.float32(0.7), np.float32(0.9)}
+    continuous = results.heatmap(finding, "gradcam", "fused")
+    quantum = 0.5 / 255 + 1e-6  # the FRACTIONAL SEG's rounding
+    assert not (values >= 0.5)[continuous < 0.5 - quantum].any()
+    assert (values >= 0.5)[continuous >= 0.5 + quantum].all()
     with pytest.raises(KeyError, match="no crm map"):
         results.heatmap(finding, "crm", "decoder1")
 

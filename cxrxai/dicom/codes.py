@@ -63,6 +63,12 @@ LATERALITY: dict[str, Code] = {
 PRESENT = _ps316("52101004", "SCT", "Present", "CID 240")
 ABSENT = _ps316("272519000", "SCT", "Absent", "CID 240")
 PROBABILITY = _private("PROBABILITY", "Probability")
+# The probability of one finding as its own concept, so a viewer that labels a measurement by its concept
+# name (OHIF does) shows which finding it is: "Cardiomegaly probability: 0.87".
+PROBABILITY_OF: dict[str, CodedConcept] = {
+    name: _private(f"PROB{number:02d}", f"{name} probability")
+    for number, name in enumerate(FINDINGS, start=1)
+}
 DECISION_THRESHOLD = _private("THRESHOLD", "Decision threshold")
 CARDIOTHORACIC_RATIO = _private("CTR", "Cardiothoracic ratio (transverse diameters)")
 NO_UNITS = CodedConcept(Code("1", "UCUM", "no units"), "UCUM")
@@ -73,6 +79,14 @@ ARTIFICIAL_INTELLIGENCE = _ps316("123110", "DCM", "Artificial Intelligence", "CI
 PROCESSING_ALGORITHM = CodedConcept(Code("1630", "99IHE", "Processing Algorithm"), "IHE RAD TF AI Results")
 
 assert tuple(FINDING_CODES) == FINDINGS and tuple(ANATOMY_CODES) == ANATOMY
+
+
+def finding_for_probability_code(code_value: str, scheme: str) -> str | None:
+    """The finding whose probability concept this is, or None."""
+    for name, concept in PROBABILITY_OF.items():
+        if concept.code.value == code_value and concept.code.scheme_designator == scheme:
+            return name
+    return None
 
 
 def finding_for_code(code_value: str, scheme: str) -> str | None:

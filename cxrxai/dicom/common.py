@@ -17,9 +17,10 @@ from cxrxai.errors import UnsupportedInputError
 SERIES = {
     "sr": (9001, "CXR-XAI findings (AI-generated, not for diagnostic use)"),
     "seg-anatomy": (9002, "CXR-XAI lungs and heart (AI-generated)"),
-    "seg-heatmaps": (9003, "CXR-XAI heatmaps (AI-generated)"),
+    "seg-heatmaps": (9003, "CXR-XAI heat maps (AI-generated)"),
     "sc": (9004, "CXR-XAI overlays (AI-generated, not for diagnostic use)"),
     "gsps": (9005, "CXR-XAI outlines (AI-generated, not for diagnostic use)"),
+    "seg-layers": (9006, "CXR-XAI heat maps per layer (AI-generated)"),
 }
 DISCLAIMER = "AI-generated - not for diagnostic use"
 # What every result object references the source by: its study (which the results join), series and

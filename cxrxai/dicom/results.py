@@ -1,5 +1,6 @@
-"""Write every DICOM result object of one explained radiograph: anatomy SEG, heatmap SEG, Secondary
-Capture pages, a presentation state (GSPS), and the SR that references them all.
+"""Write every DICOM result object of one explained radiograph: anatomy SEG, heat-map SEG (and on request
+the per-layer SEG), Secondary Capture pages, a presentation state (GSPS), and the SR that references
+them all.
 
 The SR is the result; every other object is optional. One that cannot be made for an image (a header
 one writer cannot follow) is left out of the SR's references with its reason, and the others are still
@@ -18,10 +19,12 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from cxrxai.dicom.common import Device, check_reference_uids, writers_view
+from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, transfer_syntax_uid
 from cxrxai.dicom.gsps import build_gsps
+from cxrxai.dicom.outlines import HOT_LEVEL, outlines
 from cxrxai.dicom.sc import build_sc, finding_page, summary_page
-from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg
-from cxrxai.dicom.sr import build_sr
+from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
+from cxrxai.dicom.sr import FindingOutline, build_sr
 from cxrxai.errors import CXRXAIError
 from cxrxai.labels import LUNG_CHANNELS
 from cxrxai.render import layer_order
@@ -111,21 +114,33 @@ def build_dicom_results(
     source: Dataset,
     pixels: np.ndarray,
     selection: HeatmapSelection = HeatmapSelection(),
+    transfer_syntax: str = DEFAULT_TRANSFER_SYNTAX,
+    layer_maps: bool = False,
 ) -> ResultObjects:
-    """SEG (anatomy), SEG (heatmaps, when any finding is selected), SC pages, GSPS, then the SR that
-    references those that could be made. Raises UnsupportedInputError, before any work, when the source
-    lacks a UID the objects must reference."""
+    """SEG (anatomy), SEG (heat-map levels, when any finding is selected), SEG (every layer's map, when
+    `layer_maps`), SC pages, GSPS, then the SR that references those that could be made. SEG and pages
+    in `transfer_syntax` (a name of `cxrxai.dicom.encoding`). Raises UnsupportedInputError, before any
+    work, when the source lacks a UID the objects must reference."""
     check_reference_uids(source)
+    syntax = transfer_syntax_uid(transfer_syntax)
     source = writers_view(source)
     device = device_of(explanation)
     missing: list[str] = []
     masks = explanation.anatomy_at_source()
-    segmentations = _optional("lung and heart SEG", missing, lambda: build_anatomy_seg(source, masks, device))
+    segmentations = _optional(
+        "lung and heart SEG", missing, lambda: build_anatomy_seg(source, masks, device, syntax)
+    )
     chosen = selection.choose(explanation.findings)
-    heatmaps = [layer for f in chosen for layer in heatmap_layers(explanation, f.name)]
-    if heatmaps:
+    heatmaps = {f.name: heatmap_layers(explanation, f.name) for f in chosen}
+    displayed = [layers[0] for layers in heatmaps.values() if layers]
+    if displayed:
         segmentations += _optional(
-            "heat-map SEG", missing, lambda: build_heatmap_seg(source, heatmaps, device)
+            "heat-map SEG", missing, lambda: build_heatmap_seg(source, displayed, device, syntax)
+        )
+    if layer_maps and displayed:
+        every_layer = [layer for layers in heatmaps.values() for layer in layers]
+        segmentations += _optional(
+            "layer-map SEG", missing, lambda: build_layer_maps_seg(source, every_layer, device, syntax)
         )
     model = f"{device.name} {device.version}"
     lungs = np.asarray(masks[list(LUNG_CHANNELS)].any(axis=0), dtype=bool)
@@ -133,31 +148,46 @@ def build_dicom_results(
         "summary page",
         missing,
         lambda: build_sc(
-            source, summary_page(explanation.findings, explanation.ctr, model), device, "summary", 1
+            source, summary_page(explanation.findings, explanation.ctr, model), device, "summary", 1, syntax
         ),
     )
     for number, finding in enumerate(chosen, start=2):
-        layers = [h for h in heatmaps if h.finding == finding.name]
+        layers = heatmaps[finding.name]
         if not layers:
             continue
         strip = [(h.layer, h.values) for h in strip_layers(layers)]
 
         def page(finding=finding, layers=layers, strip=strip, number=number) -> Dataset:
             picture = finding_page(pixels, finding, (layers[0].layer, layers[0].values), lungs, strip, model)
-            return build_sc(source, picture, device, f"finding:{finding.name}", number)
+            return build_sc(source, picture, device, f"finding:{finding.name}", number, syntax)
 
         pages += _optional(f"{finding.name} page", missing, page)
     anatomy = dict(zip(explanation.anatomy_names, masks, strict=True))
-    hottest = [
-        (f, next(h.values for h in heatmaps if h.finding == f.name))
-        for f in chosen
-        if any(h.finding == f.name for h in heatmaps)
-    ]
+    hottest = [(f, heatmaps[f.name][0].values) for f in chosen if heatmaps[f.name]]
     evidence = pages + _optional(
         "presentation state", missing, lambda: build_gsps(source, anatomy, hottest, device)
     )
-    sr = build_sr(source, explanation.findings, explanation.ctr, device, segmentations, evidence)
+    sr = build_sr(
+        source,
+        explanation.findings,
+        explanation.ctr,
+        device,
+        outlines=_finding_outlines(displayed),
+        anatomy_outlines={name: found[0] for name, mask in anatomy.items() if (found := outlines(mask))},
+        segmentations=segmentations,
+        pictures=evidence,
+    )
     return ResultObjects([*segmentations, *evidence, sr], missing)
+
+
+def _finding_outlines(displayed: list[HeatmapLayer]) -> dict[str, FindingOutline]:
+    """The largest hot region of each displayed map, for the SR's measurement groups."""
+    found = {}
+    for heatmap in displayed:
+        hot = outlines(heatmap.values, HOT_LEVEL)
+        if hot:
+            found[heatmap.finding] = FindingOutline(hot[0], heatmap.method, heatmap.layer, HOT_LEVEL)
+    return found
 
 
 def save_dicom_results(datasets: list[Dataset], folder: str | Path) -> list[Path]:
@@ -183,10 +213,12 @@ def write_dicom_results(
     pixels: np.ndarray,
     folder: str | Path,
     selection: HeatmapSelection = HeatmapSelection(),
+    transfer_syntax: str = DEFAULT_TRANSFER_SYNTAX,
+    layer_maps: bool = False,
 ) -> list[Path]:
     """Build and save every object; raises when an optional one could not be made (the CLI and the node
     build with `build_dicom_results` and report the missing ones instead)."""
-    results = build_dicom_results(explanation, source, pixels, selection)
+    results = build_dicom_results(explanation, source, pixels, selection, transfer_syntax, layer_maps)
     if results.missing:
         raise CXRXAIError("; ".join(results.missing))
     return save_dicom_results(results.datasets, folder)

@@ -14,7 +14,7 @@ import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
-from pydicom.uid import JPEG2000Lossless
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 from cxrxai.dicom.common import DISCLAIMER, SERIES, Device, finish_result, result_uid
 from cxrxai.render import colourise, grey
@@ -160,14 +160,22 @@ def summary_page(findings: Sequence[FindingPrediction], ctr: float | None, model
     return _page(f"CXR-XAI findings - {model}", body)
 
 
-def build_sc(source: Dataset, page: np.ndarray, device: Device, role: str, number: int) -> hd.sc.SCImage:
+def build_sc(
+    source: Dataset,
+    page: np.ndarray,
+    device: Device,
+    role: str,
+    number: int,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+) -> hd.sc.SCImage:
     """One RGB Secondary Capture page in the overlay series of the source's study."""
     uid = str(source.SOPInstanceUID)
     orientation = source.get("PatientOrientation")
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=page,
-        photometric_interpretation="YBR_RCT",  # RGB pixels, reversible colour transform of JPEG 2000 lossless
+        # RGB pixels; JPEG 2000 lossless stores them with its reversible colour transform
+        photometric_interpretation="YBR_RCT" if transfer_syntax == JPEG2000Lossless else "RGB",
         bits_allocated=8,
         coordinate_system="PATIENT",
         series_instance_uid=result_uid(uid, device.content_hash, "sc", "series"),
@@ -176,7 +184,7 @@ def build_sc(source: Dataset, page: np.ndarray, device: Device, role: str, numbe
         instance_number=number,
         manufacturer=device.manufacturer,
         patient_orientation=tuple(orientation) if orientation and len(orientation) == 2 else ("L", "F"),
-        transfer_syntax_uid=JPEG2000Lossless,  # lossless; 2.6x smaller than RLE on a heat-map page (measured)
+        transfer_syntax_uid=transfer_syntax,
     )
     # highdicom needs an orientation to build the object; a page without one in its source says none.
     sc.PatientOrientation = list(orientation) if orientation and len(orientation) == 2 else []

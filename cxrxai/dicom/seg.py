@@ -1,10 +1,17 @@
 """Segmentation objects of one radiograph, and a reader for any SEG of a projection radiograph.
 
-Two SEG instances per source image, because one SEG has one Segmentation Type:
+Per source image, at the source rows x columns:
 - anatomy: BINARY segments right lung, left lung, heart;
-- heatmaps: FRACTIONAL (probability) segments, for each selected finding the fused Grad-CAM map and each
-  layer's map from encoder to decoder, labelled "finding | method | layer".
-Both JPEG 2000 lossless (highdicom allows no RLE for BINARY), at the source rows x columns.
+- heat maps: BINARY segments, for each selected finding the hot region of its displayed Grad-CAM map at
+  `HEAT_LEVELS` as disjoint bands ("finding | method | layer | 0.50-0.70"), coloured yellow to red: the
+  form every SEG viewer draws (OHIF draws no FRACTIONAL SEG);
+- layer maps (on request): FRACTIONAL (probability) segments, for each selected finding the fused map and
+  each layer's map from encoder to decoder, labelled "finding | method | layer", for readers that show
+  the continuous maps layer by layer (our Slicer module).
+Transfer syntax by the caller: Explicit VR Little Endian by default, which every archive can serve
+(Orthanc without its GDCM plugin cannot transcode JPEG 2000 for a viewer), or JPEG 2000 lossless.
+OHIF places a SEG frame on its image by the frame's Derivation Image reference and refuses a frame
+without an Image Orientation (Patient); `_orient_like_the_source` adds the one a radiograph is shown in.
 
 Known trap: highdicom 0.28 writes a projection-radiograph SEG whose Pixel Measures hold Pixel Spacing but
 no Slice Thickness, and its own `segread` then refuses it; a CR often has no Frame of Reference either.
@@ -22,7 +29,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as codes_dict
 from pydicom.sr.coding import Code
-from pydicom.uid import JPEG2000Lossless
+from pydicom.uid import ExplicitVRLittleEndian
 
 from cxrxai.dicom import codes
 from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
@@ -32,6 +39,10 @@ SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABEL_SEPARATOR = " | "
 HEATMAP_CATEGORY = Code("XAIMAP", codes.PRIVATE_SCHEME, "Explanation heat map")
 ANATOMY_CATEGORY = codes_dict.SCT.AnatomicalStructure
+# The hot-region levels of a normalised heat map the BINARY heat-map SEG carries, and their colours
+HEAT_LEVELS = (0.5, 0.7, 0.9)
+HEAT_COLOURS = ((255, 230, 0), (255, 140, 0), (230, 20, 20))
+ANATOMY_COLOURS = {"Right Lung": (64, 160, 255), "Left Lung": (64, 220, 160), "Heart": (230, 80, 200)}
 
 
 class SEGReadError(ValueError):
@@ -65,6 +76,7 @@ class Segment:
     method: str | None = None
     layer: str | None = None
     tracking_uid: str | None = None
+    band: tuple[float, float] | None = None  # a heat-map SEG's level band of the normalised map
 
 
 @dataclass
@@ -83,8 +95,8 @@ def _algorithm(device: Device) -> hd.AlgorithmIdentificationSequence:
     )
 
 
-def _identity(source: Dataset, device: Device, role: str) -> dict:
-    """Series, instance, device and encoding arguments both SEGs share."""
+def _identity(source: Dataset, device: Device, role: str, transfer_syntax: str) -> dict:
+    """Series, instance, device and encoding arguments every SEG shares."""
     uid = str(source.SOPInstanceUID)
     return {
         "series_instance_uid": result_uid(uid, device.content_hash, role, "series"),
@@ -95,7 +107,7 @@ def _identity(source: Dataset, device: Device, role: str) -> dict:
         "manufacturer_model_name": device.name,
         "software_versions": device.version,
         "device_serial_number": device.content_hash.removeprefix("sha256:")[:16],
-        "transfer_syntax_uid": JPEG2000Lossless,
+        "transfer_syntax_uid": transfer_syntax,
         "omit_empty_frames": False,
     }
 
@@ -104,11 +116,23 @@ def _finish(seg: hd.seg.Segmentation, source: Dataset, device: Device, role: str
     """What highdicom leaves out for a radiograph, and what every result of ours carries."""
     # Type 2C in General Image without plane orientation (a projection radiograph): copy, or leave empty.
     seg.PatientOrientation = source.get("PatientOrientation", "")
+    _orient_like_the_source(seg)
     finish_result(seg, source, device, role, image=False)
     return seg
 
 
-def build_anatomy_seg(source: Dataset, masks: np.ndarray, device: Device) -> hd.seg.Segmentation:
+def _orient_like_the_source(seg: hd.seg.Segmentation) -> None:
+    """Plane Orientation (Patient) in the shared functional groups: rows along +x, columns along +y, the
+    orientation a viewer gives a radiograph that has none. OHIF refuses a SEG frame without one; PS3.3
+    C.7.6.16.2.4 allows the group for an image without a Frame of Reference, and dciodvfy accepts it."""
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence = [orientation]
+
+
+def build_anatomy_seg(
+    source: Dataset, masks: np.ndarray, device: Device, transfer_syntax: str = ExplicitVRLittleEndian
+) -> hd.seg.Segmentation:
     """BINARY SEG of right lung, left lung and heart; `masks`: 3 x rows x columns bool, source geometry."""
     if masks.shape != (len(ANATOMY), source.Rows, source.Columns):
         raise ValueError(
@@ -137,6 +161,7 @@ def build_anatomy_seg(source: Dataset, masks: np.ndarray, device: Device) -> hd.
                 ),
             )
         )
+        descriptions[-1].RecommendedDisplayCIELabValue = _cielab(ANATOMY_COLOURS[name])
         if laterality is not None:
             # laterality as a modifier of the segmented property type (PS3.3 C.8.20.2 Segmented Property Type
             # Modifier Code Sequence)
@@ -150,43 +175,86 @@ def build_anatomy_seg(source: Dataset, masks: np.ndarray, device: Device) -> hd.
         pixel_array=pixel_array,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        **_identity(source, device, "seg-anatomy"),
+        **_identity(source, device, "seg-anatomy", transfer_syntax),
         content_label="ANATOMY",
         content_description="Lungs and heart (AI-generated)",
     )
     return _finish(seg, source, device, "seg-anatomy")
 
 
+def _cielab(rgb: tuple[int, int, int]) -> list[int]:
+    """Recommended Display CIELab Value (PS3.3 C.10.7.1.1: scaled to 0-65535) of an sRGB colour."""
+    return list(hd.color.CIELabColor.from_rgb(*rgb).value)
+
+
+def heat_bands(values: np.ndarray, levels: Sequence[float] = HEAT_LEVELS) -> list[np.ndarray]:
+    """The disjoint bands [levels[i], levels[i + 1]) of a map normalised to [0, 1], the last one closed:
+    each pixel in at most one band, so a viewer's stacked segments show one colour per level."""
+    bounds = [*levels, np.inf]
+    return [(values >= low) & (values < high) for low, high in zip(bounds, bounds[1:], strict=False)]
+
+
+def band_label(heatmap: HeatmapLayer, index: int, levels: Sequence[float] = HEAT_LEVELS) -> str:
+    """'finding | method | layer | 0.50-0.70' (the last band: '0.90-1.00')."""
+    high = levels[index + 1] if index + 1 < len(levels) else 1.0
+    return LABEL_SEPARATOR.join((heatmap.label, f"{levels[index]:.2f}-{high:.2f}"))
+
+
 def build_heatmap_seg(
-    source: Dataset, heatmaps: Sequence[HeatmapLayer], device: Device
+    source: Dataset,
+    heatmaps: Sequence[HeatmapLayer],
+    device: Device,
+    transfer_syntax: str = ExplicitVRLittleEndian,
 ) -> hd.seg.Segmentation:
-    """FRACTIONAL (probability) SEG with one segment per heatmap, labelled finding | method | layer."""
+    """BINARY SEG of each map's hot region at `HEAT_LEVELS`, one segment per band, yellow to red."""
     if not heatmaps:
         raise ValueError("no heatmaps selected: a SEG needs at least one segment")
     algorithm = _algorithm(device)
-    uid = str(source.SOPInstanceUID)
+    descriptions: list[hd.seg.SegmentDescription] = []
+    planes = []
+    for heatmap in heatmaps:
+        _check_plane(source, heatmap)
+        for index, band in enumerate(heat_bands(heatmap.values)):
+            label = band_label(heatmap, index)
+            description = _heatmap_segment(
+                len(descriptions) + 1, label, heatmap, algorithm, source, device, "seg-heatmaps"
+            )
+            description.SegmentDescription += (
+                f"; normalised map in [{label.rsplit(LABEL_SEPARATOR, 1)[1].replace('-', ', ')}]"
+            )
+            description.RecommendedDisplayCIELabValue = _cielab(HEAT_COLOURS[index])
+            descriptions.append(description)
+            planes.append(band)
+    pixel_array = np.stack(planes, axis=-1)[None]  # 1 x rows x columns x segments
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=pixel_array,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        **_identity(source, device, "seg-heatmaps", transfer_syntax),
+        content_label="HEATMAPS",
+        content_description="Explanation heat maps, hot regions by level (AI-generated)",
+    )
+    return _finish(seg, source, device, "seg-heatmaps")
+
+
+def build_layer_maps_seg(
+    source: Dataset,
+    heatmaps: Sequence[HeatmapLayer],
+    device: Device,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+) -> hd.seg.Segmentation:
+    """FRACTIONAL (probability) SEG with one segment per map, labelled finding | method | layer."""
+    if not heatmaps:
+        raise ValueError("no heatmaps selected: a SEG needs at least one segment")
+    algorithm = _algorithm(device)
     descriptions = []
     planes = []
     for number, heatmap in enumerate(heatmaps, start=1):
-        if heatmap.values.shape != (source.Rows, source.Columns):
-            raise ValueError(
-                f"heatmap {heatmap.label} is {heatmap.values.shape}, "
-                f"not the source's {source.Rows} x {source.Columns}"
-            )
-        description = hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=heatmap.label[:64],
-            segmented_property_category=HEATMAP_CATEGORY,
-            segmented_property_type=codes.FINDING_CODES[heatmap.finding].code,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            tracking_uid=result_uid(uid, device.content_hash, "seg-heatmaps", f"segment:{heatmap.label}"),
-            tracking_id=heatmap.label[:64],
+        _check_plane(source, heatmap)
+        descriptions.append(
+            _heatmap_segment(number, heatmap.label, heatmap, algorithm, source, device, "seg-layers")
         )
-        description.SegmentDescription = (
-            f"finding={heatmap.finding}; method={heatmap.method}; layer={heatmap.layer}"
-        )
-        descriptions.append(description)
         planes.append(np.clip(heatmap.values, 0.0, 1.0).astype(np.float32))
     pixel_array = np.stack(planes, axis=-1)[None]  # 1 x rows x columns x segments, values in [0, 1]
     seg = hd.seg.Segmentation(
@@ -196,11 +264,46 @@ def build_heatmap_seg(
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
         max_fractional_value=255,
         segment_descriptions=descriptions,
-        **_identity(source, device, "seg-heatmaps"),
-        content_label="HEATMAPS",
-        content_description="Explanation heat maps (AI-generated)",
+        **_identity(source, device, "seg-layers", transfer_syntax),
+        content_label="LAYERMAPS",
+        content_description="Explanation heat maps per layer (AI-generated)",
     )
-    return _finish(seg, source, device, "seg-heatmaps")
+    return _finish(seg, source, device, "seg-layers")
+
+
+def _heatmap_segment(
+    number: int,
+    label: str,
+    heatmap: HeatmapLayer,
+    algorithm: hd.AlgorithmIdentificationSequence,
+    source: Dataset,
+    device: Device,
+    role: str,
+) -> hd.seg.SegmentDescription:
+    """A heat-map segment: category XAIMAP, type = the finding, label and tracking ID `label`."""
+    uid = str(source.SOPInstanceUID)
+    description = hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label[:64],
+        segmented_property_category=HEATMAP_CATEGORY,
+        segmented_property_type=codes.FINDING_CODES[heatmap.finding].code,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+        tracking_uid=result_uid(uid, device.content_hash, role, f"segment:{label}"),
+        tracking_id=label[:64],
+    )
+    description.SegmentDescription = (
+        f"finding={heatmap.finding}; method={heatmap.method}; layer={heatmap.layer}"
+    )
+    return description
+
+
+def _check_plane(source: Dataset, heatmap: HeatmapLayer) -> None:
+    if heatmap.values.shape != (source.Rows, source.Columns):
+        raise ValueError(
+            f"heatmap {heatmap.label} is {heatmap.values.shape}, "
+            f"not the source's {source.Rows} x {source.Columns}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------- read
@@ -235,8 +338,7 @@ def read_seg(dataset: Dataset) -> SegContents:
     for item in dataset.SegmentSequence:
         number = int(item.SegmentNumber)
         label = str(item.get("SegmentLabel", ""))
-        parts = label.split(LABEL_SEPARATOR)
-        finding, method, layer = parts if len(parts) == 3 else (None, None, None)
+        finding, method, layer, band = _parse_label(label)
         contents.segments.append(
             Segment(
                 number=number,
@@ -248,9 +350,24 @@ def read_seg(dataset: Dataset) -> SegContents:
                 method=method,
                 layer=layer,
                 tracking_uid=str(item.get("TrackingUID", "")) or None,
+                band=band,
             )
         )
     return contents
+
+
+def _parse_label(label: str) -> tuple[str | None, str | None, str | None, tuple[float, float] | None]:
+    """finding, method, layer and band of 'finding | method | layer[ | low-high]'; Nones otherwise."""
+    parts = label.split(LABEL_SEPARATOR)
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2], None
+    if len(parts) == 4:
+        low, _, high = parts[3].partition("-")
+        try:
+            return parts[0], parts[1], parts[2], (float(low), float(high))
+        except ValueError:
+            pass
+    return None, None, None, None
 
 
 def _code(item: Dataset) -> Code:

@@ -8,11 +8,13 @@ pydicom alone, so any TID 1500 SR with our codes reads, and Slicer needs nothing
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
+import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes as codes_dict
 from pydicom.sr.coding import Code
 
@@ -24,6 +26,9 @@ from cxrxai.results import FindingPrediction
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 # the SR classes a TID 1500 report can come in: Comprehensive 3D, Comprehensive, Enhanced
 TID1500_SR_CLASSES = (COMPREHENSIVE_3D_SR, "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22")
+IMAGING_MEASUREMENTS = "126010"
+MEASUREMENT_GROUP = "125007"
+QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 DEVICE_SERIAL_NUMBER = "121016"  # DCM: Device Observer Serial Number, where our SRs carry the bundle hash
 
 
@@ -51,22 +56,42 @@ def _measurement(name: Code, value: float) -> hd.sr.Measurement:
     return measurement
 
 
+@dataclass(frozen=True)
+class FindingOutline:
+    """Where a finding's map is hot on the source: a closed outline (N x 2, column, row in DICOM pixel
+    units) of the region >= `level` of the normalised map of `method` at `layer`."""
+
+    points: np.ndarray
+    method: str
+    layer: str
+    level: float
+
+
 def build_sr(
     source: Dataset,
     findings: Sequence[FindingPrediction],
     ctr: float | None,
     device: Device,
+    outlines: Mapping[str, FindingOutline] | None = None,
+    anatomy_outlines: Mapping[str, np.ndarray] | None = None,
     segmentations: Sequence[Dataset] = (),
     pictures: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """A TID 1500 Measurement Report on the source radiograph, joining its study, in its own series.
 
-    Every segment of `segmentations` (our anatomy and heatmap SEGs) gets a planar-ROI group (TID 1410)
-    that references it (the SEGs join the evidence, as the content references them); the Secondary
-    Capture `pictures` are listed as Pertinent Other Evidence, so every result can be found from the SR.
+    Imaging Measurements holds planar-ROI groups (TID 1410) only, each with its region on the source image
+    as a closed SCOORD polyline, so every viewer that draws TID 1500 measurements (OHIF among them, which
+    stops at a group without image coordinates) shows them: one per finding in `outlines` (its hot region,
+    probability, threshold and decision), one per anatomy structure in `anatomy_outlines` (the heart's
+    carries the cardiothoracic ratio). The findings without an outline are reported in the Qualitative
+    Evaluations container: per finding its decision (CODE) with probability and threshold (NUM) as its
+    properties. The SEGs join the evidence; the Secondary Capture `pictures` and the presentation state
+    are Pertinent Other Evidence, so every result can be found from the SR.
     """
     if [f.name for f in findings] != list(FINDINGS):
         raise ValueError("an SR must report all 14 findings in CheXpert order")
+    outlines = outlines or {}
+    anatomy_outlines = anatomy_outlines or {}
     algorithm = hd.sr.AlgorithmIdentification(
         name=device.name,
         version=device.version,
@@ -83,55 +108,70 @@ def build_sr(
         ),
     )
     source_uid = str(source.SOPInstanceUID)
-    groups: list[hd.sr.MeasurementsAndQualitativeEvaluations] = []
+    groups: list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations] = []
     for finding in findings:
-        concept = codes.FINDING_CODES[finding.name].code
-        tracking = hd.sr.TrackingIdentifier(
-            uid=result_uid(source_uid, device.content_hash, "sr", f"finding:{finding.name}"),
-            identifier=finding.name,
-        )
+        outline = outlines.get(finding.name)
+        if outline is None:
+            continue
+        decision = "present" if finding.present else "absent"
         groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=tracking,
-                finding_type=concept,
-                algorithm_id=algorithm,
-                qualitative_evaluations=[
-                    hd.sr.QualitativeEvaluation(
-                        name=concept, value=(codes.PRESENT if finding.present else codes.ABSENT).code
-                    )
-                ],
-                measurements=[
-                    _measurement(codes.PROBABILITY.code, finding.probability),
-                    _measurement(codes.DECISION_THRESHOLD.code, finding.threshold),
-                ],
-            )
-        )
-    if ctr is not None:
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=result_uid(source_uid, device.content_hash, "sr", "ctr"),
-                    identifier="Cardiothoracic ratio",
+                    uid=result_uid(source_uid, device.content_hash, "sr", f"finding:{finding.name}"),
+                    identifier=(
+                        f"{finding.name}: {decision}, p={finding.probability:.2f} "
+                        f"({outline.method} {outline.layer} >= {outline.level:.1f})"
+                    )[:64],
                 ),
+                referenced_region=_region(source, outline.points),
+                finding_type=codes.FINDING_CODES[finding.name].code,
                 algorithm_id=algorithm,
-                measurements=[_measurement(codes.CARDIOTHORACIC_RATIO.code, ctr)],
+                qualitative_evaluations=[_decision(finding)],
+                measurements=_finding_measurements(finding),
             )
         )
-    for segmentation in segmentations:
-        groups.extend(_segment_groups(source, segmentation, algorithm))  # type: ignore[arg-type]
+    for name, points in anatomy_outlines.items():
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=result_uid(source_uid, device.content_hash, "sr", f"anatomy:{name}"), identifier=name
+                ),
+                referenced_region=_region(source, points),
+                finding_type=codes.ANATOMY_CODES[name].code,
+                algorithm_id=algorithm,
+                measurements=(
+                    [_measurement(codes.CARDIOTHORACIC_RATIO.code, ctr)]
+                    if name == "Heart" and ctr is not None
+                    else None
+                ),
+            )
+        )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=[codes.PLAIN_RADIOGRAPHY.code],
-        imaging_measurements=groups,
+        # highdicom requires one group; without outlines the container is removed again below (TID 1500
+        # makes Imaging Measurements optional when Qualitative Evaluations are present)
+        imaging_measurements=groups or [_placeholder_group(algorithm)],
     )
     root = report[0]
+    if not groups:
+        root.ContentSequence = [
+            item for item in root.ContentSequence
+            if item.ConceptNameCodeSequence[0].CodeValue != IMAGING_MEASUREMENTS
+        ]  # fmt: skip
     position = next(
-        i
-        for i, item in enumerate(root.ContentSequence)
-        if item.ConceptNameCodeSequence[0].CodeValue == "126010"
+        (
+            i
+            for i, item in enumerate(root.ContentSequence)
+            if item.ConceptNameCodeSequence[0].CodeValue == IMAGING_MEASUREMENTS
+        ),
+        len(root.ContentSequence),
     )
     root.ContentSequence.insert(position, _image_library(source))
-    _reference_segments_not_frames(root)
+    unmeasured_ctr = ctr if ctr is not None and "Heart" not in anatomy_outlines else None
+    others = [f for f in findings if f.name not in outlines]
+    if others or unmeasured_ctr is not None:
+        root.ContentSequence.append(_qualitative_evaluations(others, unmeasured_ctr))
     number = SERIES["sr"][0]
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source, *segmentations],
@@ -149,53 +189,63 @@ def build_sr(
     return sr
 
 
-def _segment_groups(
-    source: Dataset, segmentation: Dataset, algorithm: hd.sr.AlgorithmIdentification
-) -> list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
-    """One planar-ROI group per segment, referencing the segment's frames and the source image."""
-    frames: dict[int, list[int]] = {}
-    for index, groups in enumerate(segmentation.PerFrameFunctionalGroupsSequence, start=1):
-        frames.setdefault(int(groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber), []).append(
-            index
-        )
-    result = []
-    for segment in segmentation.SegmentSequence:
-        number = int(segment.SegmentNumber)
-        property_type = segment.SegmentedPropertyTypeCodeSequence[0]
-        result.append(
-            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=segment.TrackingUID, identifier=segment.SegmentLabel
-                ),
-                referenced_segment=hd.sr.ReferencedSegmentationFrame(
-                    sop_class_uid=segmentation.SOPClassUID,
-                    sop_instance_uid=segmentation.SOPInstanceUID,
-                    frame_number=frames[number],
-                    segment_number=number,
-                    source_image=hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID),
-                ),
-                finding_type=Code(
-                    str(property_type.CodeValue),
-                    str(property_type.CodingSchemeDesignator),
-                    str(property_type.CodeMeaning),
-                ),
-                algorithm_id=algorithm,
-            )
-        )
-    return result
+def _placeholder_group(
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="none"), algorithm_id=algorithm
+    )
 
 
-def _reference_segments_not_frames(root: Dataset) -> None:
-    """A SEG reference names segments or frames, never both (PS3.3 C.18.3.1: Referenced Segment Number is
-    'required if ... the reference is to segments and not frames'). highdicom writes both, dciodvfy
-    rejects that; we keep the segment numbers, which say what the region is."""
-    for item in _flatten(root.ContentSequence):
-        if item.ValueType != "IMAGE":
-            continue
-        for reference in item.ReferencedSOPSequence:
-            is_segment = reference.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
-            if is_segment and "ReferencedSegmentNumber" in reference and "ReferencedFrameNumber" in reference:
-                del reference.ReferencedFrameNumber
+def _finding_measurements(finding: FindingPrediction) -> list[hd.sr.Measurement]:
+    return [
+        _measurement(codes.PROBABILITY_OF[finding.name].code, finding.probability),
+        _measurement(codes.DECISION_THRESHOLD.code, finding.threshold),
+    ]
+
+
+def _decision(finding: FindingPrediction) -> hd.sr.QualitativeEvaluation:
+    concept = codes.FINDING_CODES[finding.name].code
+    return hd.sr.QualitativeEvaluation(
+        name=concept, value=(codes.PRESENT if finding.present else codes.ABSENT).code
+    )
+
+
+def _region(source: Dataset, points: np.ndarray) -> hd.sr.ImageRegion:
+    """A closed polyline on the source image: first point repeated last (PS3.3 C.18.6.1.1)."""
+    points = np.asarray(points, dtype=np.float32)
+    if not np.array_equal(points[0], points[-1]):
+        points = np.vstack([points, points[:1]])
+    return hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=points,
+        source_image=hd.sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID),
+    )
+
+
+def _qualitative_evaluations(findings: Sequence[FindingPrediction], ctr: float | None) -> Dataset:
+    """TID 1500's Qualitative Evaluations container: per finding its decision, with its probability and
+    threshold as HAS PROPERTIES children; the cardiothoracic ratio when no heart outline carries it."""
+    has_properties = hd.sr.RelationshipTypeValues.HAS_PROPERTIES
+    items: list[Dataset] = []
+    for finding in findings:
+        evaluation = _decision(finding)[0]
+        evaluation.RelationshipType = hd.sr.RelationshipTypeValues.CONTAINS.value
+        children: list[Dataset] = []
+        for measurement in _finding_measurements(finding):
+            measurement[0].RelationshipType = has_properties.value
+            children.append(measurement[0])
+        evaluation.ContentSequence = DicomSequence(children)
+        items.append(evaluation)
+    if ctr is not None:
+        ratio = _measurement(codes.CARDIOTHORACIC_RATIO.code, ctr)[0]
+        ratio.RelationshipType = hd.sr.RelationshipTypeValues.CONTAINS.value
+        items.append(ratio)
+    container = hd.sr.ContainerContentItem(
+        name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = DicomSequence(items)
+    return container
 
 
 def _evidence(objects: Sequence[Dataset]) -> list[Dataset]:
@@ -308,30 +358,20 @@ def read_sr(dataset: Dataset) -> ReportedFindings:
     thresholds: dict[str, float] = {}
     present: dict[str, bool] = {}
     ctr: float | None = None
-    texts: dict[str, str] = {}
-    for group in _measurement_groups(dataset):
-        items = list(_flatten(group.ContentSequence))
-        finding = _finding_type(items)
+    texts, _ = content_values(dataset)
+    for finding, items in _finding_entries(dataset):
         for item in items:
             concept = item.ConceptNameCodeSequence[0]
-            if item.ValueType == "TEXT":
-                texts[str(concept.CodeValue)] = str(item.TextValue)
-            elif item.ValueType == "NUM" and concept.CodeValue == codes.CARDIOTHORACIC_RATIO.code.value:
+            value, scheme = str(concept.CodeValue), str(concept.CodingSchemeDesignator)
+            if item.ValueType == "NUM" and value == codes.CARDIOTHORACIC_RATIO.code.value:
                 ctr = _number(item)
-            elif finding and item.ValueType == "NUM" and concept.CodeValue == codes.PROBABILITY.code.value:
+            elif item.ValueType == "NUM" and codes.finding_for_probability_code(value, scheme):
+                probabilities[codes.finding_for_probability_code(value, scheme)] = _number(item)  # type: ignore[index]
+            elif finding and item.ValueType == "NUM" and value == codes.PROBABILITY.code.value:
                 probabilities[finding] = _number(item)
-            elif (
-                finding
-                and item.ValueType == "NUM"
-                and concept.CodeValue == codes.DECISION_THRESHOLD.code.value
-            ):
+            elif finding and item.ValueType == "NUM" and value == codes.DECISION_THRESHOLD.code.value:
                 thresholds[finding] = _number(item)
-            elif (
-                finding
-                and item.ValueType == "CODE"
-                and codes.finding_for_code(str(concept.CodeValue), str(concept.CodingSchemeDesignator))
-                == finding
-            ):
+            elif finding and item.ValueType == "CODE" and codes.finding_for_code(value, scheme) == finding:
                 present[finding] = str(item.ConceptCodeSequence[0].CodeValue) == codes.PRESENT.code.value
     missing = [f for f in FINDINGS if f not in probabilities or f not in thresholds or f not in present]
     if missing:
@@ -341,17 +381,31 @@ def read_sr(dataset: Dataset) -> ReportedFindings:
         findings=[FindingPrediction(f, probabilities[f], thresholds[f]) for f in FINDINGS],
         present=present,
         ctr=ctr,
-        algorithm_name=texts.get("111001", ""),  # Algorithm Name
-        algorithm_version=texts.get("111003", ""),  # Algorithm Version
+        # Algorithm Name / Version, else the observer device's Name / Model Name (which our SRs set alike)
+        algorithm_name=texts.get("111001") or texts.get("121013", ""),
+        algorithm_version=texts.get("111003") or texts.get("121015", ""),
         source_sop_instance_uid=library[0] if library else "",
     )
 
 
-def _measurement_groups(dataset: Dataset) -> list[Dataset]:
+def _finding_entries(dataset: Dataset) -> Iterator[tuple[str | None, list[Dataset]]]:
+    """(finding or None, content items) of each measurement group, and of each finding's decision in the
+    Qualitative Evaluations container (the decision item with its properties)."""
     for item in dataset.get("ContentSequence", []):
-        if item.ConceptNameCodeSequence[0].CodeValue == "126010":  # Imaging Measurements
-            return [g for g in item.ContentSequence if g.ConceptNameCodeSequence[0].CodeValue == "125007"]
-    raise SRReadError("SR has no Imaging Measurements container")
+        concept = item.ConceptNameCodeSequence[0]
+        if concept.CodeValue == IMAGING_MEASUREMENTS:
+            for group in item.get("ContentSequence", []):
+                if group.ConceptNameCodeSequence[0].CodeValue == MEASUREMENT_GROUP:
+                    items = list(_flatten(group.ContentSequence))
+                    yield _finding_type(items), items
+        elif (concept.CodeValue, concept.CodingSchemeDesignator) == (
+            QUALITATIVE_EVALUATIONS.value,
+            QUALITATIVE_EVALUATIONS.scheme_designator,
+        ):
+            for evaluation in item.get("ContentSequence", []):
+                name = evaluation.ConceptNameCodeSequence[0]
+                finding = codes.finding_for_code(str(name.CodeValue), str(name.CodingSchemeDesignator))
+                yield finding, list(_flatten([evaluation]))
 
 
 def _flatten(items) -> Iterator[Dataset]:

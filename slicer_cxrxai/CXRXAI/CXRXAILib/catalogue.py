@@ -137,13 +137,21 @@ def read_results(
         ctr=reported.ctr,
         pictures=list(pictures),
     )
+    stepped: dict[tuple[str, str, str], np.ndarray] = {}
     for dataset in segmentations:
         for segment in read_seg(dataset).segments:
             if segment.finding and segment.method and segment.layer:
-                results.maps[segment.finding, segment.method, segment.layer] = segment.values
+                key = (segment.finding, segment.method, segment.layer)
+                if segment.band is None:
+                    results.maps[key] = segment.values
+                else:  # a hot-region level: the map stepped at the band's lower bound
+                    level = np.where(segment.values, np.float32(segment.band[0]), np.float32(0.0))
+                    stepped[key] = np.maximum(stepped.get(key, level), level)
                 results.display_layers.setdefault(segment.finding, segment.layer)
             elif dataset.SegmentationType == "BINARY":
                 results.anatomy[segment.label] = segment.values.astype(bool)
+    for key, values in stepped.items():
+        results.maps.setdefault(key, values)  # the continuous per-layer map, when there is one, wins
     return results
 
 

@@ -16,11 +16,13 @@ CARDIOMEGALY = 0.91  # the one finding above its threshold, with maps
 
 
 def write_test_study(folder: str | Path) -> dict[str, Path]:
-    """Write radiograph, anatomy SEG, heatmap SEG and SR into `folder`; returns their paths by kind."""
+    """Write radiograph, anatomy SEG, layer-map SEG, heat-level SEG and SR into `folder`; returns their
+    paths by kind."""
     from cxrxai.dicom.common import Device
+    from cxrxai.dicom.outlines import HOT_LEVEL, outlines
     from cxrxai.dicom.results import result_file_name
-    from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg
-    from cxrxai.dicom.sr import build_sr
+    from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
+    from cxrxai.dicom.sr import FindingOutline, build_sr
     from cxrxai.labels import FINDINGS
     from cxrxai.results import FindingPrediction
     from cxrxai.samples import chest_image, radiograph_dataset
@@ -49,11 +51,21 @@ def write_test_study(folder: str | Path) -> dict[str, Path]:
     probabilities["Cardiomegaly"] = CARDIOMEGALY
     findings = [FindingPrediction(name, probabilities[name], 0.5) for name in FINDINGS]
     device = Device(*SELFTEST_DEVICE)
-    segmentations = [build_anatomy_seg(source, masks, device), build_heatmap_seg(source, heatmaps, device)]
-    sr = build_sr(source, findings, 0.52, device, segmentations)
+    segmentations = [
+        build_anatomy_seg(source, masks, device),
+        build_layer_maps_seg(source, heatmaps, device),
+        build_heatmap_seg(source, heatmaps[:1], device),
+    ]
+    hot = FindingOutline(outlines(heatmaps[0].values, HOT_LEVEL)[0], "gradcam", heatmaps[0].layer, HOT_LEVEL)
+    anatomy = {
+        name: outlines(mask)[0]
+        for name, mask in zip(("Right Lung", "Left Lung", "Heart"), masks, strict=True)
+    }
+    sr = build_sr(source, findings, 0.52, device, {"Cardiomegaly": hot}, anatomy, segmentations=segmentations)
     paths = {"radiograph": folder / "radiograph.dcm"}
     source.save_as(paths["radiograph"], enforce_file_format=True)
-    for kind, dataset in (("anatomy", segmentations[0]), ("heatmaps", segmentations[1]), ("sr", sr)):
+    kinds = (("anatomy", segmentations[0]), ("heatmaps", segmentations[1]), ("heat-levels", segmentations[2]))
+    for kind, dataset in (*kinds, ("sr", sr)):
         paths[kind] = folder / result_file_name(dataset)
         dataset.save_as(paths[kind], enforce_file_format=True)
     return paths

@@ -1,0 +1,171 @@
+"""Our results in a real viewer: the OHIF build from npm, served with Orthanc's DICOMweb on one loopback
+origin, driven in Debian's headless Chromium by Playwright. Each test opens one of our series as a
+radiologist would (double-click in the study browser) and checks what the page shows and its console.
+
+Screenshots are kept in `build/test-artifacts/ohif/` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom import dcmread
+
+from cxrxai.cli import main
+from cxrxai.dicom.sr import read_sr
+from dicom_node.orthanc import DICOMWEB_PLUGIN, Orthanc
+from dicom_node.viewer import OHIF_CACHE, ViewerServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "resources" / "samples" / "sample-2.dcm"
+ARTEFACTS = ROOT / "build" / "test-artifacts" / "ohif"
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--use-gl=angle",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--ignore-gpu-blocklist",
+]
+# Console lines OHIF writes on every page, none about our objects
+HARMLESS = ("dataSource=",)
+LOAD_MS = 8000
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DICOMWEB_PLUGIN.exists() and (OHIF_CACHE / "package" / "dist").is_dir()),
+    reason="needs Debian chromium, orthanc-dicomweb and OHIF (`make test` installs them)",
+)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, Path]:
+    """sample-2 explained with the shipped model, every DICOM object, by Modality / content."""
+    out = tmp_path_factory.mktemp("ohif-results")
+    assert main(["explain", str(SAMPLE), "--out", str(out), "--format", "dicom"]) == 0
+    found: dict[str, Path] = {"source": SAMPLE}
+    for path in sorted((out / "sample-2" / "dicom").glob("*.dcm")):
+        header = dcmread(path, stop_before_pixels=True)
+        kind = header.Modality
+        if kind == "SEG":
+            kind = str(header.ContentLabel)
+        found.setdefault(kind, path)
+        found[f"file:{path.name}"] = path
+    return found
+
+
+@pytest.fixture(scope="module")
+def viewer(results, tmp_path_factory) -> Iterator[tuple[ViewerServer, str]]:
+    with Orthanc(tmp_path_factory.mktemp("orthanc")) as pacs:
+        for key, path in results.items():
+            if key == "source" or key.startswith("file:"):
+                pacs.upload(path)
+        server = ViewerServer(OHIF_CACHE / "package" / "dist", pacs.http_port).start()
+        try:
+            yield server, str(dcmread(SAMPLE, stop_before_pixels=True).StudyInstanceUID)
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(viewer):
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+class Page:
+    """One OHIF page on the study, with what its console said."""
+
+    def __init__(self, browser, viewer) -> None:
+        server, study = viewer
+        self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        self.messages: list[str] = []
+        self.page.on("console", lambda m: self.messages.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.messages.append(f"pageerror: {e}"))
+        self.page.goto(server.study_url(study))
+        self.page.wait_for_timeout(LOAD_MS)
+        for button in ("Skip all", "Confirm and hide"):  # the first-visit tour and the usage notice
+            found = self.page.get_by_text(button, exact=True)
+            if found.count():
+                found.first.click()
+
+    def open(self, series_description: str) -> None:
+        self.page.get_by_text(series_description).first.dblclick()
+        self.page.wait_for_timeout(LOAD_MS)
+        yes = self.page.get_by_role("button", name="Yes")  # "load this SEG / SR?"
+        if yes.count():
+            yes.first.click()
+            self.page.wait_for_timeout(LOAD_MS)
+
+    def problems(self) -> list[str]:
+        return [
+            m
+            for m in self.messages
+            if (m.startswith("error") or m.startswith("pageerror")) and not any(h in m for h in HARMLESS)
+        ]
+
+    def screenshot(self, name: str) -> np.ndarray:
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        png = self.page.screenshot()
+        (ARTEFACTS / f"{name}.png").write_bytes(png)
+        return np.asarray(Image.open(BytesIO(png)).convert("RGB")).astype(int)
+
+
+@pytest.fixture
+def page(browser, viewer) -> Iterator[Page]:
+    opened = Page(browser, viewer)
+    yield opened
+    opened.page.close()
+
+
+def _count(picture: np.ndarray, rule) -> int:
+    r, g, b = picture[..., 0], picture[..., 1], picture[..., 2]
+    return int(rule(r, g, b).sum())
+
+
+def test_the_radiograph_and_pages_show_without_errors(page):
+    page.open("CXR-XAI overlays")
+    picture = page.screenshot("pictures")
+    assert page.problems() == []
+    assert _count(picture, lambda r, g, b: (r > 150) & (b < 90) & (r - b > 100)) > 200  # the inferno map
+
+
+def test_the_sr_draws_each_finding_with_its_probability(page, results):
+    page.open("CXR-XAI findings")
+    picture = page.screenshot("findings-sr")
+    assert page.problems() == []
+    labels = page.page.locator("svg tspan").evaluate_all("nodes => nodes.map(n => n.textContent)")
+    reported = read_sr(dcmread(results["SR"]))
+    present = [f for f in reported.findings if reported.present[f.name]]
+    assert present, "sample-2 has findings above threshold"
+    for finding in present:
+        assert f"{finding.name} probability: {finding.probability:.2f} 1" in labels
+    assert any(text.startswith("Cardiothoracic ratio") for text in labels)
+    # the outlines are drawn in the viewport (yellow dashes), not only listed
+    assert _count(picture, lambda r, g, b: (r > 200) & (g > 200) & (b < 80)) > 500
+
+
+def test_the_anatomy_seg_overlays_lungs_and_heart(page):
+    page.open("CXR-XAI lungs and heart")
+    picture = page.screenshot("anatomy-seg")
+    assert page.problems() == []
+    blue = _count(picture, lambda r, g, b: (b - r > 60) & (b > 120))  # right lung
+    green = _count(picture, lambda r, g, b: (g - r > 50) & (g > 120) & (g >= b))  # left lung
+    pink = _count(picture, lambda r, g, b: (r - g > 50) & (b - g > 30))  # heart
+    assert min(blue, green, pink) > 2000, (blue, green, pink)
+
+
+def test_the_heat_map_seg_overlays_hot_regions(page):
+    page.open("CXR-XAI heat maps")
+    picture = page.screenshot("heatmap-seg")
+    assert page.problems() == []
+    hot = _count(picture, lambda r, g, b: (r > 180) & (b < 100) & (r - b > 120))
+    assert hot > 1000
