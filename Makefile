@@ -10,8 +10,9 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 # Celery broker of the scale-out tests), g++ (torch.compile's code generator, used by make model).
 # orthanc-dicomweb and chromium: the OHIF viewer tests (tests/test_viewer_ohif.py) and `make viewer`.
 DEB_PACKAGES := dcmtk dicom3tools orthanc orthanc-dicomweb postgresql redis-server g++ chromium
-DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc pg_ctlcluster redis-server g++ chromium
-DICOMWEB_PLUGIN := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+# what each package brings: a command, or a file by its absolute path (Orthanc's DICOMweb plugin)
+DEB_COMMANDS := dcmcjpeg dciodvfy Orthanc pg_ctlcluster redis-server g++ chromium \
+	/usr/share/orthanc/plugins/libOrthancDicomWeb.so
 # OHIF's built viewer (the npm package @ohif/app's dist/), fetched once into a cache outside git
 OHIF_VERSION := 3.13.2
 OHIF_CACHE := $(or $(CXRXAI_CACHE),$(HOME)/.cache/cxrxai)/ohif-$(OHIF_VERSION)
@@ -27,9 +28,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[model,node,index,scale,test]'
 	touch $(STAMP)
 
-# $(call apt_install,COMMANDS,PACKAGES): apt-get install PACKAGES when one of COMMANDS is missing.
+# $(call apt_install,COMMANDS,PACKAGES): apt-get install PACKAGES when one of COMMANDS (commands, or files
+# given by absolute path) is missing.
 define apt_install
-missing=""; for c in $(1); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+missing=""; for c in $(1); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || [ -e $$c ] || missing="$$missing $$c"; done; \
 if [ -n "$$missing" ]; then \
 	echo "installing Debian packages for:$$missing"; \
 	$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(2) >/dev/null; \
@@ -38,7 +40,6 @@ endef
 
 debs:
 	@$(call apt_install,$(DEB_COMMANDS),$(DEB_PACKAGES))
-	@[ -e $(DICOMWEB_PLUGIN) ] || { $(call apt_install,no-such-command,orthanc-dicomweb); }
 
 ohif: $(OHIF_CACHE)/package/dist/index.html
 

@@ -11,12 +11,13 @@ says so and uses an untrained one (the pipeline runs; the numbers mean nothing).
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
 
 from pydicom import dcmread
+
+from dicom_node.ports import free_port
 
 OUT = Path("demo-out")
 SAMPLES = Path(__file__).resolve().parent.parent / "resources" / "samples"
@@ -56,13 +57,13 @@ def run(out: Path = OUT) -> int:
     pacs = AE(ae_title="DEMOPACS")
     pacs.supported_contexts = StoragePresentationContexts
     pacs_server = pacs.start_server(
-        ("127.0.0.1", _free_port()), block=False, evt_handlers=[(evt.EVT_C_STORE, store)]
+        ("127.0.0.1", free_port()), block=False, evt_handlers=[(evt.EVT_C_STORE, store)]
     )
     assert pacs_server is not None  # block=False always returns the running server
     config = NodeConfig(
         node=NodeSection(
             bind_address="127.0.0.1",
-            port=_free_port(),
+            port=free_port(),
             study_quiet_seconds=1.0,
             allowed_calling_ae_titles=("DEMOSCU",),
         ),
@@ -133,12 +134,6 @@ def _report(pacs_folder: Path, index: Path) -> int:
     print(f"Overlays (Secondary Capture pages, also as PNG): {pacs_folder}/OT-*.png")
     print(f"Results index the node wrote: cxrxai results query --index {index}")
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 if __name__ == "__main__":

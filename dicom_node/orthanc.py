@@ -9,32 +9,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cxrxai.errors import CXRXAIError
+from dicom_node.ports import free_port, listening
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 START_SECONDS = 30
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now (the OS picks it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def orthanc_executable() -> str:
@@ -142,15 +128,3 @@ class Orthanc:
             return self.rest("/instances", data=Path(path).read_bytes(), method="POST")
         except urllib.error.HTTPError as exc:
             raise CXRXAIError(f"Orthanc refused {path}: HTTP {exc.code} {exc.read()[:200]!r}") from exc
-
-    def studies(self) -> list[dict]:
-        """Each stored study's main DICOM tags, as Orthanc indexes them."""
-        return [self.rest(f"/studies/{identifier}") for identifier in self.rest("/studies")]
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise CXRXAIError(f"timed out after {seconds:.0f} s waiting for {what}")
-        time.sleep(0.1)

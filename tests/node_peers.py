@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,12 +15,8 @@ from pathlib import Path
 import pytest
 
 from cxrxai.samples import chest_image, radiograph_dataset
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from dicom_node.orthanc import Orthanc
+from dicom_node.ports import free_port, listening
 
 
 def wait_for(
@@ -34,11 +29,6 @@ def wait_for(
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or condition}")
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextmanager
@@ -83,32 +73,10 @@ def dcmtk(*command: str) -> subprocess.CompletedProcess:
 
 @contextmanager
 def orthanc(root: Path, modalities: dict[str, tuple[str, str, int]]) -> Iterator[dict]:
-    """Orthanc (the Debian package) with its own storage, DICOM and HTTP ports; yields its addresses."""
-    root.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = free_port(), free_port()
-    config = {
-        "Name": "cxrxai-test",
-        "StorageDirectory": str(root / "storage"),
-        "IndexDirectory": str(root / "index"),
-        "HttpPort": http_port,
-        "DicomPort": dicom_port,
-        "DicomAet": "ORTHANC",
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomModalities": {name: list(entry) for name, entry in modalities.items()},
-        "Plugins": [],
-        "StableAge": 1,
-    }
-    (root / "orthanc.json").write_text(json.dumps(config))
-    with open(root / "orthanc.log", "ab") as log:
-        executable = shutil.which("Orthanc") or "/usr/sbin/Orthanc"  # sbin is not on every user's PATH
-        process = subprocess.Popen([executable, str(root / "orthanc.json")], stdout=log, stderr=log)
-        try:
-            wait_for(lambda: listening(http_port) and listening(dicom_port), 30, what="Orthanc")
-            yield {"http": f"http://127.0.0.1:{http_port}", "dicom_port": dicom_port, "ae_title": "ORTHANC"}
-        finally:
-            process.terminate()
-            process.wait(20)
+    """Orthanc (the Debian package, `dicom_node.orthanc`) with its own storage, DICOM and HTTP ports;
+    yields its addresses."""
+    with Orthanc(root, modalities=modalities, dicomweb=False) as pacs:
+        yield {"http": pacs.url, "dicom_port": pacs.dicom_port, "ae_title": pacs.ae_title}
 
 
 def rest(url: str, data: bytes | None = None, method: str | None = None):

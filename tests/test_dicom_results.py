@@ -264,7 +264,7 @@ def test_bad_heatmap_selection_is_refused():
 
 def test_presentation_state_outlines_anatomy_and_hot_regions(explainer, tmp_path):
     from cxrxai.dicom.gsps import build_gsps
-    from cxrxai.dicom.outlines import outlines
+    from cxrxai.dicom.outlines import hot_outline, outlines
     from cxrxai.dicom.results import device_of
     from cxrxai.results import FindingPrediction
 
@@ -278,7 +278,9 @@ def test_presentation_state_outlines_anatomy_and_hot_regions(explainer, tmp_path
     yy, xx = np.mgrid[0:72, 0:56]
     heat = np.exp(-((yy - 50.0) ** 2 + (xx - 40.0) ** 2) / 30.0)
     finding = FindingPrediction("Pneumothorax", 0.91, 0.5)
-    gsps = build_gsps(source, {"Right Lung": mask}, [(finding, heat)], device_of(explanation))
+    gsps = build_gsps(
+        source, {"Right Lung": outlines(mask)}, [(finding, hot_outline(heat))], device_of(explanation)
+    )
     assert gsps.PresentationLUTShape == "INVERSE"  # MONOCHROME1 source
     layers = {a.GraphicLayer: a for a in gsps.GraphicAnnotationSequence}
     assert set(layers) == {"ANATOMY", "FINDINGS"}

@@ -19,8 +19,9 @@ from pydicom import dcmread
 
 from cxrxai.cli import main
 from cxrxai.dicom.sr import read_sr
+from cxrxai.errors import CXRXAIError
 from dicom_node.orthanc import DICOMWEB_PLUGIN, Orthanc
-from dicom_node.viewer import OHIF_CACHE, ViewerServer
+from dicom_node.viewer import ViewerServer, ohif_dist
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "resources" / "samples" / "sample-2.dcm"
@@ -38,35 +39,42 @@ HARMLESS = ("dataSource=",)
 LOAD_MS = 8000
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright")
+
+
+def _ohif_fetched() -> bool:
+    try:
+        return ohif_dist().is_dir()
+    except CXRXAIError:
+        return False
+
+
 pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DICOMWEB_PLUGIN.exists() and (OHIF_CACHE / "package" / "dist").is_dir()),
+    not (CHROMIUM and DICOMWEB_PLUGIN.exists() and _ohif_fetched()),
     reason="needs Debian chromium, orthanc-dicomweb and OHIF (`make test` installs them)",
 )
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, Path]:
-    """sample-2 explained with the shipped model, every DICOM object, by Modality / content."""
+    """sample-2 explained with the shipped model: every DICOM object, by Modality (a SEG by Content
+    Label: ANATOMY, HEATMAPS)."""
     out = tmp_path_factory.mktemp("ohif-results")
     assert main(["explain", str(SAMPLE), "--out", str(out), "--format", "dicom"]) == 0
-    found: dict[str, Path] = {"source": SAMPLE}
-    for path in sorted((out / "sample-2" / "dicom").glob("*.dcm")):
+    found = {}
+    for path in (out / "sample-2" / "dicom").glob("*.dcm"):
         header = dcmread(path, stop_before_pixels=True)
-        kind = header.Modality
-        if kind == "SEG":
-            kind = str(header.ContentLabel)
-        found.setdefault(kind, path)
-        found[f"file:{path.name}"] = path
+        found[str(header.ContentLabel) if header.Modality == "SEG" else f"{header.Modality}:{path.name}"] = (
+            path
+        )
     return found
 
 
 @pytest.fixture(scope="module")
 def viewer(results, tmp_path_factory) -> Iterator[tuple[ViewerServer, str]]:
     with Orthanc(tmp_path_factory.mktemp("orthanc")) as pacs:
-        for key, path in results.items():
-            if key == "source" or key.startswith("file:"):
-                pacs.upload(path)
-        server = ViewerServer(OHIF_CACHE / "package" / "dist", pacs.http_port).start()
+        for path in (SAMPLE, *results.values()):
+            pacs.upload(path)
+        server = ViewerServer(ohif_dist(), pacs.http_port).start()
         try:
             yield server, str(dcmread(SAMPLE, stop_before_pixels=True).StudyInstanceUID)
         finally:
@@ -143,7 +151,8 @@ def test_the_sr_draws_each_finding_with_its_probability(page, results):
     picture = page.screenshot("findings-sr")
     assert page.problems() == []
     labels = page.page.locator("svg tspan").evaluate_all("nodes => nodes.map(n => n.textContent)")
-    reported = read_sr(dcmread(results["SR"]))
+    (sr,) = [path for key, path in results.items() if key.startswith("SR:")]
+    reported = read_sr(dcmread(sr))
     present = [f for f in reported.findings if reported.present[f.name]]
     assert present, "sample-2 has findings above threshold"
     for finding in present:

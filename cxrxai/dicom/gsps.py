@@ -3,20 +3,19 @@ the original image, with no extra pixels (qXR ships GSPS for this reason).
 
 Layer "ANATOMY": lung and heart contours. Layer "FINDINGS": for each selected finding, the outline of its
 heat map's hottest region (normalised map >= 0.5, the largest contour) labelled "finding p=0.83".
-Outlines come from `cxrxai.dicom.outlines`, shared with the SR's image regions.
+The caller passes the outlines (`cxrxai.dicom.outlines`), which the SR's image regions share.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
 from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
-from cxrxai.dicom.outlines import HOT_LEVEL, outlines
 from cxrxai.io.grey import LookupTable, Window, lut_entries, voi_in_use
 from cxrxai.results import FindingPrediction
 
@@ -110,19 +109,21 @@ def voi_transformations(source: Dataset) -> list[hd.pr.SoftcopyVOILUTTransformat
 
 def build_gsps(
     source: Dataset,
-    anatomy: dict[str, np.ndarray],
+    anatomy: Mapping[str, Sequence[np.ndarray]],
     findings: Sequence[tuple[FindingPrediction, np.ndarray]],
     device: Device,
 ) -> hd.pr.GrayscaleSoftcopyPresentationState:
-    """GSPS with anatomy contours and labelled hot-region outlines; maps and masks at source geometry."""
+    """GSPS with anatomy contours (`anatomy`: each structure's outlines, longest first, as
+    `cxrxai.dicom.outlines.outlines` gives them) and labelled hot-region outlines (`findings`: each
+    finding with the outline of its map's hottest region)."""
     uid = str(source.SOPInstanceUID)
     anatomy_layer = hd.pr.GraphicLayer(layer_name="ANATOMY", order=1, description="Lungs and heart (AI)")
     findings_layer = hd.pr.GraphicLayer(
         layer_name="FINDINGS", order=2, description="Hottest heat-map regions (AI)"
     )
     anatomy_objects: list[hd.pr.GraphicObject] = []
-    for name, mask in anatomy.items():
-        for outline in outlines(mask)[:2]:  # a lung is one region; keep a second for a split mask
+    for name, lines in anatomy.items():
+        for outline in lines[:2]:  # a lung is one region; keep a second for a split mask
             role = f"anatomy:{name}:{len(anatomy_objects)}"
             anatomy_objects.append(
                 hd.pr.GraphicObject(
@@ -138,12 +139,7 @@ def build_gsps(
         annotations.append(hd.pr.GraphicAnnotation([source], anatomy_layer, graphic_objects=anatomy_objects))
     finding_objects: list[hd.pr.GraphicObject] = []
     texts: list[hd.pr.TextObject] = []
-    for finding, heat in findings:
-        normalised = heat / heat.max() if heat.max() > 0 else heat
-        hot = outlines(normalised, HOT_LEVEL)
-        if not hot:
-            continue
-        outline = hot[0]
+    for finding, outline in findings:
         label = f"{finding.name} p={finding.probability:.2f}"
         finding_objects.append(
             hd.pr.GraphicObject(

@@ -32,3 +32,10 @@ def outlines(mask_or_map: np.ndarray, level: float = 0.5) -> list[np.ndarray]:
             sampled = np.vstack([sampled, sampled[:1]])
         result.append(sampled.astype(np.float32))
     return sorted(result, key=len, reverse=True)
+
+
+def hot_outline(heat: np.ndarray, level: float = HOT_LEVEL) -> np.ndarray | None:
+    """The outline of a heat map's largest region >= `level` of its maximum, or None for a flat map."""
+    normalised = heat / heat.max() if heat.max() > 0 else heat
+    found = outlines(normalised, level)
+    return found[0] if found else None

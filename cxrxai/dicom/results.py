@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from cxrxai.dicom.common import Device, check_reference_uids, writers_view
 from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, transfer_syntax_uid
 from cxrxai.dicom.gsps import build_gsps
-from cxrxai.dicom.outlines import HOT_LEVEL, outlines
+from cxrxai.dicom.outlines import HOT_LEVEL, hot_outline, outlines
 from cxrxai.dicom.sc import build_sc, finding_page, summary_page
 from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
 from cxrxai.dicom.sr import FindingOutline, build_sr
@@ -162,8 +162,11 @@ def build_dicom_results(
             return build_sc(source, picture, device, f"finding:{finding.name}", number, syntax)
 
         pages += _optional(f"{finding.name} page", missing, page)
-    anatomy = dict(zip(explanation.anatomy_names, masks, strict=True))
-    hottest = [(f, heatmaps[f.name][0].values) for f in chosen if heatmaps[f.name]]
+    # every outline once (contouring a map at 3000 x 3000 takes about half a second): GSPS and SR share them
+    anatomy = {name: outlines(mask) for name, mask in zip(explanation.anatomy_names, masks, strict=True)}
+    hot = _hot_outlines(displayed)
+    by_name = {f.name: f for f in chosen}
+    hottest = [(by_name[name], outline.points) for name, outline in hot.items()]
     evidence = pages + _optional(
         "presentation state", missing, lambda: build_gsps(source, anatomy, hottest, device)
     )
@@ -172,21 +175,21 @@ def build_dicom_results(
         explanation.findings,
         explanation.ctr,
         device,
-        outlines=_finding_outlines(displayed),
-        anatomy_outlines={name: found[0] for name, mask in anatomy.items() if (found := outlines(mask))},
+        outlines=hot,
+        anatomy_outlines={name: lines[0] for name, lines in anatomy.items() if lines},
         segmentations=segmentations,
         pictures=evidence,
     )
     return ResultObjects([*segmentations, *evidence, sr], missing)
 
 
-def _finding_outlines(displayed: list[HeatmapLayer]) -> dict[str, FindingOutline]:
-    """The largest hot region of each displayed map, for the SR's measurement groups."""
+def _hot_outlines(displayed: list[HeatmapLayer]) -> dict[str, FindingOutline]:
+    """The largest hot region of each displayed map: the SR's measurement regions, the GSPS's outlines."""
     found = {}
     for heatmap in displayed:
-        hot = outlines(heatmap.values, HOT_LEVEL)
-        if hot:
-            found[heatmap.finding] = FindingOutline(hot[0], heatmap.method, heatmap.layer, HOT_LEVEL)
+        points = hot_outline(heatmap.values)
+        if points is not None:
+            found[heatmap.finding] = FindingOutline(points, heatmap.method, heatmap.layer, HOT_LEVEL)
     return found
 
 

@@ -95,25 +95,40 @@ def _algorithm(device: Device) -> hd.AlgorithmIdentificationSequence:
     )
 
 
-def _identity(source: Dataset, device: Device, role: str, transfer_syntax: str) -> dict:
-    """Series, instance, device and encoding arguments every SEG shares."""
+def _segmentation(
+    source: Dataset,
+    planes: list[np.ndarray],
+    descriptions: list[hd.seg.SegmentDescription],
+    device: Device,
+    role: str,
+    transfer_syntax: str,
+    content_label: str,
+    content_description: str,
+    segmentation_type: hd.seg.SegmentationTypeValues = hd.seg.SegmentationTypeValues.BINARY,
+    **fractional,
+) -> hd.seg.Segmentation:
+    """One SEG of ours: a plane per segment at the source geometry, in the role's series, with what
+    highdicom leaves out for a radiograph and what every result of ours carries."""
     uid = str(source.SOPInstanceUID)
-    return {
-        "series_instance_uid": result_uid(uid, device.content_hash, role, "series"),
-        "series_number": SERIES[role][0],
-        "sop_instance_uid": result_uid(uid, device.content_hash, role, "instance"),
-        "instance_number": 1,
-        "manufacturer": device.manufacturer,
-        "manufacturer_model_name": device.name,
-        "software_versions": device.version,
-        "device_serial_number": device.content_hash.removeprefix("sha256:")[:16],
-        "transfer_syntax_uid": transfer_syntax,
-        "omit_empty_frames": False,
-    }
-
-
-def _finish(seg: hd.seg.Segmentation, source: Dataset, device: Device, role: str) -> hd.seg.Segmentation:
-    """What highdicom leaves out for a radiograph, and what every result of ours carries."""
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=np.stack(planes, axis=-1)[None],  # 1 x rows x columns x segments
+        segmentation_type=segmentation_type,
+        segment_descriptions=descriptions,
+        series_instance_uid=result_uid(uid, device.content_hash, role, "series"),
+        series_number=SERIES[role][0],
+        sop_instance_uid=result_uid(uid, device.content_hash, role, "instance"),
+        instance_number=1,
+        manufacturer=device.manufacturer,
+        manufacturer_model_name=device.name,
+        software_versions=device.version,
+        device_serial_number=device.content_hash.removeprefix("sha256:")[:16],
+        transfer_syntax_uid=transfer_syntax,
+        omit_empty_frames=False,
+        content_label=content_label,
+        content_description=content_description,
+        **fractional,
+    )
     # Type 2C in General Image without plane orientation (a projection radiograph): copy, or leave empty.
     seg.PatientOrientation = source.get("PatientOrientation", "")
     _orient_like_the_source(seg)
@@ -123,8 +138,8 @@ def _finish(seg: hd.seg.Segmentation, source: Dataset, device: Device, role: str
 
 def _orient_like_the_source(seg: hd.seg.Segmentation) -> None:
     """Plane Orientation (Patient) in the shared functional groups: rows along +x, columns along +y, the
-    orientation a viewer gives a radiograph that has none. OHIF refuses a SEG frame without one; PS3.3
-    C.7.6.16.2.4 allows the group for an image without a Frame of Reference, and dciodvfy accepts it."""
+    orientation a viewer gives a radiograph that has none. OHIF refuses a SEG frame without one; dciodvfy
+    reports no error for it in a SEG without a Frame of Reference."""
     orientation = Dataset()
     orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence = [orientation]
@@ -169,17 +184,10 @@ def build_anatomy_seg(
             descriptions[-1].SegmentedPropertyTypeCodeSequence[
                 0
             ].SegmentedPropertyTypeModifierCodeSequence = [modifier]
-    pixel_array = np.moveaxis(masks.astype(bool), 0, -1)[None]  # 1 x rows x columns x segments
-    seg = hd.seg.Segmentation(
-        source_images=[source],
-        pixel_array=pixel_array,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        **_identity(source, device, "seg-anatomy", transfer_syntax),
-        content_label="ANATOMY",
-        content_description="Lungs and heart (AI-generated)",
-    )
-    return _finish(seg, source, device, "seg-anatomy")
+    return _segmentation(
+        source, list(masks.astype(bool)), descriptions, device, "seg-anatomy", transfer_syntax,
+        "ANATOMY", "Lungs and heart (AI-generated)",
+    )  # fmt: skip
 
 
 def _cielab(rgb: tuple[int, int, int]) -> list[int]:
@@ -225,17 +233,10 @@ def build_heatmap_seg(
             description.RecommendedDisplayCIELabValue = _cielab(HEAT_COLOURS[index])
             descriptions.append(description)
             planes.append(band)
-    pixel_array = np.stack(planes, axis=-1)[None]  # 1 x rows x columns x segments
-    seg = hd.seg.Segmentation(
-        source_images=[source],
-        pixel_array=pixel_array,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        **_identity(source, device, "seg-heatmaps", transfer_syntax),
-        content_label="HEATMAPS",
-        content_description="Explanation heat maps, hot regions by level (AI-generated)",
-    )
-    return _finish(seg, source, device, "seg-heatmaps")
+    return _segmentation(
+        source, planes, descriptions, device, "seg-heatmaps", transfer_syntax,
+        "HEATMAPS", "Explanation heat maps, hot regions by level (AI-generated)",
+    )  # fmt: skip
 
 
 def build_layer_maps_seg(
@@ -255,20 +256,14 @@ def build_layer_maps_seg(
         descriptions.append(
             _heatmap_segment(number, heatmap.label, heatmap, algorithm, source, device, "seg-layers")
         )
-        planes.append(np.clip(heatmap.values, 0.0, 1.0).astype(np.float32))
-    pixel_array = np.stack(planes, axis=-1)[None]  # 1 x rows x columns x segments, values in [0, 1]
-    seg = hd.seg.Segmentation(
-        source_images=[source],
-        pixel_array=pixel_array,
+        planes.append(np.clip(heatmap.values, 0.0, 1.0).astype(np.float32))  # values in [0, 1]
+    return _segmentation(
+        source, planes, descriptions, device, "seg-layers", transfer_syntax,
+        "LAYERMAPS", "Explanation heat maps per layer (AI-generated)",
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
         max_fractional_value=255,
-        segment_descriptions=descriptions,
-        **_identity(source, device, "seg-layers", transfer_syntax),
-        content_label="LAYERMAPS",
-        content_description="Explanation heat maps per layer (AI-generated)",
-    )
-    return _finish(seg, source, device, "seg-layers")
+    )  # fmt: skip
 
 
 def _heatmap_segment(

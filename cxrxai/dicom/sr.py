@@ -365,8 +365,8 @@ def read_sr(dataset: Dataset) -> ReportedFindings:
             value, scheme = str(concept.CodeValue), str(concept.CodingSchemeDesignator)
             if item.ValueType == "NUM" and value == codes.CARDIOTHORACIC_RATIO.code.value:
                 ctr = _number(item)
-            elif item.ValueType == "NUM" and codes.finding_for_probability_code(value, scheme):
-                probabilities[codes.finding_for_probability_code(value, scheme)] = _number(item)  # type: ignore[index]
+            elif item.ValueType == "NUM" and (named := codes.finding_for_probability_code(value, scheme)):
+                probabilities[named] = _number(item)
             elif finding and item.ValueType == "NUM" and value == codes.PROBABILITY.code.value:
                 probabilities[finding] = _number(item)
             elif finding and item.ValueType == "NUM" and value == codes.DECISION_THRESHOLD.code.value:

@@ -19,7 +19,7 @@ def write_test_study(folder: str | Path) -> dict[str, Path]:
     """Write radiograph, anatomy SEG, layer-map SEG, heat-level SEG and SR into `folder`; returns their
     paths by kind."""
     from cxrxai.dicom.common import Device
-    from cxrxai.dicom.outlines import HOT_LEVEL, outlines
+    from cxrxai.dicom.outlines import HOT_LEVEL, hot_outline, outlines
     from cxrxai.dicom.results import result_file_name
     from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
     from cxrxai.dicom.sr import FindingOutline, build_sr
@@ -56,7 +56,7 @@ def write_test_study(folder: str | Path) -> dict[str, Path]:
         build_layer_maps_seg(source, heatmaps, device),
         build_heatmap_seg(source, heatmaps[:1], device),
     ]
-    hot = FindingOutline(outlines(heatmaps[0].values, HOT_LEVEL)[0], "gradcam", heatmaps[0].layer, HOT_LEVEL)
+    hot = FindingOutline(hot_outline(heatmaps[0].values), "gradcam", heatmaps[0].layer, HOT_LEVEL)
     anatomy = {
         name: outlines(mask)[0]
         for name, mask in zip(("Right Lung", "Left Lung", "Heart"), masks, strict=True)
