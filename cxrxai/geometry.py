@@ -48,16 +48,21 @@ class Letterbox:
     def to_source(self, grid_map: np.ndarray) -> np.ndarray:
         """Resample a map on the working grid, or on any coarser square grid covering the same frame
         (a U-Net layer of stride 2^k), to source rows x columns with bilinear interpolation."""
+        return self.to_size(grid_map, self.source_rows, self.source_columns)
+
+    def to_size(self, grid_map: np.ndarray, rows: int, columns: int) -> np.ndarray:
+        """`to_source` sampled on a rows x columns grid covering the source image instead of its own
+        pixels: a map for a picture of the source at display size, without making it at source size."""
         grid_map = np.asarray(grid_map, dtype=np.float32)
         if grid_map.ndim != 2 or grid_map.shape[0] != grid_map.shape[1]:
             raise ValueError(f"expected a square 2-D map, got shape {grid_map.shape}")
         n = grid_map.shape[0]
-        # Continuous working-grid coordinate of each source pixel centre, then into the map's grid.
-        rows = _working_coordinates(self.source_rows, self.resized_rows, self.pad_top)
-        columns = _working_coordinates(self.source_columns, self.resized_columns, self.pad_left)
+        # Continuous working-grid coordinate of each output pixel centre, then into the map's grid.
+        row_coordinates = _working_coordinates(rows, self.resized_rows, self.pad_top)
+        column_coordinates = _working_coordinates(columns, self.resized_columns, self.pad_left)
         stride = self.size / n
-        row_matrix = _linear_matrix((rows + 0.5) / stride - 0.5, n)
-        column_matrix = _linear_matrix((columns + 0.5) / stride - 0.5, n)
+        row_matrix = _linear_matrix((row_coordinates + 0.5) / stride - 0.5, n)
+        column_matrix = _linear_matrix((column_coordinates + 0.5) / stride - 0.5, n)
         return (row_matrix @ grid_map @ column_matrix.T).astype(np.float32)
 
     def content_slice(self, n: int | None = None) -> tuple[slice, slice]:
@@ -70,10 +75,11 @@ class Letterbox:
         return slice(top, bottom), slice(left, right)
 
 
-def _working_coordinates(source_length: int, resized_length: int, pad: int) -> np.ndarray:
-    """Working-grid coordinate (pixel-centre convention) of each source pixel centre."""
-    i = np.arange(source_length, dtype=np.float64)
-    return (i + 0.5) * resized_length / source_length - 0.5 + pad
+def _working_coordinates(length: int, resized_length: int, pad: int) -> np.ndarray:
+    """Working-grid coordinate (pixel-centre convention) of each pixel centre of `length` pixels spanning
+    the source's extent along one axis (the source's own pixels when `length` is its size)."""
+    i = np.arange(length, dtype=np.float64)
+    return (i + 0.5) * resized_length / length - 0.5 + pad
 
 
 def _linear_matrix(coordinates: np.ndarray, n: int) -> np.ndarray:

@@ -75,8 +75,12 @@ class Explanation:
 
     def map_at_source(self, key: str, normalised: bool = True) -> np.ndarray:
         """A map resampled to the source rows x columns, aligned with the source pixels."""
+        return self.map_at_size(key, self.geometry.source_rows, self.geometry.source_columns, normalised)
+
+    def map_at_size(self, key: str, rows: int, columns: int, normalised: bool = True) -> np.ndarray:
+        """A map resampled to rows x columns covering the source image (a picture at display size)."""
         heatmap = self.heatmaps[key]
-        return self.geometry.to_source(heatmap.normalised() if normalised else heatmap.values)
+        return self.geometry.to_size(heatmap.normalised() if normalised else heatmap.values, rows, columns)
 
     def anatomy_at_source(self) -> np.ndarray:
         """Binary masks (structures x rows x columns) at the source geometry."""

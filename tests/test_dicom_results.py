@@ -16,6 +16,7 @@ from cxrxai.dicom.encoding import TRANSFER_SYNTAXES
 from cxrxai.dicom.results import (
     HeatmapSelection,
     build_dicom_results,
+    display_order,
     heatmap_layers,
     strip_layers,
     write_dicom_results,
@@ -173,7 +174,7 @@ def test_the_model_display_layer_leads_the_seg_and_the_page(explainer, tmp_path)
     explanation.model["display_layers"] = {"Cardiomegaly": "decoder2", "Edema": "decoder1"}
     layers = [h.layer for h in heatmap_layers(explanation, "Cardiomegaly")]
     assert layers == ["decoder2", "fused", "encoder1", "encoder2", "bottleneck", "decoder1"]
-    assert [h.layer for h in strip_layers(heatmap_layers(explanation, "Cardiomegaly"))] == [
+    assert strip_layers(display_order(explanation, "Cardiomegaly")) == [
         "encoder1", "encoder2", "bottleneck", "decoder2", "decoder1"
     ]  # fmt: skip
     assert heatmap_layers(explanation, "Edema")[0].layer == "decoder1"  # each finding its own

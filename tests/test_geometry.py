@@ -76,3 +76,16 @@ def test_explanation_maps_are_returned_at_source_geometry(explainer, tmp_path):
 def test_to_source_rejects_non_square_maps():
     with pytest.raises(ValueError, match="square"):
         Letterbox.fit(10, 20, 8).to_source(np.zeros((4, 8)))
+
+
+def test_a_map_at_display_size_is_the_source_map_averaged():
+    """`to_size` samples the map where a picture of the source at that size has its pixel centres: for a
+    map linear across the frame, the mean of each 2 x 2 block of the source-size map."""
+    geometry = Letterbox.fit(400, 300, 64)
+    ramp = np.add.outer(np.arange(64.0), 0.5 * np.arange(64.0)).astype(np.float32)
+    at_source = geometry.to_source(ramp)
+    np.testing.assert_array_equal(geometry.to_size(ramp, 400, 300), at_source)
+    half = geometry.to_size(ramp, 200, 150)
+    blocks = at_source.reshape(200, 2, 150, 2).mean(axis=(1, 3))
+    inner = (slice(2, -2), slice(2, -2))  # the edge rows clamp at the map's border
+    np.testing.assert_allclose(half[inner], blocks[inner], atol=1e-4)

@@ -37,6 +37,7 @@ CHROMIUM_FLAGS = [
 # Console lines OHIF writes on every page, none about our objects
 HARMLESS = ("dataSource=",)
 LOAD_MS = 8000
+VIEWPORT_LEFT = 340  # screenshot columns left of this are the study browser (thumbnails) at 1600 px wide
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="`make test` installs playwright")
 
@@ -139,11 +140,17 @@ def _count(picture: np.ndarray, rule) -> int:
     return int(rule(r, g, b).sum())
 
 
-def test_the_radiograph_and_pages_show_without_errors(page):
+def test_the_pictures_show_the_summary_then_a_finding_page(page):
     page.open("CXR-XAI overlays")
-    picture = page.screenshot("pictures")
+    summary = page.screenshot("summary-page")[:, VIEWPORT_LEFT:]
+    page.page.keyboard.press("ArrowDown")  # the next picture of the series: the first finding's page
+    page.page.wait_for_timeout(2000)
+    finding = page.screenshot("finding-page")[:, VIEWPORT_LEFT:]
     assert page.problems() == []
-    assert _count(picture, lambda r, g, b: (r > 150) & (b < 90) & (r - b > 100)) > 200  # the inferno map
+    orange = _count(summary, lambda r, g, b: (r > 200) & (g > 120) & (g < 200) & (b < 60))  # PRESENT lines
+    assert orange > 500
+    inferno = _count(finding, lambda r, g, b: (r > 150) & (b < 90) & (r - b > 100))  # the heat map
+    assert inferno > 5000, inferno
 
 
 def test_the_sr_draws_each_finding_with_its_probability(page, results):

@@ -22,7 +22,7 @@ from cxrxai.dicom.common import Device, check_reference_uids, writers_view
 from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, transfer_syntax_uid
 from cxrxai.dicom.gsps import build_gsps
 from cxrxai.dicom.outlines import HOT_LEVEL, hot_outline, outlines
-from cxrxai.dicom.sc import build_sc, finding_page, summary_page
+from cxrxai.dicom.sc import build_sc, finding_page, strip_tile_size, summary_page
 from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
 from cxrxai.dicom.sr import FindingOutline, build_sr
 from cxrxai.errors import CXRXAIError
@@ -61,32 +61,40 @@ def device_of(explanation: Explanation) -> Device:
     )
 
 
-def heatmap_layers(explanation: Explanation, finding: str) -> list[HeatmapLayer]:
-    """The Grad-CAM map at the model's display layer for this finding (the fused map unless its bundle's
+def display_order(explanation: Explanation, finding: str) -> list[str]:
+    """The Grad-CAM layers of a finding: the model's display layer (the fused map unless its bundle's
     evaluation found a layer that overlaps the finding better), then every other layer from encoder to
-    decoder, at the source geometry. The first one is the page's overlay and the presentation state's,
-    and leads the SEG."""
+    decoder. The first one is the page's overlay, the presentation state's and the heat-map SEG's."""
     layers = {
         h.layer for h in explanation.heatmaps.values() if h.method == DISPLAYED_METHOD and h.target == finding
     }
     preferred = str(explanation.model.get("display_layers", {}).get(finding, "fused"))
     leading = list(dict.fromkeys(layer for layer in (preferred, "fused") if layer in layers))
-    ordered = leading + sorted(layers - set(leading), key=layer_order)
+    return leading + sorted(layers - set(leading), key=layer_order)
+
+
+def heatmap_layers(
+    explanation: Explanation, finding: str, size: tuple[int, int] | None = None, first_only: bool = False
+) -> list[HeatmapLayer]:
+    """A finding's maps in `display_order`, at the source geometry, or at `size` (rows, columns) covering
+    the source for a picture; with `first_only`, the display layer's alone."""
+    rows, columns = size or (explanation.geometry.source_rows, explanation.geometry.source_columns)
+    layers = display_order(explanation, finding)
     return [
         HeatmapLayer(
             finding,
             DISPLAYED_METHOD,
             layer,
-            explanation.map_at_source(f"{DISPLAYED_METHOD}/{layer}/{finding}"),
+            explanation.map_at_size(f"{DISPLAYED_METHOD}/{layer}/{finding}", rows, columns),
         )
-        for layer in ordered
+        for layer in (layers[:1] if first_only else layers)
     ]
 
 
-def strip_layers(layers: list[HeatmapLayer]) -> list[HeatmapLayer]:
-    """A page's layer strip: every map but the fused one, from the shallowest encoder level to the last
+def strip_layers(layers: list[str]) -> list[str]:
+    """A page's layer strip: every layer but the fused one, from the shallowest encoder level to the last
     decoder level, whichever layer the page leads with."""
-    return sorted((h for h in layers if h.layer != "fused"), key=lambda h: layer_order(h.layer))
+    return sorted((layer for layer in layers if layer != "fused"), key=layer_order)
 
 
 @dataclass
@@ -131,14 +139,15 @@ def build_dicom_results(
         "lung and heart SEG", missing, lambda: build_anatomy_seg(source, masks, device, syntax)
     )
     chosen = selection.choose(explanation.findings)
-    heatmaps = {f.name: heatmap_layers(explanation, f.name) for f in chosen}
-    displayed = [layers[0] for layers in heatmaps.values() if layers]
+    # at the source geometry only what the SEGs, outlines and main overlays need: the display layer's map
+    # (every layer's only for the layer-map SEG); the page strips sample their maps at tile size
+    displayed = [layer for f in chosen for layer in heatmap_layers(explanation, f.name, first_only=True)]
     if displayed:
         segmentations += _optional(
             "heat-map SEG", missing, lambda: build_heatmap_seg(source, displayed, device, syntax)
         )
     if layer_maps and displayed:
-        every_layer = [layer for layers in heatmaps.values() for layer in layers]
+        every_layer = [layer for f in chosen for layer in heatmap_layers(explanation, f.name)]
         segmentations += _optional(
             "layer-map SEG", missing, lambda: build_layer_maps_seg(source, every_layer, device, syntax)
         )
@@ -151,14 +160,17 @@ def build_dicom_results(
             source, summary_page(explanation.findings, explanation.ctr, model), device, "summary", 1, syntax
         ),
     )
-    for number, finding in enumerate(chosen, start=2):
-        layers = heatmaps[finding.name]
-        if not layers:
-            continue
-        strip = [(h.layer, h.values) for h in strip_layers(layers)]
+    for number, leading in enumerate(displayed, start=2):
+        finding = next(f for f in chosen if f.name == leading.finding)
 
-        def page(finding=finding, layers=layers, strip=strip, number=number) -> Dataset:
-            picture = finding_page(pixels, finding, (layers[0].layer, layers[0].values), lungs, strip, model)
+        def page(finding=finding, leading=leading, number=number) -> Dataset:
+            layers = strip_layers(display_order(explanation, finding.name))
+            tile = strip_tile_size(pixels.shape, len(layers))
+            strip = [
+                (layer, explanation.map_at_size(f"{DISPLAYED_METHOD}/{layer}/{finding.name}", *tile))
+                for layer in layers
+            ]
+            picture = finding_page(pixels, finding, (leading.layer, leading.values), lungs, strip, model)
             return build_sc(source, picture, device, f"finding:{finding.name}", number, syntax)
 
         pages += _optional(f"{finding.name} page", missing, page)

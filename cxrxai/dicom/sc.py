@@ -103,6 +103,13 @@ def _page(title: str, body: Image.Image) -> np.ndarray:
     return np.asarray(page)
 
 
+def strip_tile_size(shape: tuple[int, ...], count: int) -> tuple[int, int]:
+    """(rows, columns) of each of `count` layer tiles under a finding page's overlay: a map sampled at
+    this size is drawn as it is."""
+    columns, rows = _display_size(shape, PAGE_WIDTH // max(count, 1) - 4, 256)
+    return rows, columns
+
+
 def finding_page(
     pixels: np.ndarray,
     finding: FindingPrediction,
@@ -111,13 +118,15 @@ def finding_page(
     strip: Sequence[tuple[str, np.ndarray]],
     model: str,
 ) -> np.ndarray:
-    """RGB page: overlay of `heat` (layer, map) + legend, then the layer strip (encoder to decoder)."""
+    """RGB page: overlay of `heat` (layer, map) + legend, then the layer strip (encoder to decoder); maps
+    at any size covering the source (`strip_tile_size` for the strip's draws without resampling)."""
     heat_layer, heat_map = heat
     main_size = _display_size(pixels.shape, PAGE_WIDTH - LEGEND, 768)
     main = Image.fromarray(_overlay(pixels, heat_map, lungs, main_size))
     tile_width = PAGE_WIDTH // max(len(strip), 1)
-    tile_size = _display_size(pixels.shape, tile_width - 4, 256)
-    tiles = [(Image.fromarray(_overlay(pixels, h, None, tile_size)), layer) for layer, h in strip]
+    rows, columns = strip_tile_size(pixels.shape, len(strip))
+    small = _reduce(pixels, (columns, rows))  # once for every tile
+    tiles = [(Image.fromarray(_overlay(small, h, None, (columns, rows))), layer) for layer, h in strip]
     strip_height = max((t.height for t, _ in tiles), default=0) + (20 if tiles else 0)
     body = Image.new("RGB", (PAGE_WIDTH, main.height + strip_height), (0, 0, 0))
     body.paste(main, ((PAGE_WIDTH - LEGEND - main.width) // 2, 0))
