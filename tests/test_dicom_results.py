@@ -306,3 +306,31 @@ def test_page_pixels_round_trip_losslessly(explainer, tmp_path):
     sc = build_sc(radiograph.dataset, page, device_of(explanation), "summary", 1)
     sc.save_as(tmp_path / "sc.dcm", enforce_file_format=True)
     np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "sc.dcm").pixel_array, page)
+
+
+def test_a_one_component_person_name_in_the_source_raises_no_warning(explainer, tmp_path, recwarn):
+    """A real CR's Referring Physician's Name "ward" made highdicom warn on the user's terminal."""
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    radiograph.dataset.ReferringPhysicianName = "ward"
+    recwarn.clear()
+    made = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, HeatmapSelection("top-1"))
+    assert made.missing == []
+    assert [str(w.message) for w in recwarn if "person name" in str(w.message)] == []
+
+
+@pytest.mark.parametrize("spacing", [None, [0.2, 0.25]])
+def test_every_seg_has_pixel_measures_and_invents_no_spacing(explainer, tmp_path, spacing):
+    """OHIF's SEG viewport fails on a SEG without a shared Pixel Measures item (the real CR in resources
+    has no spacing, and blacked the viewer out); a spacing the source does not give is never written."""
+    _, radiograph, explanation = _explained(explainer, tmp_path, pixel_spacing=spacing)
+    made = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, HeatmapSelection("top-1"))
+    segs = [_reread(d) for d in made.datasets if d.Modality == "SEG"]
+    assert len(segs) == 2
+    for seg in segs:
+        (measures,) = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
+        if spacing is None:
+            assert "PixelSpacing" not in measures and "SliceThickness" not in measures
+            block = measures.private_block(0x0029, "CXRXAI")
+            assert block[0x01].value == "no pixel spacing in the source image"
+        else:
+            assert [float(v) for v in measures.PixelSpacing] == spacing

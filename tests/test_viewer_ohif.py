@@ -25,6 +25,7 @@ from dicom_node.viewer import ViewerServer, ohif_dist
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "resources" / "samples" / "sample-2.dcm"
+REAL = ROOT / "resources" / "real" / "pa-chest-wg04-rg1.dcm"
 ARTEFACTS = ROOT / "build" / "test-artifacts" / "ohif"
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_FLAGS = [
@@ -56,28 +57,32 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict[str, Path]:
-    """sample-2 explained with the shipped model: every DICOM object, by Modality (a SEG by Content
-    Label: ANATOMY, HEATMAPS)."""
+def results(tmp_path_factory) -> dict[str, dict[str, Path]]:
+    """sample-2 and the real CR explained with the shipped model, by source stem: every DICOM object,
+    keyed by Modality and file name (a SEG by its Content Label: ANATOMY, HEATMAPS)."""
     out = tmp_path_factory.mktemp("ohif-results")
-    assert main(["explain", str(SAMPLE), "--out", str(out), "--format", "dicom"]) == 0
-    found = {}
-    for path in (out / "sample-2" / "dicom").glob("*.dcm"):
-        header = dcmread(path, stop_before_pixels=True)
-        found[str(header.ContentLabel) if header.Modality == "SEG" else f"{header.Modality}:{path.name}"] = (
-            path
-        )
+    assert main(["explain", str(SAMPLE), str(REAL), "--out", str(out), "--format", "dicom"]) == 0
+    found: dict[str, dict[str, Path]] = {}
+    for source in (SAMPLE, REAL):
+        objects = found.setdefault(source.stem, {})
+        for path in (out / source.stem / "dicom").glob("*.dcm"):
+            header = dcmread(path, stop_before_pixels=True)
+            seg = header.Modality == "SEG"
+            objects[str(header.ContentLabel) if seg else f"{header.Modality}:{path.name}"] = path
     return found
 
 
 @pytest.fixture(scope="module")
-def viewer(results, tmp_path_factory) -> Iterator[tuple[ViewerServer, str]]:
+def viewer(results, tmp_path_factory) -> Iterator[tuple[ViewerServer, dict[str, str]]]:
+    """OHIF over an Orthanc holding both sources and their results; the study UID of each source."""
     with Orthanc(tmp_path_factory.mktemp("orthanc")) as pacs:
-        for path in (SAMPLE, *results.values()):
-            pacs.upload(path)
+        for source in (SAMPLE, REAL):
+            for path in (source, *results[source.stem].values()):
+                pacs.upload(path)
         server = ViewerServer(ohif_dist(), pacs.http_port).start()
+        studies = {s.stem: str(dcmread(s, stop_before_pixels=True).StudyInstanceUID) for s in (SAMPLE, REAL)}
         try:
-            yield server, str(dcmread(SAMPLE, stop_before_pixels=True).StudyInstanceUID)
+            yield server, studies
         finally:
             server.stop()
 
@@ -93,8 +98,7 @@ def browser(viewer):
 class Page:
     """One OHIF page on the study, with what its console said."""
 
-    def __init__(self, browser, viewer) -> None:
-        server, study = viewer
+    def __init__(self, browser, server: ViewerServer, study: str) -> None:
         self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
         self.messages: list[str] = []
         self.page.on("console", lambda m: self.messages.append(f"{m.type}: {m.text}"))
@@ -130,7 +134,18 @@ class Page:
 
 @pytest.fixture
 def page(browser, viewer) -> Iterator[Page]:
-    opened = Page(browser, viewer)
+    """OHIF on sample-2's study."""
+    server, studies = viewer
+    opened = Page(browser, server, studies[SAMPLE.stem])
+    yield opened
+    opened.page.close()
+
+
+@pytest.fixture
+def real_page(browser, viewer) -> Iterator[Page]:
+    """OHIF on the real CR's study (no pixel spacing, no Frame of Reference)."""
+    server, studies = viewer
+    opened = Page(browser, server, studies[REAL.stem])
     yield opened
     opened.page.close()
 
@@ -158,7 +173,7 @@ def test_the_sr_draws_each_finding_with_its_probability(page, results):
     picture = page.screenshot("findings-sr")
     assert page.problems() == []
     labels = page.page.locator("svg tspan").evaluate_all("nodes => nodes.map(n => n.textContent)")
-    (sr,) = [path for key, path in results.items() if key.startswith("SR:")]
+    (sr,) = [path for key, path in results[SAMPLE.stem].items() if key.startswith("SR:")]
     reported = read_sr(dcmread(sr))
     present = [f for f in reported.findings if reported.present[f.name]]
     assert present, "sample-2 has findings above threshold"
@@ -185,3 +200,15 @@ def test_the_heat_map_seg_overlays_hot_regions(page):
     assert page.problems() == []
     hot = _count(picture, lambda r, g, b: (r > 180) & (b < 100) & (r - b > 120))
     assert hot > 1000
+
+
+def test_the_real_radiograph_shows_its_anatomy_and_findings(real_page):
+    """A real CR without pixel spacing: the anatomy SEG blacked the whole viewer out (no Pixel Measures)."""
+    real_page.open("CXR-XAI lungs and heart")
+    anatomy = real_page.screenshot("real-anatomy-seg")[:, VIEWPORT_LEFT:]
+    real_page.open("CXR-XAI findings")
+    real_page.screenshot("real-findings-sr")
+    assert real_page.problems() == []
+    assert _count(anatomy, lambda r, g, b: (b - r > 60) & (b > 120)) > 2000  # right lung
+    labels = real_page.page.locator("svg tspan").evaluate_all("nodes => nodes.map(n => n.textContent)")
+    assert any(" probability: " in text for text in labels)

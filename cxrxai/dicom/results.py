@@ -11,6 +11,7 @@ reports what is missing.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,21 @@ def build_dicom_results(
     in `transfer_syntax` (a name of `cxrxai.dicom.encoding`). Raises UnsupportedInputError, before any
     work, when the source lacks a UID the objects must reference."""
     check_reference_uids(source)
+    with warnings.catch_warnings():
+        # highdicom warns when a person name it copies from the source has one component (a Referring
+        # Physician's Name "ward"): the source's own value, written back unchanged; nothing to act on
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name")
+        return _build(explanation, source, pixels, selection, transfer_syntax, layer_maps)
+
+
+def _build(
+    explanation: Explanation,
+    source: Dataset,
+    pixels: np.ndarray,
+    selection: HeatmapSelection,
+    transfer_syntax: str,
+    layer_maps: bool,
+) -> ResultObjects:
     syntax = transfer_syntax_uid(transfer_syntax)
     source = writers_view(source)
     device = device_of(explanation)

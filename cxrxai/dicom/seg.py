@@ -42,6 +42,9 @@ ANATOMY_CATEGORY = codes_dict.SCT.AnatomicalStructure
 # The hot-region levels of a normalised heat map the BINARY heat-map SEG carries, and their colours
 HEAT_LEVELS = (0.5, 0.7, 0.9)
 HEAT_COLOURS = ((255, 230, 0), (255, 140, 0), (230, 20, 20))
+# Our private block: (0029,0010) "CXRXAI"; (0029,1001) LO in a Pixel Measures item without a spacing
+PRIVATE_GROUP = 0x0029
+PRIVATE_CREATOR = "CXRXAI"
 ANATOMY_COLOURS = {"Right Lung": (64, 160, 255), "Left Lung": (64, 220, 160), "Heart": (230, 80, 200)}
 
 
@@ -132,6 +135,7 @@ def _segmentation(
     # Type 2C in General Image without plane orientation (a projection radiograph): copy, or leave empty.
     seg.PatientOrientation = source.get("PatientOrientation", "")
     _orient_like_the_source(seg)
+    _measure_like_the_source(seg)
     finish_result(seg, source, device, role, image=False)
     return seg
 
@@ -143,6 +147,21 @@ def _orient_like_the_source(seg: hd.seg.Segmentation) -> None:
     orientation = Dataset()
     orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence = [orientation]
+
+
+def _measure_like_the_source(seg: hd.seg.Segmentation) -> None:
+    """A Pixel Measures item in the shared functional groups even when the source has no Pixel Spacing
+    to give it (highdicom then writes none): OHIF's SEG viewport reads the item and fails without one,
+    and an archive drops an empty item. Pixel Spacing and Slice Thickness may only be present with a
+    value, and we never invent a spacing, so the item says in a private element that there is none."""
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    if "PixelMeasuresSequence" in shared:
+        return
+    measures = Dataset()
+    measures.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True).add_new(
+        0x01, "LO", "no pixel spacing in the source image"
+    )
+    shared.PixelMeasuresSequence = [measures]
 
 
 def build_anatomy_seg(
