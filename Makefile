@@ -18,7 +18,7 @@ OHIF_VERSION := 3.13.2
 OHIF_CACHE := $(or $(CXRXAI_CACHE),$(HOME)/.cache/cxrxai)/ohif-$(OHIF_VERSION)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo lint bench debs compiler clean samples model ohif
+.PHONY: test demo lint bench debs demo-debs compiler clean samples model ohif viewer
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,8 +55,16 @@ lint: $(STAMP)
 test: $(STAMP) debs ohif lint
 	$(PY) -m pytest -x -q
 
-demo: $(STAMP)
+# the demo's PACS is Orthanc with DICOMweb, so `make viewer` can show its results in OHIF
+demo-debs:
+	@$(call apt_install,Orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so,orthanc orthanc-dicomweb)
+
+demo: $(STAMP) demo-debs
 	$(PY) -m dicom_node.demo
+
+# OHIF over the archive `make demo` filled; prints each study's address, stops on Ctrl-C
+viewer: $(STAMP) demo-debs ohif
+	$(PY) -m dicom_node.viewer
 
 # Benchmarks run in their own venv: pytorch-grad-cam needs torchvision, which does not load beside torch 2.13.
 $(BENCH_STAMP): pyproject.toml

@@ -1,11 +1,13 @@
-"""`make demo`: the product's main job on loopback, end to end.
+"""`make demo`: the product's main job on loopback, end to end, ending in a PACS a person can browse.
 
-A demo PACS (a pynetdicom Storage SCP writing to `demo-out/pacs`) and the node start on free loopback
-ports; the sample radiographs are C-STOREd to the node; the node explains them with the shipped
-default bundle and sends SR, SEG, Secondary Capture pages and a presentation state back to the demo
-PACS; the demo reads the findings back from the SR it received, saves the Secondary Capture pages
-(the overlays) as PNG beside them, and stops the node cleanly. Without a shipped default bundle it
-says so and uses an untrained one (the pipeline runs; the numbers mean nothing).
+Orthanc (the Debian package, with DICOMweb) is the demo PACS, its archive in `demo-out/pacs`; the node
+starts on a free loopback port. The sample radiographs are stored in Orthanc, which routes them to the
+node as a department's PACS would (C-STORE); the node explains them with the shipped default bundle and
+sends SR, SEG, Secondary Capture pages and a presentation state back to Orthanc. The demo reads the
+findings back from the SRs Orthanc holds, saves the Secondary Capture pages (the overlays) as PNG in
+`demo-out/pacs-files`, and stops the node and Orthanc cleanly. `make viewer` then serves OHIF over the
+same archive. Without a shipped default bundle it says so and uses an untrained one (the pipeline runs;
+the numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -13,29 +15,29 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
 
+from dicom_node.orthanc import Orthanc
 from dicom_node.ports import free_port
 
 OUT = Path("demo-out")
 SAMPLES = Path(__file__).resolve().parent.parent / "resources" / "samples"
 TIMEOUT_SECONDS = 300
+PACS_AE_TITLE = "DEMOPACS"
 
 
 def run(out: Path = OUT) -> int:
-    from pynetdicom import AE, StoragePresentationContexts, evt
-
     from cxrxai.cli import DEFAULT_BUNDLE
-    from cxrxai.dicom.results import result_file_name
     from cxrxai.samples import write_samples
     from dicom_node.config import Destination, NodeConfig, NodeSection, PathsSection, ProcessingSection
     from dicom_node.logs import configure_logging
     from dicom_node.service import Node
 
     configure_logging("WARNING")
-    for folder in ("node", "pacs"):
+    for folder in ("node", "pacs", "pacs-files"):
         shutil.rmtree(out / folder, ignore_errors=True)
     inputs = sorted(SAMPLES.glob("*.dcm")) or write_samples(out / "inputs", count=2)
     bundle = DEFAULT_BUNDLE
@@ -45,27 +47,15 @@ def run(out: Path = OUT) -> int:
         bundle = out / "untrained-bundle"
         print("No default bundle is shipped; using an UNTRAINED bundle (meaningless predictions).")
         make_untrained_bundle(bundle)
-    pacs_folder = out / "pacs"
-    pacs_folder.mkdir(parents=True)
-
-    def store(event) -> int:
-        dataset = event.dataset
-        dataset.file_meta = event.file_meta
-        dataset.save_as(pacs_folder / result_file_name(dataset), enforce_file_format=True)
-        return 0x0000
-
-    pacs = AE(ae_title="DEMOPACS")
-    pacs.supported_contexts = StoragePresentationContexts
-    pacs_server = pacs.start_server(
-        ("127.0.0.1", free_port()), block=False, evt_handlers=[(evt.EVT_C_STORE, store)]
-    )
-    assert pacs_server is not None  # block=False always returns the running server
+    node_port = free_port()
+    pacs = Orthanc(out / "pacs", PACS_AE_TITLE, {"cxrxai": ("CXRXAI", "127.0.0.1", node_port)})
+    pacs.start()
     config = NodeConfig(
         node=NodeSection(
             bind_address="127.0.0.1",
-            port=free_port(),
+            port=node_port,
             study_quiet_seconds=1.0,
-            allowed_calling_ae_titles=("DEMOSCU",),
+            allowed_calling_ae_titles=(PACS_AE_TITLE,),
         ),
         paths=PathsSection(
             spool=out / "node" / "spool",
@@ -75,24 +65,16 @@ def run(out: Path = OUT) -> int:
             index=out / "node" / "results.sqlite",
         ),
         processing=ProcessingSection(bundle=bundle),
-        destinations=(Destination("pacs", "DEMOPACS", "127.0.0.1", int(pacs_server.server_address[1])),),
+        destinations=(Destination("pacs", PACS_AE_TITLE, "127.0.0.1", pacs.dicom_port),),
     )
     node = Node(config)
     print(f"Starting the node (AE CXRXAI on 127.0.0.1:{config.node.port}) with {bundle} ...")
     node.start()
     try:
-        sender = AE(ae_title="DEMOSCU")
-        for sop_class, syntax in sorted({(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID))
-                                         for d in map(dcmread, inputs)}):  # fmt: skip
-            sender.add_requested_context(sop_class, syntax)
-        assoc = sender.associate("127.0.0.1", node.port, ae_title="CXRXAI")
-        if not assoc.is_established:
-            print("demo: could not associate with the node", file=sys.stderr)
-            return 1
-        for path in inputs:
-            status = assoc.send_c_store(dcmread(path))
-            print(f"C-STORE {path.name} -> node: status 0x{int(status.Status):04X}")
-        assoc.release()
+        print(f"Demo PACS: Orthanc (AE {PACS_AE_TITLE}, DICOM 127.0.0.1:{pacs.dicom_port}, {pacs.url})")
+        stored = [pacs.upload(path)["ID"] for path in inputs]
+        pacs.rest("/modalities/cxrxai/store", data=_json(stored), method="POST")  # PACS -> node
+        print(f"Orthanc sent {len(stored)} radiographs to the node (C-STORE).")
         expected = len(inputs)
         started = time.monotonic()
         while time.monotonic() - started < TIMEOUT_SECONDS:
@@ -105,20 +87,32 @@ def run(out: Path = OUT) -> int:
             print("demo: the node did not finish in time", file=sys.stderr)
             return 1
         print(f"All results delivered in {time.monotonic() - started:.1f} s.\n")
-        return _report(pacs_folder, config.paths.index)
+        return _report(pacs, out / "pacs-files", config.paths.index)
     finally:
         node.stop()
-        pacs_server.shutdown()
+        pacs.stop()
 
 
-def _report(pacs_folder: Path, index: Path) -> int:
+def _json(value) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
+
+
+def _report(pacs: Orthanc, files: Path, index: Path) -> int:
+    """The findings from each SR the PACS holds, its pictures as PNG, and where to look next."""
     import numpy as np
     from PIL import Image
 
     from cxrxai.cli import summary_table
+    from cxrxai.dicom.results import result_file_name
     from cxrxai.dicom.sr import read_sr
 
-    reports = sorted(pacs_folder.glob("SR-*.dcm"))
+    files.mkdir(parents=True, exist_ok=True)
+    for identifier in pacs.rest("/instances"):
+        dataset = dcmread(BytesIO(pacs.rest_bytes(f"/instances/{identifier}/file")))
+        dataset.save_as(files / result_file_name(dataset), enforce_file_format=True)
+    reports = sorted(files.glob("SR-*.dcm"))
     if not reports:
         print("demo: no SR arrived at the demo PACS", file=sys.stderr)
         return 1
@@ -127,12 +121,14 @@ def _report(pacs_folder: Path, index: Path) -> int:
         print(f"== findings for source image {found.source_sop_instance_uid} ({found.algorithm_name} "
               f"{found.algorithm_version}), from the SR the PACS received:")  # fmt: skip
         print(summary_table(found), end="\n\n")  # the CLI's table, from what the SR says
-    for path in sorted(pacs_folder.glob("OT-*.dcm")):  # Secondary Capture pages: the overlays
+    for path in sorted(files.glob("OT-*.dcm")):  # Secondary Capture pages: the overlays
         Image.fromarray(np.asarray(dcmread(path).pixel_array)).save(path.with_suffix(".png"))
-    kinds = sorted({p.name.split("-")[0] for p in pacs_folder.glob("*.dcm")})
-    print(f"DICOM results at the demo PACS ({', '.join(kinds)}): {pacs_folder}/")
-    print(f"Overlays (Secondary Capture pages, also as PNG): {pacs_folder}/OT-*.png")
+    kinds = sorted({p.name.split("-")[0] for p in files.glob("*.dcm")} - {"CR", "DX"})
+    print(f"DICOM results at the demo PACS ({', '.join(kinds)}): Orthanc's archive in {pacs.root}/, "
+          f"copies in {files}/")  # fmt: skip
+    print(f"Overlays (Secondary Capture pages, also as PNG): {files}/OT-*.png")
     print(f"Results index the node wrote: cxrxai results query --index {index}")
+    print("See them in OHIF: make viewer")
     return 0
 
 

@@ -117,10 +117,14 @@ class Orthanc:
 
     def rest(self, path: str, data: bytes | None = None, method: str | None = None):
         """One call of Orthanc's REST API; JSON answers parsed."""
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        with urllib.request.urlopen(request, timeout=60) as response:
-            body = response.read()
+        body = self.rest_bytes(path, data, method)
         return json.loads(body) if body else None
+
+    def rest_bytes(self, path: str, data: bytes | None = None, method: str | None = None) -> bytes:
+        """One call of Orthanc's REST API, the answer as it came (a DICOM file, say)."""
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.read()
 
     def upload(self, path: Path) -> dict:
         """Store one Part 10 file, as a modality's C-STORE would."""

@@ -10,16 +10,19 @@ is enough for one person or one headless browser; a department deploys OHIF behi
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import mimetypes
 import os
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from cxrxai.errors import CXRXAIError
+from dicom_node.orthanc import Orthanc
 
 OHIF_VERSION = "3.13.2"
 OHIF_CACHE = Path(os.environ.get("CXRXAI_CACHE", Path.home() / ".cache" / "cxrxai")) / f"ohif-{OHIF_VERSION}"
@@ -165,3 +168,47 @@ class ViewerServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+def study_links(pacs: Orthanc, server: ViewerServer) -> list[str]:
+    """One line per study in the archive: patient, date, description, the OHIF address."""
+    lines = []
+    for identifier in pacs.rest("/studies"):
+        study = pacs.rest(f"/studies/{identifier}")
+        tags = {**study.get("PatientMainDicomTags", {}), **study.get("MainDicomTags", {})}
+        label = " ".join(
+            str(tags[key]) for key in ("PatientName", "StudyDate", "StudyDescription") if tags.get(key)
+        )
+        lines.append(f"{label or identifier}: {server.study_url(tags['StudyInstanceUID'])}")
+    return sorted(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make viewer`: Orthanc over the demo's archive and OHIF in front of it, until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="python -m dicom_node.viewer", description=main.__doc__)
+    parser.add_argument("--archive", type=Path, default=Path("demo-out") / "pacs", help="Orthanc's folder")
+    parser.add_argument("--port", type=int, default=0, help="loopback port (default: a free one)")
+    args = parser.parse_args(argv)
+    try:
+        if not (args.archive / "index").is_dir():
+            raise CXRXAIError(f"no Orthanc archive in {args.archive}: run `make demo` first")
+        dist = ohif_dist()
+        with Orthanc(args.archive, "DEMOPACS") as pacs:
+            server = ViewerServer(dist, pacs.http_port, args.port).start()
+            print(f"OHIF {OHIF_VERSION} at {server.url} over Orthanc ({pacs.url}); Ctrl-C stops both.")
+            for line in study_links(pacs, server) or ["(the archive holds no study)"]:
+                print(f"  {line}")
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.stop()
+    except CXRXAIError as exc:
+        print(f"viewer: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
