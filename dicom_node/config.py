@@ -104,6 +104,9 @@ class Destination:
     port: int = 0
     tls: bool = False
     folder: Path | None = None  # a folder destination instead of a DICOM one (host / port ignored)
+    # the transfer syntax this destination gets SEG and pictures in (cxrxai.dicom.encoding); empty: as
+    # `processing.transfer_syntax` wrote them
+    transfer_syntax: str = ""
 
 
 @dataclass(frozen=True)
@@ -393,6 +396,11 @@ def validate(config: NodeConfig) -> list[str]:
         if destination.name in names:
             problems.append(f"destinations: the name {destination.name!r} is used twice")
         names.add(destination.name)
+        if destination.transfer_syntax and destination.transfer_syntax not in TRANSFER_SYNTAXES:
+            problems.append(
+                f"destinations.{destination.name}.transfer_syntax: {destination.transfer_syntax!r}: "
+                f"use one of {', '.join(TRANSFER_SYNTAXES)}"
+            )
         if destination.folder is None:
             if not 1 <= len(destination.ae_title.strip()) <= 16:
                 problems.append(f"destinations.{destination.name}.ae_title: must be 1-16 characters")

@@ -16,14 +16,15 @@ import time
 import urllib.request
 from collections import defaultdict
 from functools import partial
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import pack_bits
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from cxrxai.dicom.encoding import transcode, transfer_syntax_uid, uncompress
 from dicom_node.audit import AuditLog
 from dicom_node.config import Destination, NodeConfig
 from dicom_node.metrics import Metrics
@@ -56,8 +57,9 @@ class Sender:
                 for delivery in deliveries:
                     self._failed(delivery, f"destination {name!r} is no longer configured")
             elif (folder := self.destinations[name].folder) is not None:
+                syntax = self.destinations[name].transfer_syntax
                 for delivery in deliveries:
-                    self._attempt(delivery, partial(_copy, Path(delivery.path or ""), folder))
+                    self._attempt(delivery, partial(_copy, Path(delivery.path or ""), folder, syntax))
             else:
                 self._send_dicom(self.destinations[name], deliveries)
             self.metrics.stage_seconds.labels(stage="delivery").observe(time.perf_counter() - started)
@@ -67,9 +69,11 @@ class Sender:
         datasets = {}
         for delivery in deliveries:
             try:
-                datasets[delivery.id] = dcmread(delivery.path or "")
+                datasets[delivery.id] = _read(Path(delivery.path or ""), destination.transfer_syntax)
             except OSError as exc:
                 self._failed(delivery, f"result file unreadable: {exc}")
+            except Exception as exc:  # this object cannot be re-encoded: record it, send the others
+                self._failed(delivery, f"not re-encoded for {destination.name}: {type(exc).__name__}: {exc}")
         if not datasets:
             return
         ae = AE(ae_title=self.config.node.ae_title)
@@ -144,28 +148,25 @@ class Sender:
                     "dead-lettered" if state == "dead" else f"retry in {delay:.0f} s")  # fmt: skip
 
 
-def uncompress(dataset: Dataset) -> None:
-    """Re-encode a compressed object in Explicit VR Little Endian, keeping its UIDs.
-
-    pydicom's decompress() leaves 1-bit data (BINARY SEG) one byte per pixel while Bits Allocated stays
-    1, which is invalid, so those frames are packed again, eight pixels per byte (PS3.5 8.1.1).
-    """
-    if dataset.get("BitsAllocated") == 1:
-        frames = dataset.pixel_array
-        dataset.PixelData = pack_bits(frames.ravel())
-        dataset["PixelData"].VR = "OB"
-        dataset["PixelData"].is_undefined_length = False
-        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    else:
-        dataset.decompress(generate_instance_uid=False)
-
-
 def _context(dataset: Dataset) -> tuple[str, str]:
     return str(dataset.SOPClassUID), str(dataset.file_meta.TransferSyntaxUID)
 
 
-def _copy(path: Path, folder: Path) -> None:
-    durable_write(folder / path.name, path.read_bytes())
+def _read(path: Path, syntax: str) -> Dataset:
+    """A result object as the destination takes it: in its configured transfer syntax, if it has one."""
+    dataset = dcmread(path)
+    if syntax:
+        transcode(dataset, transfer_syntax_uid(syntax))
+    return dataset
+
+
+def _copy(path: Path, folder: Path, syntax: str = "") -> None:
+    if not syntax:
+        durable_write(folder / path.name, path.read_bytes())
+        return
+    buffer = BytesIO()
+    _read(path, syntax).save_as(buffer, enforce_file_format=True)
+    durable_write(folder / path.name, buffer.getvalue())
 
 
 def _post(url: str, payload: str) -> None:

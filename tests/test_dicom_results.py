@@ -334,3 +334,35 @@ def test_every_seg_has_pixel_measures_and_invents_no_spacing(explainer, tmp_path
             assert block[0x01].value == "no pixel spacing in the source image"
         else:
             assert [float(v) for v in measures.PixelSpacing] == spacing
+
+
+@needs_dciodvfy
+def test_transcoding_keeps_every_pixel_and_stays_valid(explainer, tmp_path):
+    """What a destination with its own transfer syntax receives: each image object re-encoded, UIDs
+    and pixels unchanged, still valid; BINARY SEG frames too (pydicom's compress refuses 1-bit data)."""
+    from cxrxai.dicom.encoding import transcode
+
+    source, radiograph, explanation = _explained(explainer, tmp_path)
+    made = build_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, HeatmapSelection("top-1"), layer_maps=True
+    )
+    for dataset in made.datasets:
+        original = _reread(dataset)
+        there = _reread(dataset)
+        transcode(there, TRANSFER_SYNTAXES["jpeg2000-lossless"])
+        there = _reread(there)
+        back = _reread(there)
+        transcode(back, TRANSFER_SYNTAXES["explicit-little-endian"])
+        back = _reread(back)
+        assert there.SOPInstanceUID == back.SOPInstanceUID == original.SOPInstanceUID
+        if "PixelData" not in original:
+            assert there.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+            continue
+        assert there.file_meta.TransferSyntaxUID == TRANSFER_SYNTAXES["jpeg2000-lossless"]
+        assert back.file_meta.TransferSyntaxUID == TRANSFER_SYNTAXES["explicit-little-endian"]
+        np.testing.assert_array_equal(there.pixel_array, original.pixel_array)
+        np.testing.assert_array_equal(back.pixel_array, original.pixel_array)
+        for name, copy in (("j2k", there), ("back", back)):
+            path = tmp_path / f"{name}-{original.Modality}-{original.SOPInstanceUID}.dcm"
+            copy.save_as(path, enforce_file_format=True)
+            assert new_errors(path, source) == [], path.name

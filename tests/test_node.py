@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 from dicom_node.config import ConfigError, load_config
 from dicom_node.routing import route
@@ -76,7 +76,8 @@ def running(tiny_bundle, tmp_path_factory):
         free_port(),
         [
             {"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": pacs_port},
-            {"name": "archive", "folder": "archive"},
+            # an archive that keeps SEG and pictures as JPEG 2000: the node re-encodes them for it
+            {"name": "archive", "folder": "archive", "transfer_syntax": "jpeg2000-lossless"},
         ],
         metrics={"port": 0},
         triage={"rules": [{"finding": "Cardiomegaly", "min_probability": 0.0}], "webhook_url": webhook.url},
@@ -116,13 +117,19 @@ def test_echo_store_explain_and_deliver(running, tmp_path):
     assert {d.Modality for d in ours} == RESULT_MODALITIES  # the results join the source study
     sr = next(d for d in ours if d.Modality == "SR")
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
-    # storescp takes no JPEG 2000: SC pages and heat-map SEGs arrived as decompressed copies, which must
-    # still be valid objects with their original UIDs
+    # every object arrived valid with its UIDs: in the default Explicit VR Little Endian at the PACS, SEG
+    # and pictures re-encoded as JPEG 2000 lossless in the archive configured for it
     for path in running["pacs"].iterdir():
         if dcmread(path, stop_before_pixels=True).StudyInstanceUID == study:
             assert new_errors(path, source) == [], path.name
-    archived = {dcmread(p).SOPInstanceUID for p in (running["root"] / "archive").iterdir()}
-    assert {d.SOPInstanceUID for d in ours} <= archived
+    archived = {p: dcmread(p) for p in (running["root"] / "archive").iterdir()}
+    assert {d.SOPInstanceUID for d in ours} <= {d.SOPInstanceUID for d in archived.values()}
+    for path, copy in archived.items():
+        if copy.StudyInstanceUID == study and copy.Modality in ("SEG", "OT"):
+            assert copy.file_meta.TransferSyntaxUID == JPEG2000Lossless
+            assert new_errors(path, source) == [], path.name
+        elif copy.StudyInstanceUID == study:
+            assert copy.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     # the results index has the image and its 14 findings
     from cxrxai.index import ResultsIndex
 
@@ -340,13 +347,22 @@ def test_config_errors_are_listed_together(tmp_path, monkeypatch):
         load_config(path, environ={})
     message = str(error.value)
     assert "node.colour: unknown key" in message
-    path.write_text('[node]\nport = 70000\nallowed_networks = ["10.0.0.0/33"]\n[processing]\nworkers = 0\n')
+    path.write_text(
+        '[node]\nport = 70000\nallowed_networks = ["10.0.0.0/33"]\n[processing]\nworkers = 0\n'
+        'transfer_syntax = "jpeg"\n'
+        '[[destinations]]\nname = "archive"\nfolder = "a"\ntransfer_syntax = "rle"\n'
+    )
     with pytest.raises(ConfigError) as error:
         load_config(path, environ={})
     lines = str(error.value).splitlines()
     assert any("node.port: 70000" in line for line in lines)
     assert any("10.0.0.0/33" in line for line in lines)
     assert any("processing.workers" in line for line in lines)
+    assert any(
+        "processing.transfer_syntax: 'jpeg': use one of explicit-little-endian, jpeg2000-lossless" in line
+        for line in lines
+    )
+    assert any("destinations.archive.transfer_syntax: 'rle': use one of" in line for line in lines)
 
 
 def test_config_environment_overrides(tmp_path):
