@@ -14,7 +14,7 @@ from cxrxai.cli import main
 from cxrxai.dicom import codes
 from cxrxai.dicom.outlines import outlines
 from cxrxai.dicom.results import HeatmapSelection, build_dicom_results, device_of
-from cxrxai.dicom.sr import SRReadError, build_sr, read_sr
+from cxrxai.dicom.sr import FREEHAND_OUTLINE, SRReadError, build_sr, read_sr
 from cxrxai.io import read_radiograph
 from cxrxai.labels import FINDINGS
 from cxrxai.samples import chest_image, radiograph_dataset
@@ -116,41 +116,56 @@ def test_highdicom_parses_the_report(explainer, tmp_path):
     explanation, sr = _mapped_sr_for(explainer, path)
     sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
     parsed = hd.sr.srread(tmp_path / "sr.dcm")
-    assert parsed.content.get_image_measurement_groups() == []  # no group without an image region
-    groups = parsed.content.get_planar_roi_measurement_groups()
-    top = sorted(explanation.findings, key=lambda f: f.probability, reverse=True)[:3]
+    numbered = parsed.content.get_image_measurement_groups()  # TID 1501: findings, the heart with its CTR
+    outlined = parsed.content.get_planar_roi_measurement_groups()  # TID 1410: the lungs
     by_finding = {
-        codes.finding_for_code(g.finding_type.value, g.finding_type.scheme_designator): g for g in groups
+        codes.finding_for_code(g.finding_type.value, g.finding_type.scheme_designator): g for g in numbered
     }
+    top = sorted(explanation.findings, key=lambda f: f.probability, reverse=True)[:3]
     assert {f.name for f in top} <= set(by_finding)
     for finding in top:
         group = by_finding[finding.name]
-        assert group.tracking_identifier.startswith(f"{finding.name}: ")
-        assert group.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
-        points = group.roi.value
-        assert (points[0] == points[-1]).all() and len(points) >= 4  # closed
-        (image,) = group.roi.ContentSequence
-        assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
-        (probability,) = [
-            m for m in group.get_measurements() if m.name == codes.PROBABILITY_OF[finding.name].code
+        assert group.tracking_identifier == FREEHAND_OUTLINE  # so OHIF loads it into its panel
+        (comment,) = [
+            i for i in group[0].ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "121106"
         ]
+        assert comment.TextValue.startswith(f"{finding.name}: ")
+        probability, threshold = group.get_measurements()
+        assert probability.name == codes.PROBABILITY_OF[finding.name].code
         assert probability.value == pytest.approx(finding.probability)
-    heart = [g for g in groups if g.tracking_identifier == "Heart"]
+        assert not threshold.referenced_coordinates
+        (region,) = probability.referenced_coordinates  # the hot region the probability is shown on
+        assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        points = region.value
+        assert (points[0] == points[-1]).all() and len(points) >= 4  # closed
+        (image,) = region.ContentSequence
+        assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    lungs = {
+        codes.ANATOMY_CODES["Right Lung"].code, codes.ANATOMY_CODES["Left Lung"].code
+    }  # fmt: skip
+    assert {g.finding_type for g in outlined} <= lungs and all(g.roi is not None for g in outlined)
+    heart = [g for g in numbered if g.finding_type == codes.ANATOMY_CODES["Heart"].code]
     if explanation.ctr is not None:
         assert [m.value for m in heart[0].get_measurements()] == [pytest.approx(explanation.ctr)]
 
 
-def test_every_measurement_group_has_an_image_region(explainer, tmp_path):
-    """OHIF stops at a measurement group without image coordinates (a TypeError): every group must have a
-    SCOORD whose only child is the one image it is drawn on."""
+def test_every_measurement_group_has_one_outline(explainer, tmp_path):
+    """OHIF stops at a measurement group without image coordinates (a TypeError), and takes a group's
+    geometry from its first NUM item when it has one: every group has exactly one SCOORD, the group's own
+    region when it has no number, else a child of its first NUM; its only child is the image it is on."""
     _, sr = _mapped_sr_for(explainer, _source(tmp_path), "all")
     (measurements,) = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"]
     assert measurements.ContentSequence  # the findings whose maps have a hot region, and the anatomy
     for group in measurements.ContentSequence:
-        (scoord,) = [i for i in group.ContentSequence if i.ValueType == "SCOORD"]
+        numbers = [i for i in group.ContentSequence if i.ValueType == "NUM"]
+        holder = numbers[0] if numbers else group
+        (scoord,) = [i for i in _flatten(group.ContentSequence) if i.ValueType == "SCOORD"]
+        assert scoord in list(holder.ContentSequence)
         assert scoord.GraphicType == "POLYLINE"
         (image,) = scoord.ContentSequence
         assert image.ValueType == "IMAGE" and len(image.ReferencedSOPSequence) == 1
+        tracking = [i for i in group.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "112039"]
+        assert tracking[0].TextValue == FREEHAND_OUTLINE
 
 
 def test_ihe_ai_results_attributes(explainer, tmp_path):
@@ -246,7 +261,10 @@ def test_dcmqi_tid1500reader_reads_our_sr(explainer, tmp_path):
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout + completed.stderr
     metadata = json.loads(out.read_text())
-    groups = {g["TrackingIdentifier"].split(":")[0]: g for g in metadata["Measurements"]}
+    groups = {
+        codes.finding_for_code(g["Finding"]["CodeValue"], g["Finding"]["CodingSchemeDesignator"]): g
+        for g in metadata["Measurements"]
+    }
     outlined = [f for f in explanation.findings if f.name in groups]
     assert outlined  # with --dicom-heatmaps all every finding whose map has a hot region is outlined
     for finding in outlined:

@@ -1,9 +1,10 @@
 """The findings as a DICOM Comprehensive 3D SR with a TID 1500 Measurement Report, and back.
 
-Per finding one measurement group (TID 1501): tracking identifier, finding type, algorithm identification,
-a qualitative evaluation (finding present / absent by the bundle's threshold), the probability and the
-threshold as numbers. The cardiothoracic ratio is its own group. Built with highdicom; read back with
-pydicom alone, so any TID 1500 SR with our codes reads, and Slicer needs nothing else.
+Each finding shown with a map and each anatomy structure is a planar-ROI measurement group (TID 1410) with
+its outline on the source image; the other findings are in the Qualitative Evaluations container.
+docs/conformance.md gives the structure and why it is the one viewers (OHIF) can show. Built with
+highdicom; read back with pydicom alone, so any TID 1500 SR with our codes reads, and Slicer needs nothing
+else.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ IMAGING_MEASUREMENTS = "126010"
 MEASUREMENT_GROUP = "125007"
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 DEVICE_SERIAL_NUMBER = "121016"  # DCM: Device Observer Serial Number, where our SRs carry the bundle hash
+# The tracking identifier Cornerstone3D (OHIF's toolkit) gives a closed freehand outline. OHIF loads a
+# group into its measurement panel only when the identifier names one of its tools; the group's own
+# identity is its Tracking UID, and its label is the Comment (DCM 121106) OHIF shows.
+FREEHAND_OUTLINE = "Cornerstone3DTools@^0.1.0:PlanarFreehandROI"
+
+
+# a measurement group: TID 1501 (numbers, coordinates on the first) or TID 1410 (its own region)
+Group = hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
 
 
 class SRReadError(ValueError):
@@ -48,10 +57,18 @@ class ReportedFindings:
     source_sop_instance_uid: str
 
 
-def _measurement(name: Code, value: float) -> hd.sr.Measurement:
+def _measurement(
+    name: Code, value: float, region: hd.sr.CoordinatesForMeasurement | None = None
+) -> hd.sr.Measurement:
     """A unitless measurement whose exact double rides in Floating Point Value (0040,A161) next to the
-    16-character decimal string, so the probability read back is bit-identical."""
-    measurement = hd.sr.Measurement(name=name, value=float(value), unit=codes.NO_UNITS.code)
+    16-character decimal string, so the probability read back is bit-identical; `region`, when given, is
+    the outline it is INFERRED FROM (TID 300)."""
+    measurement = hd.sr.Measurement(
+        name=name,
+        value=float(value),
+        unit=codes.NO_UNITS.code,
+        referenced_coordinates=[region] if region is not None else None,
+    )
     measurement[0].MeasuredValueSequence[0].FloatingPointValue = float(value)
     return measurement
 
@@ -79,11 +96,13 @@ def build_sr(
 ) -> hd.sr.Comprehensive3DSR:
     """A TID 1500 Measurement Report on the source radiograph, joining its study, in its own series.
 
-    Imaging Measurements holds planar-ROI groups (TID 1410) only, each with its region on the source image
-    as a closed SCOORD polyline, so every viewer that draws TID 1500 measurements (OHIF among them, which
-    stops at a group without image coordinates) shows them: one per finding in `outlines` (its hot region,
-    probability, threshold and decision), one per anatomy structure in `anatomy_outlines` (the heart's
-    carries the cardiothoracic ratio). The findings without an outline are reported in the Qualitative
+    Every group in Imaging Measurements has a closed SCOORD polyline on the source image, so every viewer
+    that draws TID 1500 measurements (OHIF among them, which stops at a group without image coordinates)
+    shows them: one group per finding in `outlines` (TID 1501: its probability INFERRED FROM the hot
+    region, threshold, decision), one per anatomy structure in `anatomy_outlines` (TID 1410 with the
+    outline as its region; the heart with the cardiothoracic ratio as TID 1501 like a finding). Each has a
+    Comment naming it and the tracking identifier OHIF needs to list it in its measurement panel. The
+    findings without an outline are reported in the Qualitative
     Evaluations container: per finding its decision (CODE) with probability and threshold (NUM) as its
     properties. The SEGs join the evidence; the Secondary Capture `pictures` and the presentation state
     are Pertinent Other Evidence, so every result can be found from the SR.
@@ -108,44 +127,54 @@ def build_sr(
         ),
     )
     source_uid = str(source.SOPInstanceUID)
-    groups: list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations] = []
+    groups: list[Group] = []
     for finding in findings:
         outline = outlines.get(finding.name)
         if outline is None:
             continue
         decision = "present" if finding.present else "absent"
-        groups.append(
-            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=result_uid(source_uid, device.content_hash, "sr", f"finding:{finding.name}"),
-                    identifier=(
-                        f"{finding.name}: {decision}, p={finding.probability:.2f} "
-                        f"({outline.method} {outline.layer} >= {outline.level:.1f})"
-                    )[:64],
-                ),
-                referenced_region=_region(source, outline.points),
-                finding_type=codes.FINDING_CODES[finding.name].code,
-                algorithm_id=algorithm,
-                qualitative_evaluations=[_decision(finding)],
-                measurements=_finding_measurements(finding),
-            )
+        region = _inferred_from(source, outline.points)
+        group: Group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=result_uid(source_uid, device.content_hash, "sr", f"finding:{finding.name}"),
+                identifier=FREEHAND_OUTLINE,
+            ),
+            finding_type=codes.FINDING_CODES[finding.name].code,
+            algorithm_id=algorithm,
+            qualitative_evaluations=[_decision(finding)],
+            measurements=_finding_measurements(finding, region),
         )
+        _comment(
+            group,
+            f"{finding.name}: {decision}, p={finding.probability:.2f} "
+            f"({outline.method} {outline.layer} >= {outline.level:.1f})",
+        )
+        groups.append(group)
     for name, points in anatomy_outlines.items():
-        groups.append(
-            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=result_uid(source_uid, device.content_hash, "sr", f"anatomy:{name}"), identifier=name
-                ),
-                referenced_region=_region(source, points),
-                finding_type=codes.ANATOMY_CODES[name].code,
-                algorithm_id=algorithm,
-                measurements=(
-                    [_measurement(codes.CARDIOTHORACIC_RATIO.code, ctr)]
-                    if name == "Heart" and ctr is not None
-                    else None
-                ),
-            )
+        tracking = hd.sr.TrackingIdentifier(
+            uid=result_uid(source_uid, device.content_hash, "sr", f"anatomy:{name}"),
+            identifier=FREEHAND_OUTLINE,
         )
+        finding_type = codes.ANATOMY_CODES[name].code
+        if name == "Heart" and ctr is not None:
+            group = hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=tracking,
+                finding_type=finding_type,
+                algorithm_id=algorithm,
+                measurements=[
+                    _measurement(codes.CARDIOTHORACIC_RATIO.code, ctr, _inferred_from(source, points))
+                ],
+            )
+            _comment(group, f"{name}, cardiothoracic ratio {ctr:.2f}")
+        else:
+            group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=tracking,
+                referenced_region=_region(source, points),
+                finding_type=finding_type,
+                algorithm_id=algorithm,
+            )
+            _comment(group, name)
+        groups.append(group)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=[codes.PLAIN_RADIOGRAPHY.code],
@@ -197,9 +226,11 @@ def _placeholder_group(
     )
 
 
-def _finding_measurements(finding: FindingPrediction) -> list[hd.sr.Measurement]:
+def _finding_measurements(
+    finding: FindingPrediction, region: hd.sr.CoordinatesForMeasurement | None = None
+) -> list[hd.sr.Measurement]:
     return [
-        _measurement(codes.PROBABILITY_OF[finding.name].code, finding.probability),
+        _measurement(codes.PROBABILITY_OF[finding.name].code, finding.probability, region),
         _measurement(codes.DECISION_THRESHOLD.code, finding.threshold),
     ]
 
@@ -211,15 +242,41 @@ def _decision(finding: FindingPrediction) -> hd.sr.QualitativeEvaluation:
     )
 
 
-def _region(source: Dataset, points: np.ndarray) -> hd.sr.ImageRegion:
-    """A closed polyline on the source image: first point repeated last (PS3.3 C.18.6.1.1)."""
+def _closed(points: np.ndarray) -> np.ndarray:
+    """A closed polyline: first point repeated last (PS3.3 C.18.6.1.1)."""
     points = np.asarray(points, dtype=np.float32)
     if not np.array_equal(points[0], points[-1]):
         points = np.vstack([points, points[:1]])
+    return points
+
+
+def _region(source: Dataset, points: np.ndarray) -> hd.sr.ImageRegion:
+    """An outline that is a planar-ROI group's own region (TID 1410)."""
     return hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-        graphic_data=points,
+        graphic_data=_closed(points),
         source_image=hd.sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID),
+    )
+
+
+def _inferred_from(source: Dataset, points: np.ndarray) -> hd.sr.CoordinatesForMeasurement:
+    """An outline that a measurement is INFERRED FROM (TID 300 in a TID 1501 group): how a group that
+    carries numbers gets image coordinates, since TID 1410 forbids coordinates on its measurements and
+    OHIF takes a group's geometry from its first NUM item when it has one."""
+    return hd.sr.CoordinatesForMeasurement(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=_closed(points),
+        source_image=hd.sr.SourceImageForRegion(source.SOPClassUID, source.SOPInstanceUID),
+    )
+
+
+def _comment(group: Group, text: str) -> None:
+    """The group's label for a reader: a Comment (DCM 121106) TEXT item, which OHIF shows as the
+    measurement's name."""
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=codes_dict.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        )
     )
 
 
