@@ -124,6 +124,27 @@ class Page:
         self.page.wait_for_timeout(2000)
         return [text.strip() for text in self.page.locator('[data-cy="data-row-title"]').all_inner_texts()]
 
+    def image_to_screen(self) -> tuple[np.ndarray, np.ndarray]:
+        """Scale and offset, (x, y) each, from a source pixel (column, row) to a screenshot pixel, asked of
+        Cornerstone3D (OHIF's `window.cornerstone`) for the image its viewport shows."""
+        corners = self.page.evaluate(
+            """() => {
+                const cs = window.cornerstone;
+                const viewport = cs.getRenderingEngines()[0].getViewports()
+                    .find(v => v.getCurrentImageId && v.getCurrentImageId());
+                const imageId = viewport.getCurrentImageId();
+                const box = viewport.canvas.getBoundingClientRect();
+                const at = (column, row) => {
+                    const world = cs.utilities.imageToWorldCoords(imageId, [column, row]);
+                    const point = viewport.worldToCanvas(world);
+                    return [point[0] + box.left, point[1] + box.top];
+                };
+                return [at(0, 0), at(100, 100)];
+            }"""
+        )
+        origin, far = np.asarray(corners, dtype=float)
+        return (far - origin) / 100, origin
+
     def problems(self) -> list[str]:
         return [
             m
@@ -161,6 +182,35 @@ def _count(picture: np.ndarray, rule) -> int:
     return int(rule(r, g, b).sum())
 
 
+def _inside(picture: np.ndarray, rule, mask: np.ndarray, mapping: tuple[np.ndarray, np.ndarray]) -> float:
+    """The share of the screenshot pixels over the image that `rule` picks whose source pixel lies in
+    `mask` (grown by three pixels for the overlay's border and the screen's rounding). Pixels off the
+    image are OHIF's own controls."""
+    from scipy import ndimage
+
+    r, g, b = picture[..., 0], picture[..., 1], picture[..., 2]
+    ys, xs = np.nonzero(rule(r, g, b))
+    scale, offset = mapping
+    columns = np.floor((xs + 0.5 - offset[0]) / scale[0]).astype(int)
+    rows = np.floor((ys + 0.5 - offset[1]) / scale[1]).astype(int)
+    on_image = (rows >= 0) & (rows < mask.shape[0]) & (columns >= 0) & (columns < mask.shape[1])
+    grown = ndimage.binary_dilation(mask, iterations=3)
+    inside = grown[rows[on_image], columns[on_image]]
+    return float(inside.mean()) if len(inside) else 0.0
+
+
+def _segments(path: Path) -> dict[str, np.ndarray]:
+    """A SEG's frames by segment label: one source-sized mask each (a segment's frames joined)."""
+    seg = dcmread(path)
+    frames = seg.pixel_array.reshape(-1, int(seg.Rows), int(seg.Columns)).astype(bool)
+    labels = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
+    masks: dict[str, np.ndarray] = {}
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        label = labels[int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)]
+        masks[label] = masks.get(label, np.zeros_like(frame)) | frame
+    return masks
+
+
 def test_the_pictures_show_the_summary_then_a_finding_page(page):
     page.open("CXR-XAI overlays")
     summary = page.screenshot("summary-page")[:, VIEWPORT_LEFT:]
@@ -196,22 +246,31 @@ def test_the_measurement_panel_lists_each_finding_with_its_probability(page, res
     assert _count(picture, lambda r, g, b: (r > 200) & (g > 200) & (b < 80)) > 500
 
 
-def test_the_anatomy_seg_overlays_lungs_and_heart(page):
+def test_the_anatomy_seg_overlays_lungs_and_heart(page, results):
     page.open("CXR-XAI lungs and heart")
     picture = page.screenshot("anatomy-seg")
     assert page.problems() == []
-    blue = _count(picture, lambda r, g, b: (b - r > 60) & (b > 120))  # right lung
-    green = _count(picture, lambda r, g, b: (g - r > 50) & (g > 120) & (g >= b))  # left lung
-    pink = _count(picture, lambda r, g, b: (r - g > 50) & (b - g > 30))  # heart
-    assert min(blue, green, pink) > 2000, (blue, green, pink)
+    colours = {
+        "Right Lung": lambda r, g, b: (b - r > 60) & (b > 120),  # blue
+        "Left Lung": lambda r, g, b: (g - r > 50) & (g > 120) & (g >= b),  # green
+        "Heart": lambda r, g, b: (r - g > 50) & (b - g > 30),  # pink
+    }
+    counts = {name: _count(picture, rule) for name, rule in colours.items()}
+    assert min(counts.values()) > 2000, counts
+    masks = _segments(results[SAMPLE.stem]["ANATOMY"])
+    mapping = page.image_to_screen()
+    for name, rule in colours.items():  # each colour where its structure is in the source
+        assert _inside(picture, rule, masks[name], mapping) > 0.9, name
 
 
-def test_the_heat_map_seg_overlays_hot_regions(page):
+def test_the_heat_map_seg_overlays_hot_regions(page, results):
     page.open("CXR-XAI heat maps")
     picture = page.screenshot("heatmap-seg")
     assert page.problems() == []
-    hot = _count(picture, lambda r, g, b: (r > 180) & (b < 100) & (r - b > 120))
-    assert hot > 1000
+    hot_colour = lambda r, g, b: (r > 180) & (b < 100) & (r - b > 120)  # noqa: E731
+    assert _count(picture, hot_colour) > 1000
+    hot = np.logical_or.reduce(list(_segments(results[SAMPLE.stem]["HEATMAPS"]).values()))
+    assert _inside(picture, hot_colour, hot, page.image_to_screen()) > 0.9  # over the hot regions only
 
 
 def test_the_real_radiograph_shows_its_anatomy_and_findings(real_page):
