@@ -95,6 +95,15 @@ def run_one(path: Path, heatmaps: str) -> dict:
         dataset.save_as(BytesIO(), enforce_file_format=True)
     timings["encoding"] = time.perf_counter() - started
     timings["all objects"] += timings["encoding"]
+    # a node's worker builds many images in one process: the second image's time, without first-call costs
+    # (imports, highdicom's tables, fonts)
+    started = time.perf_counter()
+    again = results.build_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, results.HeatmapSelection(heatmaps)
+    )
+    for dataset in again.datasets:
+        dataset.save_as(BytesIO(), enforce_file_format=True)
+    timings["warm objects"] = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"timings": timings, "peak_mb": peak, "objects": len(made.datasets), "missing": made.missing}
 
@@ -119,18 +128,22 @@ def main() -> int:
             )  # fmt: skip
             rows.append((r, c, json.loads(child.stdout.strip().splitlines()[-1])))
     stages = ["read", "explain", "anatomy SEG", "heat-map SEG", "SC pages", "GSPS", "SR", "encoding"]
-    print(f"| size | {' | '.join(stages)} | all objects | total | peak MB | memory / pixels vs smallest |")
-    print("|---|" + "---:|" * (len(stages) + 4))
+    print(
+        f"| size | {' | '.join(stages)} | all objects | total | all objects, next image | peak MB | "
+        "memory / pixels vs smallest |"
+    )
+    print("|---|" + "---:|" * (len(stages) + 5))
     base_pixels, base_memory = rows[0][0] * rows[0][1], rows[0][2]["peak_mb"]
     for r, c, result in rows:
         t = result["timings"]
         total = t["read"] + t["explain"] + t["all objects"]
         growth = (result["peak_mb"] / base_memory) / ((r * c) / base_pixels)
         cells = " | ".join(f"{t.get(stage, 0.0):.2f}" for stage in stages)
-        print(f"| {r} x {c} | {cells} | {t['all objects']:.2f} | {total:.2f} | {result['peak_mb']:.0f} | "
-              f"{growth:.2f} |")  # fmt: skip
+        print(f"| {r} x {c} | {cells} | {t['all objects']:.2f} | {total:.2f} | {t['warm objects']:.2f} | "
+              f"{result['peak_mb']:.0f} | {growth:.2f} |")  # fmt: skip
     print(f"\nseconds; {rows[0][2]['objects']}+ objects per image, heat maps: {args.heatmaps}. "
-          "Target (issue 32): 3000 x 3000 in at most 5 s and 1.5 GB; memory / pixels at most 1.")  # fmt: skip
+          "Targets (issue 32): 3000 x 3000 in at most 5 s and 1.5 GB; memory / pixels at most 1; all objects "
+          "of one image in at most 0.3 s.")  # fmt: skip
     return 0
 
 

@@ -84,7 +84,13 @@ class Explanation:
 
     def anatomy_at_source(self) -> np.ndarray:
         """Binary masks (structures x rows x columns) at the source geometry."""
-        return np.stack([self.geometry.to_source(p) >= self.anatomy_threshold for p in self.anatomy])
+        return self.anatomy_at_size(self.geometry.source_rows, self.geometry.source_columns)
+
+    def anatomy_at_size(self, rows: int, columns: int) -> np.ndarray:
+        """Binary masks (structures x rows x columns) on a rows x columns grid covering the source."""
+        return np.stack(
+            [self.geometry.to_size(p, rows, columns) >= self.anatomy_threshold for p in self.anatomy]
+        )
 
     def predictions_dict(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,23 @@ import numpy as np
 
 HOT_LEVEL = 0.5
 MAX_POINTS = 400  # per outline: enough for a smooth contour, small enough for every viewer
+# the finest grid outlines are traced on: an outline keeps at most MAX_POINTS points, so tracing a 3000 x
+# 3000 map at its own size (0.1 s each) adds nothing a viewer shows over a grid of this many pixels a side
+OUTLINE_GRID = 1024
+
+
+def outline_grid(rows: int, columns: int) -> tuple[int, int]:
+    """(rows, columns) of the grid to trace an image's outlines on: its own size, or at most
+    `OUTLINE_GRID` a side with its aspect kept."""
+    scale = min(1.0, OUTLINE_GRID / max(rows, columns))
+    return max(1, round(rows * scale)), max(1, round(columns * scale))
+
+
+def to_image(points: np.ndarray, grid: tuple[int, int], rows: int, columns: int) -> np.ndarray:
+    """Outline points traced on a `grid` (rows, columns) covering the image, in the image's own DICOM
+    pixel units: both grids span the same extent, so the coordinates scale."""
+    scale = np.array([columns / grid[1], rows / grid[0]], dtype=np.float32)
+    return (points * scale).astype(np.float32)
 
 
 def outlines(mask_or_map: np.ndarray, level: float = 0.5) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ reports what is missing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -22,8 +23,8 @@ from pydicom.dataset import Dataset
 from cxrxai.dicom.common import Device, check_reference_uids, writers_view
 from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, transfer_syntax_uid
 from cxrxai.dicom.gsps import build_gsps
-from cxrxai.dicom.outlines import HOT_LEVEL, hot_outline, outlines
-from cxrxai.dicom.sc import build_sc, finding_page, strip_tile_size, summary_page
+from cxrxai.dicom.outlines import HOT_LEVEL, hot_outline, outline_grid, outlines, to_image
+from cxrxai.dicom.sc import PageCanvas, build_sc, finding_page, strip_tile_size, summary_page
 from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
 from cxrxai.dicom.sr import FindingOutline, build_sr
 from cxrxai.errors import CXRXAIError
@@ -176,6 +177,8 @@ def _build(
             source, summary_page(explanation.findings, explanation.ctr, model), device, "summary", 1, syntax
         ),
     )
+    # made by the first page that needs it, inside its own `_optional`
+    canvas = functools.cache(lambda: PageCanvas(pixels, lungs))
     for number, leading in enumerate(displayed, start=2):
         finding = next(f for f in chosen if f.name == leading.finding)
 
@@ -186,13 +189,18 @@ def _build(
                 (layer, explanation.map_at_size(f"{DISPLAYED_METHOD}/{layer}/{finding.name}", *tile))
                 for layer in layers
             ]
-            picture = finding_page(pixels, finding, (leading.layer, leading.values), lungs, strip, model)
+            picture = finding_page(canvas(), finding, (leading.layer, leading.values), strip, model)
             return build_sc(source, picture, device, f"finding:{finding.name}", number, syntax)
 
         pages += _optional(f"{finding.name} page", missing, page)
-    # every outline once (contouring a map at 3000 x 3000 takes about half a second): GSPS and SR share them
-    anatomy = {name: outlines(mask) for name, mask in zip(explanation.anatomy_names, masks, strict=True)}
-    hot = _hot_outlines(displayed)
+    # every outline once, traced on a grid of at most OUTLINE_GRID pixels a side: GSPS and SR share them
+    rows, columns = explanation.geometry.source_rows, explanation.geometry.source_columns
+    grid = outline_grid(rows, columns)
+    anatomy = {
+        name: [to_image(line, grid, rows, columns) for line in outlines(mask)]
+        for name, mask in zip(explanation.anatomy_names, explanation.anatomy_at_size(*grid), strict=True)
+    }
+    hot = _hot_outlines(explanation, displayed, grid)
     by_name = {f.name: f for f in chosen}
     hottest = [(by_name[name], outline.points) for name, outline in hot.items()]
     evidence = pages + _optional(
@@ -211,13 +219,20 @@ def _build(
     return ResultObjects([*segmentations, *evidence, sr], missing)
 
 
-def _hot_outlines(displayed: list[HeatmapLayer]) -> dict[str, FindingOutline]:
-    """The largest hot region of each displayed map: the SR's measurement regions, the GSPS's outlines."""
+def _hot_outlines(
+    explanation: Explanation, displayed: list[HeatmapLayer], grid: tuple[int, int]
+) -> dict[str, FindingOutline]:
+    """The largest hot region of each displayed map, traced on `grid`: the SR's measurement regions, the
+    GSPS's outlines."""
+    rows, columns = explanation.geometry.source_rows, explanation.geometry.source_columns
     found = {}
     for heatmap in displayed:
-        points = hot_outline(heatmap.values)
+        on_grid = explanation.map_at_size(f"{heatmap.method}/{heatmap.layer}/{heatmap.finding}", *grid)
+        points = hot_outline(on_grid)
         if points is not None:
-            found[heatmap.finding] = FindingOutline(points, heatmap.method, heatmap.layer, HOT_LEVEL)
+            found[heatmap.finding] = FindingOutline(
+                to_image(points, grid, rows, columns), heatmap.method, heatmap.layer, HOT_LEVEL
+            )
     return found
 
 

@@ -9,6 +9,7 @@ One summary page lists all 14 findings. Every page burns in "AI-generated - not 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import highdicom as hd
 import numpy as np
@@ -17,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 from cxrxai.dicom.common import DISCLAIMER, SERIES, Device, finish_result, result_uid
-from cxrxai.render import colourise, grey
+from cxrxai.render import blend, colourise, grey_levels, reduce_to
 from cxrxai.results import FindingPrediction
 
 PAGE_WIDTH = 1024
@@ -27,6 +28,7 @@ CONTOUR = (0, 255, 255)
 WARNING = (255, 200, 0)
 
 
+@lru_cache(maxsize=8)
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
@@ -48,43 +50,39 @@ def _display_size(shape: tuple[int, ...], width: int, max_height: int) -> tuple[
     return max(1, round(columns * scale)), max(1, round(rows * scale))
 
 
-def _reduce(values: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
-    """A plane resampled to `size` (columns, rows) before any colouring: a page shows at most 1024
-    pixels a side, so a 3000 x 3000 detector image is coloured at display size, not at its own (measured:
-    25x faster per page). Masks take the nearest pixel, grey values and maps an area average."""
-    if values.shape[1] == size[0] and values.shape[0] == size[1]:
-        return values
-    if nearest:
-        image = Image.fromarray(values.astype(np.uint8))
-        return np.asarray(image.resize(size, Image.Resampling.NEAREST)).astype(bool)
-    image = Image.fromarray(np.asarray(values, dtype=np.float32), mode="F")
-    return np.asarray(image.resize(size, Image.Resampling.BOX))
+class PageCanvas:
+    """What every finding page of one radiograph shares, made once: the radiograph in grey at the main
+    overlay's size with the lung contour (cyan), and in grey at the layer strip's tile size. A page then
+    only colours and blends its own maps (each page used to redo the grey and contour work: most of a
+    page's time)."""
+
+    def __init__(self, pixels: np.ndarray, lungs: np.ndarray | None) -> None:
+        self.shape = pixels.shape
+        self._pixels = pixels
+        self.main_size = _display_size(pixels.shape, PAGE_WIDTH - LEGEND, 768)
+        self.main = grey_levels(reduce_to(pixels, self.main_size))
+        self.edge = None if lungs is None else _contour(reduce_to(lungs, self.main_size, nearest=True))
+        self._tiles: dict[tuple[int, int], np.ndarray] = {}
+
+    def overlay(self, heat: np.ndarray) -> np.ndarray:
+        """The main picture: radiograph, map (any size covering the source), lung contour; uint8 RGB."""
+        rgb = blend(self.main, reduce_to(heat, self.main_size))
+        if self.edge is not None:
+            rgb[self.edge] = CONTOUR
+        return rgb
+
+    def tile(self, heat: np.ndarray, count: int) -> np.ndarray:
+        """One of `count` strip tiles: the map (sampled at `strip_tile_size`, or resampled to it) over
+        the radiograph; uint8 RGB."""
+        rows, columns = strip_tile_size(self.shape, count)
+        if (rows, columns) not in self._tiles:
+            self._tiles[rows, columns] = grey_levels(reduce_to(self._pixels, (columns, rows)))
+        return blend(self._tiles[rows, columns], reduce_to(heat, (columns, rows)))
 
 
-def _overlay(
-    pixels: np.ndarray,
-    heat: np.ndarray | None,
-    lungs: np.ndarray | None,
-    size: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """The radiograph (grey), the map blended in with the inferno colours, the lung contour in cyan; at
-    `size` (columns, rows) when given, else at the image's own size."""
-    if size is not None:
-        pixels = _reduce(pixels, size)
-        heat = None if heat is None else _reduce(heat, size)
-        lungs = None if lungs is None else _reduce(lungs, size, nearest=True)
-    rgb = grey(pixels).astype(np.float32)
-    if heat is not None:
-        alpha = 0.5 * np.clip(heat, 0, 1)[..., None]
-        rgb = rgb * (1 - alpha) + colourise(heat).astype(np.float32) * alpha
-    if lungs is not None:
-        edge = _contour(lungs.astype(bool))
-        rgb[edge] = CONTOUR
-    return rgb.astype(np.uint8)
-
-
+@lru_cache(maxsize=4)
 def _legend(height: int) -> Image.Image:
-    """Vertical colour bar: top = highest relevance."""
+    """Vertical colour bar: top = highest relevance. Shared by the pages of one size: only pasted."""
     ramp = np.linspace(1, 0, height)[:, None].repeat(16, axis=1)
     bar = Image.new("RGB", (LEGEND, height), (0, 0, 0))
     bar.paste(Image.fromarray(colourise(ramp)), (4, 0))
@@ -111,22 +109,18 @@ def strip_tile_size(shape: tuple[int, ...], count: int) -> tuple[int, int]:
 
 
 def finding_page(
-    pixels: np.ndarray,
+    canvas: PageCanvas,
     finding: FindingPrediction,
     heat: tuple[str, np.ndarray],
-    lungs: np.ndarray | None,
     strip: Sequence[tuple[str, np.ndarray]],
     model: str,
 ) -> np.ndarray:
     """RGB page: overlay of `heat` (layer, map) + legend, then the layer strip (encoder to decoder); maps
     at any size covering the source (`strip_tile_size` for the strip's draws without resampling)."""
     heat_layer, heat_map = heat
-    main_size = _display_size(pixels.shape, PAGE_WIDTH - LEGEND, 768)
-    main = Image.fromarray(_overlay(pixels, heat_map, lungs, main_size))
+    main = Image.fromarray(canvas.overlay(heat_map))
     tile_width = PAGE_WIDTH // max(len(strip), 1)
-    rows, columns = strip_tile_size(pixels.shape, len(strip))
-    small = _reduce(pixels, (columns, rows))  # once for every tile
-    tiles = [(Image.fromarray(_overlay(small, h, None, (columns, rows))), layer) for layer, h in strip]
+    tiles = [(Image.fromarray(canvas.tile(h, len(strip))), layer) for layer, h in strip]
     strip_height = max((t.height for t, _ in tiles), default=0) + (20 if tiles else 0)
     body = Image.new("RGB", (PAGE_WIDTH, main.height + strip_height), (0, 0, 0))
     body.paste(main, ((PAGE_WIDTH - LEGEND - main.width) // 2, 0))

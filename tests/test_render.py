@@ -1,0 +1,47 @@
+"""The colour tables the pages use: equal to matplotlib's inferno, and to a float blend within one level."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+
+from cxrxai.dicom.sc import PageCanvas
+from cxrxai.render import blend, colourise
+
+
+def _maps() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    edges = np.array([-0.5, 0.0, 1 / 256, 0.5, 255 / 256, 1.0, 1.5], dtype=np.float32)
+    return np.concatenate(
+        [rng.random(20000, dtype=np.float32), np.linspace(0, 1, 4097, dtype=np.float32), edges]
+    )
+
+
+def test_colourise_is_matplotlibs_inferno():
+    values = _maps()
+    expected = (colormaps["inferno"](np.clip(values, 0, 1))[..., :3] * 255).astype(np.uint8)
+    assert np.array_equal(colourise(values), expected)
+
+
+def test_blend_is_the_float_blend_within_one_level():
+    values = _maps()
+    levels = np.random.default_rng(4).integers(0, 256, values.shape).astype(np.uint8)
+    alpha = 0.5 * np.clip(values, 0, 1)[..., None]
+    expected = levels[..., None].astype(np.float32) * (1 - alpha) + colourise(values) * alpha
+    assert np.abs(blend(levels, values).astype(int) - expected.astype(np.uint8).astype(int)).max() <= 1
+    assert np.array_equal(blend(levels, np.zeros_like(values)), np.repeat(levels[..., None], 3, axis=1))
+
+
+def test_a_page_overlay_shows_the_grey_image_where_the_map_is_cold():
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 4096, (300, 200)).astype(np.float32)
+    heat = np.zeros((300, 200), np.float32)
+    heat[100:150, 50:100] = 1.0
+    canvas = PageCanvas(pixels, None)
+    overlay = canvas.overlay(heat)
+    columns, rows = canvas.main_size
+    assert overlay.shape == (rows, columns, 3)
+    cold = overlay[: rows // 4]  # above the hot square
+    assert (cold[..., 0] == cold[..., 2]).all()  # grey: no colour where the map is 0
+    hot = overlay[int(rows * 0.4), int(columns * 0.37)]
+    assert hot[0] > hot[2] + 40  # inferno's warm end blended in
