@@ -305,3 +305,40 @@ def test_conformance_statement_lists_every_code():
         codes.PROCESSING_ALGORITHM,
     ):
         assert concept.code.value in text
+
+
+def test_our_sr_assembly_gives_highdicoms_dataset(explainer, tmp_path, monkeypatch):
+    """build_sr assembles the SR document itself (highdicom's class deep-copies, re-parses and searches
+    the content tree: most of the SR's time); the document must be the one highdicom's class makes."""
+    import cxrxai.dicom.sr as sr_module
+    from cxrxai.dicom.common import SERIES, result_uid
+
+    path = _source(tmp_path)
+    _, ours = _mapped_sr_for(explainer, path)
+
+    def highdicoms(source, root, evidence, device):
+        uid = str(source.SOPInstanceUID)
+        return hd.sr.Comprehensive3DSR(
+            evidence=evidence,
+            content=root,
+            series_instance_uid=result_uid(uid, device.content_hash, "sr", "series"),
+            series_number=SERIES["sr"][0],
+            sop_instance_uid=result_uid(uid, device.content_hash, "sr", "instance"),
+            instance_number=1,
+            manufacturer=device.manufacturer,
+            is_complete=True,
+        )
+
+    monkeypatch.setattr(sr_module, "_comprehensive_3d_sr", highdicoms)
+    _, theirs = _mapped_sr_for(explainer, path)
+    clock = {
+        "InstanceCreationDate",
+        "InstanceCreationTime",
+        "ContentDate",
+        "ContentTime",
+        "ContributionDateTime",
+    }
+    for dataset in (ours, theirs):
+        dataset.walk(lambda ds, element: ds.__delitem__(element.tag) if element.keyword in clock else None)
+    assert _reread(ours) == _reread(theirs)
+    assert ours.file_meta == theirs.file_meta
