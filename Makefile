@@ -82,6 +82,7 @@ bench: $(BENCH_STAMP) $(STAMP) debs
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_sizes.py
 	$(PY) bench/bench_resolution.py
+	$(PY) bench/bench_batch.py
 
 # The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
 samples: $(STAMP)
