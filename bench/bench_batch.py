@@ -6,7 +6,8 @@ node folder with the shipped default bundle and the node's default processing (G
 2. Celery with Redis on loopback and one `cxrxai worker` process;
 3. the same with two `cxrxai worker` processes.
 Each run is the batch command's wall clock, start-up included; for the Celery runs the workers are
-started and warm before it (as they are in a department), so their start-up is not in it. The ratios
+started and warm before it (as they are in a department), so their start-up is not in it, and share
+the machine's cores (`cxrxai worker --threads`, cores / workers each). The ratios
 are against run 1 in the same run of this script.
 
 Usage: python bench/bench_batch.py [--images 200]
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -55,11 +57,12 @@ def with_workers(work: Path, archive: Path, count: int) -> float:
         config = node_toml(work / "node", DEFAULT_BUNDLE, free_port(), [],
                            queue={"backend": "celery", "broker_url": broker})  # fmt: skip
         logs = [work / f"worker-{i}.log" for i in range(count)]
+        threads = max(1, (os.cpu_count() or 1) // count)  # the machine's cores shared between its workers
         with contextlib.ExitStack() as files:
             workers = [
                 subprocess.Popen(
                     [sys.executable, "-m", "cxrxai.cli", "worker", "--config", str(config),
-                     "--name", f"w{i}"],
+                     "--name", f"w{i}", "--threads", str(threads)],
                     stdout=files.enter_context(open(log, "ab")), stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )  # fmt: skip
@@ -87,8 +90,8 @@ def main() -> int:
             ("no queue: the batch process explains (1 worker)",
              run_batch(node_toml(work / "local", DEFAULT_BUNDLE, free_port(), []), archive,
                        work / "local-state.sqlite")),
-            ("Celery + Redis, 1 `cxrxai worker`", with_workers(work / "one", archive, 1)),
-            ("Celery + Redis, 2 `cxrxai worker`s", with_workers(work / "two", archive, 2)),
+            ("Celery + Redis, 1 `cxrxai worker`, all cores", with_workers(work / "one", archive, 1)),
+            ("Celery + Redis, 2 `cxrxai worker`s, cores / 2 each", with_workers(work / "two", archive, 2)),
         ]  # fmt: skip
     reference = args.images / runs[0][1]
     print(f"`cxrxai batch` over {args.images} CR phantoms (512 x 480), default bundle, Grad-CAM")

@@ -22,6 +22,10 @@ def add_commands(commands) -> None:
     )
     worker.add_argument("--config", type=Path, required=True, help="node.toml (shared spool / results paths)")
     worker.add_argument("--name", default=None, help="worker name in logs (default: cxrxai-<pid>)")
+    worker.add_argument(
+        "--threads", type=_threads, default=None,
+        help="CPU threads for the model (default: all cores; k workers on one machine: cores / k each)",
+    )  # fmt: skip
     worker.set_defaults(run=run_worker)
     batch = commands.add_parser(
         "batch", help="explain a folder of radiographs with the node's workers (resumable, no deliveries)"
@@ -71,7 +75,14 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     from dicom_node.queues import run_worker as start
 
-    return start(_config(args), args.name)
+    return start(_config(args), args.name, args.threads)
+
+
+def _threads(text: str) -> int:
+    """A `--threads` value: a whole number, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of threads (1 or more)")
+    return int(text)
 
 
 def run_batch(args: argparse.Namespace) -> int:

@@ -244,9 +244,12 @@ def explain_study(payload: dict) -> dict:
     return {"study": payload["study"], "instances": [asdict(o) for o in outcomes]}
 
 
-def run_worker(config: NodeConfig, name: str | None = None) -> int:
+def run_worker(config: NodeConfig, name: str | None = None, threads: int | None = None) -> int:
     """`cxrxai worker`: load the model once, then take one study task at a time until SIGTERM (which lets
-    the current task finish; a task cut short by SIGKILL is redelivered after the visibility timeout)."""
+    the current task finish; a task cut short by SIGKILL is redelivered after the visibility timeout).
+    On the CPU the model uses `threads` threads, by default all cores: a worker alone on its machine.
+    Workers sharing a machine must share its cores (two workers of two threads each on two cores ran at
+    0.6x one worker's throughput, `bench/bench_batch.py`)."""
     global _PROCESSOR, _OBJECTS
 
     from dicom_node.logs import configure_logging
@@ -259,15 +262,19 @@ def run_worker(config: NodeConfig, name: str | None = None) -> int:
         from cxrxai.errors import CXRXAIError
 
         raise CXRXAIError('cxrxai worker needs [queue] backend = "celery" and a broker_url in node.toml')
-    if config.processing.device == "cpu":
-        import torch
+    import torch
 
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if config.processing.device == "cpu":
+        torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
     _PROCESSOR = Processor(config, Metrics())
     _OBJECTS = object_store(config)
     app = make_app(config)
     hostname = f"{name or 'cxrxai'}-{os.getpid()}@%h"
-    LOG.info("worker %s starting on queue %r at %s", hostname, config.queue.task_queue, _safe(config))
+    device = config.processing.device
+    compute = f"{torch.get_num_threads()} CPU threads" if device == "cpu" else device
+    LOG.info(
+        "worker %s starting on queue %r at %s, %s", hostname, config.queue.task_queue, _safe(config), compute
+    )
     options = [
         "--pool=solo",
         "--concurrency=1",

@@ -35,8 +35,10 @@ VISIBILITY_SECONDS = 6  # longer than one tiny-model job here; short, so the red
 
 
 def _worker(config_path: Path, name: str, log: Path) -> subprocess.Popen:
+    """A `cxrxai worker` with one CPU thread: the tests run up to two on a 2-core machine."""
     return subprocess.Popen(
-        [sys.executable, "-m", "cxrxai.cli", "worker", "--config", str(config_path), "--name", name],
+        [sys.executable, "-m", "cxrxai.cli", "worker", "--config", str(config_path), "--name", name,
+         "--threads", "1"],  # fmt: skip
         start_new_session=True,
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
@@ -70,6 +72,7 @@ def test_two_remote_workers_every_job_once_a_killed_workers_job_redone(tiny_bund
             for name in workers:
                 wait_for(lambda n=name: "ready" in (tmp_path / f"{n}.log").read_text(errors="replace"), 120,
                          what=f"worker {name}")  # fmt: skip
+                assert "1 CPU threads" in (tmp_path / f"{name}.log").read_text(errors="replace")  # --threads
             send = ("storescu", "-aet", "STORESCU", "-aec", "CXRXAI", "127.0.0.1", str(config.node.port))
             # one study first: kill the worker that runs it, mid-job
             assert dcmtk(*send, str(sources[0])).returncode == 0
@@ -144,6 +147,11 @@ def test_worker_refuses_an_embedded_configuration(tiny_bundle, tmp_path, capsys)
     assert main(["worker", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "storage.s3_bucket" in err and 'needs queue.backend = "celery"' in err
+    for threads in ("0", "two", "-1"):
+        with pytest.raises(SystemExit) as refused:
+            main(["worker", "--config", str(config_path), "--threads", threads])
+        assert refused.value.code == 2
+        assert f"{threads!r} is not a number of threads (1 or more)" in capsys.readouterr().err
 
 
 def _batch_config(root: Path, bundle: Path, **queue) -> Path:
