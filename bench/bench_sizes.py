@@ -85,31 +85,33 @@ def run_one(path: Path, heatmaps: str) -> dict:
     started = time.perf_counter()
     explanation = explainer.explain(radiograph)
     timings["explain"] = time.perf_counter() - started
-    started = time.perf_counter()
     assert radiograph.dataset is not None
-    made = results.build_dicom_results(
-        explanation, radiograph.dataset, radiograph.pixels, results.HeatmapSelection(heatmaps)
-    )
-    timings["all objects"] = time.perf_counter() - started
+
+    def build_and_encode() -> tuple[results.ResultObjects, float]:
+        """The image's objects, and the seconds spent encoding them."""
+        made = results.build_dicom_results(
+            explanation, radiograph.dataset, radiograph.pixels, results.HeatmapSelection(heatmaps)
+        )
+        started = time.perf_counter()
+        for dataset in made.datasets:
+            dataset.save_as(BytesIO(), enforce_file_format=True)
+        return made, time.perf_counter() - started
+
     started = time.perf_counter()
-    for dataset in made.datasets:
-        dataset.save_as(BytesIO(), enforce_file_format=True)
-    timings["encoding"] = time.perf_counter() - started
-    timings["all objects"] += timings["encoding"]
+    made, timings["encoding"] = build_and_encode()
+    timings["all objects"] = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # one image's, as a worker holds
+    objects, missing = len(made.datasets), made.missing
+    del made
     # a node's worker builds many images in one process: the second image's time, without first-call costs
     # (imports, highdicom's tables, fonts), with the long-lived objects frozen out of the garbage
     # collector's view as the node's Processor does after its warm-up
     gc.collect()
     gc.freeze()
     started = time.perf_counter()
-    again = results.build_dicom_results(
-        explanation, radiograph.dataset, radiograph.pixels, results.HeatmapSelection(heatmaps)
-    )
-    for dataset in again.datasets:
-        dataset.save_as(BytesIO(), enforce_file_format=True)
+    build_and_encode()
     timings["warm objects"] = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"timings": timings, "peak_mb": peak, "objects": len(made.datasets), "missing": made.missing}
+    return {"timings": timings, "peak_mb": peak, "objects": objects, "missing": missing}
 
 
 def main() -> int:

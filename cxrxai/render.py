@@ -22,9 +22,9 @@ def _inferno() -> np.ndarray:
     return (colormaps["inferno"](np.arange(256))[:, :3] * 255).astype(np.uint8)
 
 
-def _inferno_index(values: np.ndarray) -> np.ndarray:
+def _inferno_index(values: np.ndarray, dtype: type[np.integer] = np.intp) -> np.ndarray:
     """matplotlib's binning of [0, 1] values into the 256 colours: entry floor(256 v), 1 in the last."""
-    return np.minimum((np.clip(values, 0, 1) * 256).astype(np.intp), 255)
+    return np.minimum((np.clip(values, 0, 1) * 256).astype(dtype), 255)
 
 
 @lru_cache(maxsize=1)
@@ -41,15 +41,14 @@ def blend(grey_levels: np.ndarray, heat: np.ndarray) -> np.ndarray:
     map's value. One lookup in a 65536-entry table per pixel instead of colouring and blending in float
     (4x faster; the pages blend about 80 maps per image); the opacity steps by 1/510, the colour by
     matplotlib's own bins."""
-    entry = np.minimum((np.clip(heat, 0, 1) * 256).astype(np.uint16), 255)  # `_inferno_index`, in 16 bits
+    entry = _inferno_index(heat, np.uint16)  # 16 bits: the table index is grey level x 256 + entry
     return np.take(_blend_table(), (grey_levels.astype(np.uint16) << 8) | entry, axis=0)
 
 
 def colourise(values: np.ndarray) -> np.ndarray:
     """inferno colour map (perceptually uniform) of [0, 1] values -> uint8 RGB. A table lookup with
-    matplotlib's own binning, so the colours equal
-    `colormaps["inferno"]`'s; the lookup takes half the time of calling the colour map (the pages colour
-    about 80 maps per image)."""
+    matplotlib's own binning, so the colours equal `colormaps["inferno"]`'s; the lookup takes half the
+    time of calling the colour map (the pages colour about 80 maps per image)."""
     return _inferno()[_inferno_index(values)]
 
 
@@ -105,15 +104,15 @@ def write_overview(explanation: Explanation, pixels: np.ndarray, path: str | Pat
     """Row 1: the radiograph and the fused (or best available) map of the `top` most probable findings.
     Row 2: Grad-CAM of the most probable finding at every layer, encoder to decoder."""
     # every tile is drawn at its own size: the radiograph area-averaged, the maps sampled there
-    rows, columns = TILE, max(1, round(TILE * pixels.shape[1] / pixels.shape[0]))
-    base = grey(reduce_to(pixels, (columns, rows)))
+    tile_rows, tile_columns = TILE, max(1, round(TILE * pixels.shape[1] / pixels.shape[0]))
+    base = grey(reduce_to(pixels, (tile_columns, tile_rows)))
     ranked = sorted(
         (f for f in explanation.findings if f.name != "No Finding"), key=lambda f: f.probability, reverse=True
     )[:top]
     row1 = [_tile(base, None, f"{explanation.model['name']}  CTR {explanation.ctr or float('nan'):.2f}")]
     for finding in ranked:
         key = _best_key(explanation, finding.name)
-        heat = explanation.map_at_size(key, rows, columns) if key else None
+        heat = explanation.map_at_size(key, tile_rows, tile_columns) if key else None
         row1.append(
             _tile(base, heat, f"{finding.name} {finding.probability:.2f} {key.split('/')[0] if key else ''}")
         )
@@ -129,11 +128,8 @@ def write_overview(explanation: Explanation, pixels: np.ndarray, path: str | Pat
             key=layer_order,
         )
         for layer in layers:
-            row2.append(
-                _tile(
-                    base, explanation.map_at_size(f"gradcam/{layer}/{ranked[0].name}", rows, columns), layer
-                )
-            )
+            heat = explanation.map_at_size(f"gradcam/{layer}/{ranked[0].name}", tile_rows, tile_columns)
+            row2.append(_tile(base, heat, layer))
     width = row1[0].width
     columns = max(len(row1), len(row2), 1)
     canvas = Image.new("RGB", (columns * width, TILE * (2 if row2 else 1) + 16), (0, 0, 0))

@@ -159,22 +159,23 @@ class Page:
         return np.asarray(Image.open(BytesIO(png)).convert("RGB")).astype(int)
 
 
+def _opened(browser, viewer, source: Path) -> Iterator[Page]:
+    server, studies = viewer
+    opened = Page(browser, server, studies[source.stem])
+    yield opened
+    opened.page.close()
+
+
 @pytest.fixture
 def page(browser, viewer) -> Iterator[Page]:
     """OHIF on sample-2's study."""
-    server, studies = viewer
-    opened = Page(browser, server, studies[SAMPLE.stem])
-    yield opened
-    opened.page.close()
+    yield from _opened(browser, viewer, SAMPLE)
 
 
 @pytest.fixture
 def real_page(browser, viewer) -> Iterator[Page]:
     """OHIF on the real CR's study (no pixel spacing, no Frame of Reference)."""
-    server, studies = viewer
-    opened = Page(browser, server, studies[REAL.stem])
-    yield opened
-    opened.page.close()
+    yield from _opened(browser, viewer, REAL)
 
 
 def _count(picture: np.ndarray, rule) -> int:

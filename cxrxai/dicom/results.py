@@ -196,9 +196,10 @@ def _build(
     # every outline once, traced on a grid of at most OUTLINE_GRID pixels a side: GSPS and SR share them
     rows, columns = explanation.geometry.source_rows, explanation.geometry.source_columns
     grid = outline_grid(rows, columns)
+    masks_on_grid = masks if grid == (rows, columns) else explanation.anatomy_at_size(*grid)
     anatomy = {
         name: [to_image(line, grid, rows, columns) for line in outlines(mask)]
-        for name, mask in zip(explanation.anatomy_names, explanation.anatomy_at_size(*grid), strict=True)
+        for name, mask in zip(explanation.anatomy_names, masks_on_grid, strict=True)
     }
     hot = _hot_outlines(explanation, displayed, grid)
     by_name = {f.name: f for f in chosen}
@@ -227,7 +228,11 @@ def _hot_outlines(
     rows, columns = explanation.geometry.source_rows, explanation.geometry.source_columns
     found = {}
     for heatmap in displayed:
-        on_grid = explanation.map_at_size(f"{heatmap.method}/{heatmap.layer}/{heatmap.finding}", *grid)
+        on_grid = (
+            heatmap.values  # already at the source geometry, which is the grid
+            if grid == (rows, columns)
+            else explanation.map_at_size(f"{heatmap.method}/{heatmap.layer}/{heatmap.finding}", *grid)
+        )
         points = hot_outline(on_grid)
         if points is not None:
             found[heatmap.finding] = FindingOutline(

@@ -53,8 +53,8 @@ def _display_size(shape: tuple[int, ...], width: int, max_height: int) -> tuple[
 class PageCanvas:
     """What every finding page of one radiograph shares, made once: the radiograph in grey at the main
     overlay's size with the lung contour (cyan), and in grey at the layer strip's tile size. A page then
-    only colours and blends its own maps (each page used to redo the grey and contour work: most of a
-    page's time)."""
+    only colours and blends its own maps; the grey and contour work, done per page, would be most of a
+    page's time."""
 
     def __init__(self, pixels: np.ndarray, lungs: np.ndarray | None) -> None:
         self.shape = pixels.shape

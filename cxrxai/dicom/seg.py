@@ -239,8 +239,8 @@ def build_heatmap_seg(
         raise ValueError("no heatmaps selected: a SEG needs at least one segment")
     algorithm = _algorithm(device)
     descriptions: list[hd.seg.SegmentDescription] = []
-    # filled in place: at 3000 x 3000 the 21 planes of seven maps take 190 MB, and a list of planes
-    # stacked afterwards held them twice
+    # filled in place: at 3000 x 3000 the 21 planes of seven maps take 190 MB, which a list of planes
+    # stacked afterwards would hold twice
     planes = np.zeros((int(source.Rows), int(source.Columns), len(heatmaps) * len(HEAT_LEVELS)), dtype=bool)
     for heatmap in heatmaps:
         _check_plane(source, heatmap)
