@@ -18,7 +18,7 @@ OHIF_VERSION := 3.13.2
 OHIF_CACHE := $(or $(CXRXAI_CACHE),$(HOME)/.cache/cxrxai)/ohif-$(OHIF_VERSION)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo lint bench debs demo-debs compiler clean samples model ohif viewer
+.PHONY: test demo lint bench bench-gpu debs demo-debs compiler clean samples model ohif viewer
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,10 @@ bench: $(BENCH_STAMP) $(STAMP) debs
 	$(PY) bench/bench_sizes.py
 	$(PY) bench/bench_resolution.py
 	$(PY) bench/bench_batch.py
+
+# The GPU run (explanations, resolution, batch on CUDA) in a venv of its own; says so and stops where no GPU is
+bench-gpu:
+	bench/gpu.sh
 
 # The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
 samples: $(STAMP)

@@ -10,7 +10,10 @@ started and warm before it (as they are in a department), so their start-up is n
 the machine's cores (`cxrxai worker --threads`, cores / workers each). The ratios
 are against run 1 in the same run of this script.
 
-Usage: python bench/bench_batch.py [--images 200]
+With `--device cuda` the model runs on the GPU (bench/gpu.sh); `--no-queue` keeps run 1 alone, for a
+machine without Redis.
+
+Usage: python bench/bench_batch.py [--images 200] [--device cpu] [--queue | --no-queue]
 """
 
 from __future__ import annotations
@@ -52,9 +55,9 @@ def run_batch(config: Path, archive: Path, state: Path) -> float:
     return seconds
 
 
-def with_workers(work: Path, archive: Path, count: int) -> float:
+def with_workers(work: Path, archive: Path, count: int, device: str) -> float:
     with redis_server(work / "redis") as broker:
-        config = node_toml(work / "node", DEFAULT_BUNDLE, free_port(), [],
+        config = node_toml(work / "node", DEFAULT_BUNDLE, free_port(), [], processing={"device": device},
                            queue={"backend": "celery", "broker_url": broker})  # fmt: skip
         logs = [work / f"worker-{i}.log" for i in range(count)]
         threads = max(1, (os.cpu_count() or 1) // count)  # the machine's cores shared between its workers
@@ -81,20 +84,29 @@ def with_workers(work: Path, archive: Path, count: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
+    parser.add_argument("--queue", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the Celery runs with one and two workers (needs redis-server)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         archive = work / "archive"
         make_archive(archive, args.images)
+        local = node_toml(work / "local", DEFAULT_BUNDLE, free_port(), [], processing={"device": args.device})
         runs = [
             ("no queue: the batch process explains (1 worker)",
-             run_batch(node_toml(work / "local", DEFAULT_BUNDLE, free_port(), []), archive,
-                       work / "local-state.sqlite")),
-            ("Celery + Redis, 1 `cxrxai worker`, all cores", with_workers(work / "one", archive, 1)),
-            ("Celery + Redis, 2 `cxrxai worker`s, cores / 2 each", with_workers(work / "two", archive, 2)),
+             run_batch(local, archive, work / "local-state.sqlite")),
         ]  # fmt: skip
+        if args.queue:
+            runs += [
+                ("Celery + Redis, 1 `cxrxai worker`, all cores",
+                 with_workers(work / "one", archive, 1, args.device)),
+                ("Celery + Redis, 2 `cxrxai worker`s, cores / 2 each",
+                 with_workers(work / "two", archive, 2, args.device)),
+            ]  # fmt: skip
     reference = args.images / runs[0][1]
-    print(f"`cxrxai batch` over {args.images} CR phantoms (512 x 480), default bundle, Grad-CAM")
+    print(f"`cxrxai batch` over {args.images} CR phantoms (512 x 480), default bundle, Grad-CAM, "
+          f"model on {args.device}")  # fmt: skip
     print("| run | seconds | images/s | ratio to run 1 |")
     print("|---|---:|---:|---:|")
     for name, seconds in runs:
