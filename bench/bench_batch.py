@@ -86,7 +86,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
     parser.add_argument("--queue", action=argparse.BooleanOptionalAction, default=True,
-                        help="also the Celery runs with one and two workers (needs redis-server)")  # fmt: skip
+                        help="also the Celery runs with 1 and 2 workers (needs redis-server)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -308,6 +308,64 @@ def test_page_pixels_round_trip_losslessly(explainer, tmp_path):
     np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "sc.dcm").pixel_array, page)
 
 
+def test_later_pages_equal_pages_highdicom_builds(explainer, tmp_path):
+    """PageSeries copies its first page for the later ones: each must be what highdicom would have made."""
+    from cxrxai.dicom.results import device_of
+    from cxrxai.dicom.sc import PageSeries, build_sc, summary_page
+
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    device = device_of(explanation)
+    series = PageSeries(radiograph.dataset, device)
+    first = series.add(summary_page(explanation.findings, explanation.ctr, "model 1"), "summary", 1)
+    page = np.random.default_rng(0).integers(0, 256, (301, 517, 3), dtype=np.uint8)  # another size, odd
+    later = series.add(page, "finding:Edema", 2)
+    reference = build_sc(radiograph.dataset, page, device, "finding:Edema", 2)
+    for dataset in (first, later, reference):  # the times each was made at
+        for keyword in ("ContentTime", "InstanceCreationTime", "TimeOfSecondaryCapture"):
+            dataset[keyword] = pydicom.DataElement(keyword, "TM", "000000")
+        for item in dataset.ContributingEquipmentSequence:
+            if "ContributionDateTime" in item:
+                item.ContributionDateTime = "20260101000000"
+    assert later == reference and later.file_meta == reference.file_meta
+    assert later.SOPInstanceUID != first.SOPInstanceUID and first.Rows != later.Rows  # the first is untouched
+    later.save_as(tmp_path / "later.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "later.dcm").pixel_array, page)
+
+
+def test_settling_for_writing_changes_no_byte_and_resolves_once(explainer, tmp_path, monkeypatch):
+    """settle_for_writing lets pydicom skip its ambiguous-VR pass per nested item: the same bytes."""
+    import copy
+    from io import BytesIO
+
+    from pydicom import filewriter
+
+    from cxrxai.dicom import results
+    from cxrxai.dicom.encoding import settle_for_writing
+
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    monkeypatch.setattr(results, "settle_for_writing", lambda dataset: None)
+    unsettled = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels).datasets
+    settled = copy.deepcopy(unsettled)
+    for dataset in settled:
+        settle_for_writing(dataset)
+    passes = []
+    original = filewriter.correct_ambiguous_vr
+    monkeypatch.setattr(
+        filewriter, "correct_ambiguous_vr", lambda *a, **k: passes.append(1) or original(*a, **k)
+    )
+
+    def written(dataset) -> tuple[bytes, int]:
+        passes.clear()
+        buffer = BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue(), len(passes)
+
+    for before, after in zip(unsettled, settled, strict=True):
+        (after_bytes, after_passes), (before_bytes, before_passes) = written(after), written(before)
+        assert after_bytes == before_bytes, after.Modality
+        assert after_passes == 0 and before_passes > 0, after.Modality
+
+
 def test_a_one_component_person_name_in_the_source_raises_no_warning(explainer, tmp_path, recwarn):
     """A real CR's Referring Physician's Name "ward" made highdicom warn on the user's terminal."""
     _, radiograph, explanation = _explained(explainer, tmp_path)

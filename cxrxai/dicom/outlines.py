@@ -17,10 +17,10 @@ MAX_POINTS = 400  # per outline: enough for a smooth contour, small enough for e
 OUTLINE_GRID = 1024
 
 
-def outline_grid(rows: int, columns: int) -> tuple[int, int]:
-    """(rows, columns) of the grid to trace an image's outlines on: its own size, or at most
-    `OUTLINE_GRID` a side with its aspect kept."""
-    scale = min(1.0, OUTLINE_GRID / max(rows, columns))
+def outline_grid(rows: int, columns: int, limit: int = OUTLINE_GRID) -> tuple[int, int]:
+    """(rows, columns) of the grid to trace an image's outlines on: its own size, or at most `limit` a
+    side with its aspect kept."""
+    scale = min(1.0, limit / max(rows, columns))
     return max(1, round(rows * scale)), max(1, round(columns * scale))
 
 

@@ -21,10 +21,10 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from cxrxai.dicom.common import Device, check_reference_uids, writers_view
-from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, transfer_syntax_uid
+from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, settle_for_writing, transfer_syntax_uid
 from cxrxai.dicom.gsps import build_gsps
-from cxrxai.dicom.outlines import HOT_LEVEL, hot_outline, outline_grid, outlines, to_image
-from cxrxai.dicom.sc import PageCanvas, build_sc, finding_page, strip_tile_size, summary_page
+from cxrxai.dicom.outlines import HOT_LEVEL, OUTLINE_GRID, hot_outline, outline_grid, outlines, to_image
+from cxrxai.dicom.sc import PageCanvas, PageSeries, finding_page, strip_tile_size, summary_page
 from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
 from cxrxai.dicom.sr import FindingOutline, build_sr
 from cxrxai.errors import CXRXAIError
@@ -170,12 +170,11 @@ def _build(
         )
     model = f"{device.name} {device.version}"
     lungs = np.asarray(masks[list(LUNG_CHANNELS)].any(axis=0), dtype=bool)
+    series = PageSeries(source, device, syntax)
     pages = _optional(
         "summary page",
         missing,
-        lambda: build_sc(
-            source, summary_page(explanation.findings, explanation.ctr, model), device, "summary", 1, syntax
-        ),
+        lambda: series.add(summary_page(explanation.findings, explanation.ctr, model), "summary", 1),
     )
     # made by the first page that needs it, inside its own `_optional`
     canvas = functools.cache(lambda: PageCanvas(pixels, lungs))
@@ -190,7 +189,7 @@ def _build(
                 for layer in layers
             ]
             picture = finding_page(canvas(), finding, (leading.layer, leading.values), strip, model)
-            return build_sc(source, picture, device, f"finding:{finding.name}", number, syntax)
+            return series.add(picture, f"finding:{finding.name}", number)
 
         pages += _optional(f"{finding.name} page", missing, page)
     # every outline once, traced on a grid of at most OUTLINE_GRID pixels a side: GSPS and SR share them
@@ -201,7 +200,7 @@ def _build(
         name: [to_image(line, grid, rows, columns) for line in outlines(mask)]
         for name, mask in zip(explanation.anatomy_names, masks_on_grid, strict=True)
     }
-    hot = _hot_outlines(explanation, displayed, grid)
+    hot = _hot_outlines(explanation, displayed)
     by_name = {f.name: f for f in chosen}
     hottest = [(by_name[name], outline.points) for name, outline in hot.items()]
     evidence = pages + _optional(
@@ -217,15 +216,19 @@ def _build(
         segmentations=segmentations,
         pictures=evidence,
     )
-    return ResultObjects([*segmentations, *evidence, sr], missing)
+    made = [*segmentations, *evidence, sr]
+    for dataset in made:
+        settle_for_writing(dataset)
+    return ResultObjects(made, missing)
 
 
-def _hot_outlines(
-    explanation: Explanation, displayed: list[HeatmapLayer], grid: tuple[int, int]
-) -> dict[str, FindingOutline]:
-    """The largest hot region of each displayed map, traced on `grid`: the SR's measurement regions, the
-    GSPS's outlines."""
+def _hot_outlines(explanation: Explanation, displayed: list[HeatmapLayer]) -> dict[str, FindingOutline]:
+    """The largest hot region of each displayed map: the SR's measurement regions, the GSPS's outlines.
+
+    Traced on a grid of twice the model's input size at most: the maps are bilinear resamplings of maps
+    at most that fine, so a finer grid adds points and time, not shape."""
     rows, columns = explanation.geometry.source_rows, explanation.geometry.source_columns
+    grid = outline_grid(rows, columns, min(OUTLINE_GRID, 2 * explanation.geometry.size))
     found = {}
     for heatmap in displayed:
         on_grid = (
