@@ -39,6 +39,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
     EnhancedSRStorage,
+    GrayscaleSoftcopyPresentationStateStorage,
     SecondaryCaptureImageStorage,
     SegmentationStorage,
     StudyRootQueryRetrieveInformationModelFind,
@@ -56,12 +57,15 @@ if TYPE_CHECKING:  # the index (SQLAlchemy, pandas) only for ingest_from_pacs: t
 
 SR_CLASSES = (Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage)
 RADIOGRAPH_CLASSES = tuple(CR_DX_SOP_CLASSES)  # the classes the node receives and explains
-STORAGE_CLASSES = (*SR_CLASSES, SegmentationStorage, SecondaryCaptureImageStorage, *RADIOGRAPH_CLASSES)
+# what an SR's evidence adds: heat maps and anatomy, pages, outlines
+RESULT_CLASSES = (
+    SegmentationStorage, SecondaryCaptureImageStorage, GrayscaleSoftcopyPresentationStateStorage
+)  # fmt: skip
+STORAGE_CLASSES = (*SR_CLASSES, *RESULT_CLASSES, *RADIOGRAPH_CLASSES)
 RETRIEVED_SYNTAXES = (
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, JPEG2000Lossless,
     JPEG2000, JPEGLSLossless, RLELossless, JPEGLosslessSV1,
 )  # fmt: skip
-RESULT_CLASSES = (SegmentationStorage, SecondaryCaptureImageStorage)  # what an SR's evidence adds
 PENDING = (0xFF00, 0xFF01)
 PEER = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})$")
 
@@ -107,8 +111,8 @@ def retrieve_results(
     skip: Callable[[str], bool] = lambda uid: False,
 ) -> Retrieval:
     """Our SRs in the PACS (of one study, or of a date range, or all), retrieved into `into` unless
-    `skip(uid)`; with `heatmaps` also the SEG and SC objects each retrieved SR lists. The results index
-    (`ingest_from_pacs`) and the Slicer module share this."""
+    `skip(uid)`; with `heatmaps` also the SEG, SC and presentation-state objects each retrieved SR
+    lists. The results index (`ingest_from_pacs`) and the Slicer module share this."""
     retrieval = Retrieval()
     with _associate(peer, calling_ae_title, into) as association:
         for study, series, sop in _instances(

@@ -21,15 +21,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 REQUIREMENTS = "requirements.txt"
-HEATMAP_NODE = "CXRXAI heatmap"
-COLOUR_NODE = "CXRXAI inferno"
-ANATOMY_NODE = "CXRXAI lungs and heart"
 COMPARE_LAYOUT_ID = 20260701  # a layout number of our own, registered on first use
-ANATOMY_COLOURS = {
-    "Right Lung": (0.35, 0.75, 0.95),
-    "Left Lung": (0.35, 0.55, 0.95),
-    "Heart": (0.95, 0.45, 0.45),
-}
 
 
 class CXRXAI(ScriptedLoadableModule):
@@ -64,8 +56,10 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = CXRXAILogic()
 
-        self.ui.findingsTable.setColumnCount(3)
-        self.ui.findingsTable.setHorizontalHeaderLabels([_("Finding"), _("Probability"), _("Decision")])
+        self.ui.findingsTable.setColumnCount(4)
+        self.ui.findingsTable.setHorizontalHeaderLabels(
+            [_("Finding"), _("Probability"), _("Threshold"), _("Decision")]
+        )
         self.ui.findingsTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.Stretch)
         self.ui.callingAETitleEdit.text = "CXRXAI"
 
@@ -85,7 +79,16 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showPagesButton.connect("clicked(bool)", self.onShowPages)
         self.ui.runLocallyButton.connect("clicked(bool)", self.onRunLocally)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.onInputChanged()
+
+    def cleanup(self):
+        self.removeObservers()
+
+    def onSceneStartClose(self, caller, event):
+        """A closing scene takes the review's nodes with it: forget the results drawn into them."""
+        self.results = None
+        self.setResultSets([])
 
     # -- loading --------------------------------------------------------------------------------------
 
@@ -94,6 +97,11 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasVolume = volume is not None
         for button in (self.ui.loadFromDatabaseButton, self.ui.queryPacsButton, self.ui.runLocallyButton):
             button.enabled = hasVolume
+        if self.results is not None:  # the results on show belong to the previous radiograph
+            self.results = None
+            self.logic.review.clear()
+            self.ui.findingsTable.setRowCount(0)
+            self.ui.statusLabel.text = _("Load the results of the selected radiograph.")
 
     def onLoadFromDatabase(self):
         if not self.logic.ensureRequirements(self.resourcePath(REQUIREMENTS)):
@@ -177,7 +185,8 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.setRowCount(len(results.findings))
         for row, finding in enumerate(results.findings):
             colour = qt.QColor(*finding.colour)
-            for column, text in enumerate((finding.name, f"{finding.probability:.3f}", finding.decision)):
+            cells = (finding.name, f"{finding.probability:.3f}", f"{finding.threshold:.2f}", finding.decision)
+            for column, text in enumerate(cells):
                 item = qt.QTableWidgetItem(text)
                 item.setFlags(qt.Qt.ItemIsSelectable | qt.Qt.ItemIsEnabled)
                 item.setBackground(qt.QBrush(colour))
@@ -213,7 +222,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo.blockSignals(False)
         if combo.count == 0:
             self.ui.statusLabel.text = _("No heatmap of {finding} in these results.").format(finding=finding)
-            self.logic.hideHeatmap()
+            self.logic.review.hide_heatmap()
             return
         self.onMethodChanged()
 
@@ -257,7 +266,8 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         masked = self.ui.lungMaskCheckBox.checked
         with slicer.util.tryWithErrorDisplay(_("Could not show the heatmap."), waitCursor=True):
-            self.logic.showHeatmap(
+            self.logic.review.show_heatmap(
+                self.results,
                 self.results.heatmap(finding, method, layer, masked, self.selectedStructure()),
                 self.ui.inputVolumeSelector.currentNode(),
                 self.ui.thresholdSlider.value,
@@ -272,8 +282,15 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.showPictures(self.results.pictures)
 
     def onShowAnatomy(self, show):
-        if self.results is not None:
-            self.logic.showAnatomy(self.results, self.ui.inputVolumeSelector.currentNode(), show)
+        """The lungs and heart, the cardiothoracic ratio's two widths and the presentation state's
+        outlines, shown or hidden together."""
+        if self.results is None:
+            return
+        volume = self.ui.inputVolumeSelector.currentNode()
+        with slicer.util.tryWithErrorDisplay(_("Could not show the anatomy."), waitCursor=True):
+            self.logic.review.show_anatomy(self.results, volume, show)
+            self.logic.review.show_ctr(self.results, volume, show)
+            self.logic.review.show_outlines(self.results, self.results.outlines if show else [], volume)
 
     def onCompareLayers(self):
         finding, method = self.selectedFinding(), self.ui.methodComboBox.currentData
@@ -284,6 +301,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             layers = self.results.comparison(finding, method, self.ui.compareViewsSpinBox.value, structure)
             masked = self.ui.lungMaskCheckBox.checked
             self.logic.showComparison(
+                self.results,
                 [
                     (layer, self.results.heatmap(finding, method, layer, masked, structure))
                     for layer in layers
@@ -295,7 +313,16 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class CXRXAILogic(ScriptedLoadableModuleLogic):
-    """Everything the widget does, callable without it (the self-test and Slicer's Python console)."""
+    """Everything the widget does, callable without it (the self-test and Slicer's Python console). What
+    is drawn into the scene is CXRXAILib.review's ReviewLogic (`self.review`), which needs no Qt and is
+    tested on Slicer's MRML outside the application; this class adds the DICOM database, the PACS, the
+    local run and the layouts."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        from CXRXAILib.review import ReviewLogic
+
+        self.review = ReviewLogic(slicer.mrmlScene)
 
     # -- where results come from ----------------------------------------------------------------------
 
@@ -413,64 +440,6 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
 
     # -- display --------------------------------------------------------------------------------------
 
-    def colourNode(self):
-        from CXRXAILib.display import colour_table
-
-        node = slicer.mrmlScene.GetFirstNodeByName(COLOUR_NODE)
-        if node is None:
-            table = colour_table()
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOUR_NODE)
-            node.SetTypeToUser()
-            node.SetNumberOfColors(len(table))
-            node.SetNamesInitialised(True)
-            for index, (r, g, b, a) in enumerate(table):
-                node.SetColor(index, f"{index}", r, g, b, a)
-            node.SetAttribute("Category", "CXR-XAI")
-        return node
-
-    def heatmapVolume(self, name, values, referenceVolume, className="vtkMRMLScalarVolumeNode"):
-        """A volume of a map or mask on the radiograph's grid (its geometry copied, so they align)."""
-        from CXRXAILib.display import volume_array
-
-        node = slicer.mrmlScene.GetFirstNodeByName(name) or slicer.mrmlScene.AddNewNodeByClass(
-            className, name
-        )
-        slicer.util.updateVolumeFromArray(node, volume_array(values))
-        if referenceVolume is not None:
-            matrix = vtk.vtkMatrix4x4()
-            referenceVolume.GetIJKToRASMatrix(matrix)
-        else:  # no radiograph loaded: the grid Slicer's loader gives an image without geometry (1 mm, LPS)
-            from CXRXAILib.display import ijk_to_ras
-
-            matrix = slicer.util.vtkMatrixFromArray(ijk_to_ras({}))
-        node.SetIJKToRASMatrix(matrix)
-        return node
-
-    def styleHeatmap(self, node, threshold):
-        from CXRXAILib.display import display_range
-
-        if node.GetDisplayNode() is None:
-            node.CreateDefaultDisplayNodes()
-        display = node.GetDisplayNode()
-        display.SetAndObserveColorNodeID(self.colourNode().GetID())
-        display.SetAutoWindowLevel(False)
-        display.SetWindowLevelMinMax(0.0, 1.0)
-        lower, upper = display_range(threshold)
-        display.SetApplyThreshold(True)
-        display.SetLowerThreshold(lower)
-        display.SetUpperThreshold(upper)
-
-    def showHeatmap(self, values, referenceVolume, threshold=0.2, opacity=0.5):
-        node = self.heatmapVolume(HEATMAP_NODE, values, referenceVolume)
-        self.styleHeatmap(node, threshold)
-        slicer.util.setSliceViewerLayers(
-            background=referenceVolume, foreground=node, foregroundOpacity=opacity, fit=False
-        )
-        return node
-
-    def hideHeatmap(self):
-        slicer.util.setSliceViewerLayers(foreground=None)
-
     def showPictures(self, paths):
         """The Secondary Capture pages (colour images) as volumes, the first one shown."""
         nodes = [slicer.util.loadVolume(path, {"singleFile": True, "show": False}) for path in paths]
@@ -478,37 +447,11 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
             slicer.util.setSliceViewerLayers(background=nodes[0], foreground=None, fit=True)
         return nodes
 
-    def showAnatomy(self, results, referenceVolume, show=True):
-        """The model's lungs and heart as a segmentation on the radiograph, with the CTR's structures."""
-        node = slicer.mrmlScene.GetFirstNodeByName(ANATOMY_NODE)
-        if not show or not results.anatomy:
-            if node is not None:
-                node.SetDisplayVisibility(False)
-            return node
-        if node is None:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", ANATOMY_NODE)
-            node.CreateDefaultDisplayNodes()
-        node.GetSegmentation().RemoveAllSegments()
-        if referenceVolume is not None:
-            node.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
-        for name, mask in results.anatomy.items():
-            labelmap = self.heatmapVolume(
-                "CXRXAI mask", mask.astype(bool), referenceVolume, "vtkMRMLLabelMapVolumeNode"
-            )
-            slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmap, node)
-            segment = node.GetSegmentation().GetNthSegment(node.GetSegmentation().GetNumberOfSegments() - 1)
-            segment.SetName(name)
-            segment.SetColor(*ANATOMY_COLOURS.get(name, (0.8, 0.8, 0.2)))
-            slicer.mrmlScene.RemoveNode(labelmap)
-        display = node.GetDisplayNode()
-        display.SetOpacity2DFill(0.0)
-        display.SetOpacity2DOutline(1.0)
-        node.SetDisplayVisibility(True)
-        return node
-
-    def showComparison(self, layerMaps, referenceVolume, threshold=0.2, opacity=0.5):
-        """One slice view per layer, side by side, each with the radiograph and that layer's map."""
+    def showComparison(self, results, layerMaps, referenceVolume, threshold=0.2, opacity=0.5):
+        """One slice view per layer, side by side, each with the radiograph and that layer's map; the
+        main views keep what they show."""
         from CXRXAILib.display import comparison_layout_xml, layer_name
+        from CXRXAILib.review import COMPARE_VIEW
 
         layoutManager = slicer.app.layoutManager()
         layoutNode = layoutManager.layoutLogic().GetLayoutNode()
@@ -516,19 +459,12 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
         if not layoutNode.IsLayoutDescription(layoutId):
             layoutNode.AddLayoutDescription(layoutId, comparison_layout_xml(len(layerMaps)))
         layoutManager.setLayout(layoutId)
-        nodes = []
-        for index, (layer, values) in enumerate(layerMaps, start=1):
-            node = self.heatmapVolume(f"CXRXAI heatmap {layer_name(layer)}", values, referenceVolume)
-            self.styleHeatmap(node, threshold)
-            view = layoutManager.sliceWidget(f"CXRXAICompare{index}")
-            composite = view.mrmlSliceCompositeNode()
-            composite.SetBackgroundVolumeID(referenceVolume.GetID() if referenceVolume else None)
-            composite.SetForegroundVolumeID(node.GetID())
-            composite.SetForegroundOpacity(opacity)
+        nodes = self.review.show_comparison(results, layerMaps, referenceVolume, threshold, opacity)
+        for number, (layer, _values) in enumerate(layerMaps, start=1):
+            view = layoutManager.sliceWidget(COMPARE_VIEW.format(number=number))
             view.sliceLogic().FitSliceToAll()
             view.sliceView().cornerAnnotation().SetText(vtk.vtkCornerAnnotation.UpperLeft, layer_name(layer))
             view.sliceView().forceRender()
-            nodes.append(node)
         return nodes
 
 
@@ -560,16 +496,18 @@ class CXRXAITest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(results.findings[0].probability, CARDIOMEGALY)
 
         layer = results.default_layer("Cardiomegaly", "gradcam")
-        node = logic.showHeatmap(results.heatmap("Cardiomegaly", "gradcam", layer), radiograph, 0.3, 0.6)
+        heatmap = results.heatmap("Cardiomegaly", "gradcam", layer)
+        node = logic.review.show_heatmap(results, heatmap, radiograph, 0.3, 0.6)
         array = slicer.util.arrayFromVolume(node)
         self.assertEqual(array.shape, slicer.util.arrayFromVolume(radiograph).shape)
         self.assertAlmostEqual(float(array.max()), 1.0, places=2)
         self.assertEqual(node.GetDisplayNode().GetLowerThreshold(), 0.3)
 
-        segmentation = logic.showAnatomy(results, radiograph)
+        segmentation = logic.review.show_anatomy(results, radiograph)
         self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 3)
 
         nodes = logic.showComparison(
+            results,
             [
                 (layer, results.heatmap("Cardiomegaly", "gradcam", layer))
                 for layer in results.comparison("Cardiomegaly", "gradcam", 3)

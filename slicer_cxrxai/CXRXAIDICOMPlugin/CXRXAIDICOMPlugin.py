@@ -4,6 +4,10 @@ Registered by this hidden module, as Slicer's own plugins are. It claims only CX
 higher confidence than the generic TID 1500 and SEG plugins (CXRXAILib.plugin), because the SEG loader
 goes through dcmqi, which cannot read a SEG of a projection radiograph (dcmqi issue 319): our plugin
 reads our SEGs itself and puts the maps on the grid of the radiograph volume Slicer loads for the CR / DX.
+
+Slicer's DICOM browser calls `examineForImport(fileLists)` in every release (DICOMUtils.
+getLoadablesFromFileLists); only from 5.12 does the base class turn that into `examineFiles(files)` per
+series, so the plugin implements `examineForImport` itself.
 """
 
 import slicer
@@ -20,54 +24,51 @@ class CXRXAIDICOMPluginClass(DICOMPlugin):
         self.tags["Modality"] = "0008,0060"
         self.tags["SOPInstanceUID"] = "0008,0018"
 
-    def examineFiles(self, files):
-        from CXRXAILib.matching import read_headers
-        from CXRXAILib.plugin import examine
+    def examineForImport(self, fileLists):
+        """One loadable per CXR-XAI SR or SEG among the series' file lists."""
+        from CXRXAILib.plugin import examine_file_lists
 
-        loadables = []
-        for claim in examine(read_headers(files)):
-            loadable = DICOMLoadable()
-            loadable.files = [claim.file]
-            loadable.name = claim.name
-            loadable.tooltip = _("Findings and heatmaps in the CXR-XAI module")
-            loadable.selected = claim.kind == "findings"
-            loadable.confidence = claim.confidence
-            loadable.cxrxaiKind = claim.kind
-            loadables.append(loadable)
-        return loadables
+        return [self._loadable(claim) for claim in examine_file_lists(fileLists)]
+
+    def examineFiles(self, files):
+        """Slicer 5.12's per-series entry point (its base class's examineForImport calls it)."""
+        return self.examineForImport([files])
+
+    def _loadable(self, claim):
+        loadable = DICOMLoadable()
+        loadable.files = [claim.file]
+        loadable.name = claim.name
+        loadable.tooltip = _("Findings and heatmaps in the CXR-XAI module")
+        loadable.selected = claim.kind == "findings"
+        loadable.confidence = claim.confidence
+        loadable.cxrxaiKind = claim.kind
+        return loadable
 
     def load(self, loadable):
-        """Load the radiograph the results refer to, then show the results in the CXRXAI module."""
-        from CXRXAILib.matching import read_headers, result_sets
+        """Load the radiograph the results are for, show the results on it in the CXRXAI module, and
+        return the radiograph's volume; never show them over another volume."""
+        from CXRXAILib.matching import read_headers
+        from CXRXAILib.plugin import NotLoadable, what_to_open
         from DICOMLib import DICOMUtils
 
         database = slicer.dicomDatabase
-        header = read_headers(loadable.files)[0]
-        study = str(header.StudyInstanceUID)
+        study = str(read_headers(loadable.files)[0].StudyInstanceUID)
         files = [f for series in database.seriesForStudy(study) for f in database.filesForSeries(series)]
-        headers = read_headers(files)
-        sets = result_sets(headers)
-        if loadable.cxrxaiKind == "findings":
-            sets = [s for s in sets if s.sr in loadable.files]
-        else:  # a SEG: the newest result set that lists it
-            uid_of = {str(h.filename): str(h.SOPInstanceUID) for h in headers}
-            uid = str(header.SOPInstanceUID)
-            sets = [s for s in sets if any(uid_of.get(path) == uid for path in s.segmentations)]
-        if not sets:
-            slicer.util.errorDisplay(_("The SR that lists these results is not in the DICOM database."))
+        try:
+            opening = what_to_open(loadable.files, loadable.cxrxaiKind, read_headers(files))
+        except NotLoadable as exc:
+            slicer.util.errorDisplay(_("Cannot open these CXR-XAI results: {why}.").format(why=exc))
             return False
-        chosen = sets[0]
-        source = next((h for h in headers if str(h.SOPInstanceUID) == chosen.source_sop_instance_uid), None)
-        volume = None
-        if source is not None:
-            nodeIds = DICOMUtils.loadSeriesByUID([str(source.SeriesInstanceUID)])
-            volume = slicer.mrmlScene.GetNodeByID(nodeIds[0]) if nodeIds else None
+        nodeIds = DICOMUtils.loadSeriesByUID([str(opening.radiograph.SeriesInstanceUID)])
+        volume = slicer.mrmlScene.GetNodeByID(nodeIds[0]) if nodeIds else None
+        if volume is None:
+            slicer.util.errorDisplay(_("The radiograph of these CXR-XAI results could not be loaded."))
+            return False
         slicer.util.selectModule("CXRXAI")
         widget = slicer.modules.CXRXAIWidget
-        if volume is not None:
-            widget.ui.inputVolumeSelector.setCurrentNode(volume)
-        widget.setResultSets(sets)
-        return True
+        widget.ui.inputVolumeSelector.setCurrentNode(volume)
+        widget.setResultSets([opening.result_set])
+        return volume
 
 
 class CXRXAIDICOMPlugin(ScriptedLoadableModule):
@@ -77,12 +78,13 @@ class CXRXAIDICOMPlugin(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         parent.title = "CXR-XAI DICOM Plugin"
         parent.categories = ["Developer Tools.DICOM Plugins"]
+        parent.dependencies = ["DICOM"]
         parent.contributors = ["CXR-XAI developers"]
         parent.helpText = _(
             "Opens CXR-XAI findings SRs and heatmap SEGs from the DICOM browser with the CXR-XAI module."
         )
         parent.acknowledgementText = ""
         parent.hidden = True
-        if not hasattr(slicer.modules, "dicomPlugins"):
+        if not hasattr(slicer.modules, "dicomPlugins"):  # this module may load before the DICOM module
             slicer.modules.dicomPlugins = {}
         slicer.modules.dicomPlugins["CXRXAIDICOMPlugin"] = CXRXAIDICOMPluginClass

@@ -22,6 +22,7 @@ from CXRXAILib.display import (
     sorted_layers,
     sorted_methods,
 )
+from CXRXAILib.presentation import Outline, read_outlines
 
 LUNGS = ("Right Lung", "Left Lung")
 ANATOMY_ORDER = ("Right Lung", "Left Lung", "Heart")
@@ -59,6 +60,7 @@ class RadiographResults:
     maps: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
     anatomy: dict[str, np.ndarray] = field(default_factory=dict)  # structure -> bool rows x columns
     pictures: list[str] = field(default_factory=list)  # Secondary Capture files, for the PACS-style pages
+    outlines: list[Outline] = field(default_factory=list)  # the presentation state's, in pixel coordinates
     # finding -> the Grad-CAM layer the model's results lead with (the first of its maps in our SEG)
     display_layers: dict[str, str] = field(default_factory=dict)
 
@@ -119,9 +121,13 @@ class RadiographResults:
 
 
 def read_results(
-    sr: Dataset, segmentations: Iterable[Dataset] = (), pictures: Iterable[str] = ()
+    sr: Dataset,
+    segmentations: Iterable[Dataset] = (),
+    pictures: Iterable[str] = (),
+    presentation_states: Iterable[Dataset] = (),
 ) -> RadiographResults:
-    """The results of one radiograph from our SR and its SEGs (anatomy and heatmaps)."""
+    """The results of one radiograph from our SR, its SEGs (anatomy and heatmaps) and its presentation
+    state (outlines)."""
     from cxrxai.dicom.seg import read_seg
     from cxrxai.dicom.sr import DEVICE_SERIAL_NUMBER, content_values, read_sr
 
@@ -136,6 +142,7 @@ def read_results(
         ),
         ctr=reported.ctr,
         pictures=list(pictures),
+        outlines=[outline for state in presentation_states for outline in read_outlines(state)],
     )
     stepped: dict[tuple[str, str, str], np.ndarray] = {}
     for dataset in segmentations:

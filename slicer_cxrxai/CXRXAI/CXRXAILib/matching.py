@@ -21,6 +21,7 @@ OUR_MANUFACTURER = "CXR-XAI"
 RADIOGRAPH_MODALITIES = ("CR", "DX")
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+PRESENTATION_STATE = "1.2.840.10008.5.1.4.1.1.11.1"  # Grayscale Softcopy Presentation State: our outlines
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ResultSet:
     created: str  # Content Date + Time of the SR, for newest-first order
     segmentations: list[str] = field(default_factory=list)
     pictures: list[str] = field(default_factory=list)
+    presentation_states: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # SOP Instance UIDs listed but not found
 
 
@@ -86,14 +88,17 @@ def result_sets(headers: Iterable[Dataset]) -> list[ResultSet]:
             created=f"{header.get('ContentDate', '')}{header.get('ContentTime', '')}",
         )
         for _, sop_class, uid in evidence(header):
-            if sop_class not in (SEGMENTATION, SECONDARY_CAPTURE):
+            listed = {
+                SEGMENTATION: found.segmentations,
+                SECONDARY_CAPTURE: found.pictures,
+                PRESENTATION_STATE: found.presentation_states,
+            }.get(sop_class)
+            if listed is None:
                 continue
             if uid not in by_uid:
                 found.missing.append(uid)
-            elif sop_class == SEGMENTATION:
-                found.segmentations.append(str(by_uid[uid].filename))
             else:
-                found.pictures.append(str(by_uid[uid].filename))
+                listed.append(str(by_uid[uid].filename))
         sets.append(found)
     return sorted(sets, key=lambda s: s.created, reverse=True)
 
@@ -104,9 +109,12 @@ def results_for(source_sop_instance_uid: str, headers: Iterable[Dataset]) -> lis
 
 
 def load(result_set: ResultSet):
-    """The RadiographResults of a result set (reads the SR and SEG pixel data)."""
+    """The RadiographResults of a result set (reads the SR, the SEGs' pixel data and the outlines)."""
     from CXRXAILib.catalogue import read_results
 
     return read_results(
-        dcmread(result_set.sr), [dcmread(path) for path in result_set.segmentations], result_set.pictures
+        dcmread(result_set.sr),
+        [dcmread(path) for path in result_set.segmentations],
+        result_set.pictures,
+        [dcmread(path) for path in result_set.presentation_states],
     )
