@@ -8,18 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cxrxai.colours import INFERNO
 from cxrxai.results import Explanation
 
 TILE = 256
 STRIP_LAYERS_ORDER = ("encoder", "bottleneck", "decoder")
-
-
-@lru_cache(maxsize=1)
-def _inferno() -> np.ndarray:
-    """matplotlib's inferno as a 256 x 3 uint8 table."""
-    from matplotlib import colormaps
-
-    return (colormaps["inferno"](np.arange(256))[:, :3] * 255).astype(np.uint8)
 
 
 def _inferno_index(values: np.ndarray, dtype: type[np.integer] = np.intp) -> np.ndarray:
@@ -32,7 +25,7 @@ def _blend_table() -> np.ndarray:
     """(grey level x 256 + colour entry) -> RGB: grey g under inferno entry k at opacity 0.5 k / 255."""
     grey_level = np.arange(256, dtype=np.float32)[:, None, None]
     alpha = (0.5 * np.arange(256) / 255).astype(np.float32)[None, :, None]
-    colours = _inferno().astype(np.float32)[None]
+    colours = INFERNO.astype(np.float32)[None]
     return (grey_level * (1 - alpha) + colours * alpha).astype(np.uint8).reshape(-1, 3)
 
 
@@ -49,7 +42,7 @@ def colourise(values: np.ndarray) -> np.ndarray:
     """inferno colour map (perceptually uniform) of [0, 1] values -> uint8 RGB. A table lookup with
     matplotlib's own binning, so the colours equal `colormaps["inferno"]`'s; the lookup takes half the
     time of calling the colour map (the pages colour about 80 maps per image)."""
-    return _inferno()[_inferno_index(values)]
+    return INFERNO[_inferno_index(values)]
 
 
 def unit_window(image: np.ndarray) -> np.ndarray:

@@ -102,6 +102,7 @@ class Explanation:
                 for f in self.findings
             ],
             "cardiothoracic_ratio": self.ctr,
+            "anatomy": {"structures": list(self.anatomy_names), "threshold": self.anatomy_threshold},
             "geometry": self.geometry.as_dict(),
             "heatmaps": {
                 key: {"note": h.note, "in_lung_fraction": h.in_lung_fraction, "grid": list(h.values.shape)}
@@ -135,3 +136,35 @@ def load_heatmaps(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, fl
         geometry = Letterbox(**json.loads(str(data["__geometry__"])))
         anatomy = data["__anatomy__"].astype(np.float32)
     return maps, scales, geometry, anatomy
+
+
+def load_explanation(folder: str | Path) -> Explanation:
+    """The Explanation `Explanation.save` wrote into `folder` (predictions.json, heatmaps.npz): what a
+    process that explained a radiograph hands back, e.g. the Slicer module's local run. The maps come back
+    in float16 steps of their maximum (as saved) and the notes as written."""
+    folder = Path(folder)
+    predictions = json.loads((folder / "predictions.json").read_text("utf-8"))
+    maps, scales, geometry, anatomy = load_heatmaps(folder / "heatmaps.npz")
+    if "anatomy" not in predictions:
+        raise ValueError(f"{folder / 'predictions.json'} has no anatomy record: explain the image again")
+    heatmaps = {}
+    for key, values in maps.items():
+        method, layer, target = key.split("/", 2)
+        written = predictions["heatmaps"].get(key, {})
+        heatmaps[key] = HeatMap(
+            method, layer, target, values * np.float32(scales[key]), written.get("note", ""),
+            written.get("in_lung_fraction"),
+        )  # fmt: skip
+    return Explanation(
+        findings=[
+            FindingPrediction(f["name"], f["probability"], f["threshold"]) for f in predictions["findings"]
+        ],
+        anatomy=anatomy,
+        anatomy_names=tuple(predictions["anatomy"]["structures"]),
+        anatomy_threshold=float(predictions["anatomy"]["threshold"]),
+        ctr=predictions["cardiothoracic_ratio"],
+        geometry=geometry,
+        model=predictions["model"],
+        source=predictions["source"],
+        heatmaps=heatmaps,
+    )

@@ -116,6 +116,39 @@ class ModuleWidget:
         self.result_sets = sets
 
 
+_CONVERTER_RULES: list = []
+
+
+def prepared_scene():
+    """A scene as Slicer's application prepares it for this module: the segmentation converter rules
+    registered (qSlicerSegmentationsModule::setup), the application logic (selection, interaction and
+    view nodes) and the colour, segmentation and markups module logics attached (they register their node
+    classes, the colour legend's among them). Returns (scene, the logics to detach afterwards)."""
+    import slicer
+
+    if not _CONVERTER_RULES:  # one factory per process, as in Slicer
+        _CONVERTER_RULES.extend(
+            [
+                slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule(),
+                slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule(),
+            ]
+        )
+        for rule in _CONVERTER_RULES:
+            slicer.vtkSegmentationConverterFactory.GetInstance().RegisterConverterRule(rule)
+    scene = slicer.vtkMRMLScene()
+    application = slicer.vtkSlicerApplicationLogic()
+    application.SetMRMLScene(scene)
+    logics = [
+        slicer.vtkSlicerColorLogic(),
+        slicer.vtkSlicerSegmentationsModuleLogic(),
+        slicer.vtkSlicerMarkupsLogic(),
+    ]
+    for logic in logics:
+        logic.SetMRMLApplicationLogic(application)
+        logic.SetMRMLScene(scene)
+    return scene, [*logics, application]
+
+
 def install(monkeypatch, scene, database: FolderDatabase, base: type) -> types.SimpleNamespace:
     """Put the application's pieces where the plugin module imports them from, with `base` as DICOMLib's
     DICOMPlugin; returns what the test inspects (errors shown, the module widget)."""

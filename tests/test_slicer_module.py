@@ -7,10 +7,10 @@ CXRXAILib is imported as Slicer imports it, from the module folder (pytest's `py
 from __future__ import annotations
 
 import ast
-import json
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -24,12 +24,14 @@ from pydicom import dcmread
 from cxrxai.dicom.results import HeatmapSelection, write_dicom_results
 from cxrxai.dicom.seg import read_seg
 from cxrxai.dicom.sr import read_sr
+from cxrxai.explain import DEFAULT_METHODS
 from cxrxai.io import read_radiograph
 from cxrxai.samples import chest_image, radiograph_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "slicer_cxrxai" / "CXRXAI"
 PLUGIN = ROOT / "slicer_cxrxai" / "CXRXAIDICOMPlugin"
+RADIOGRAPH = ROOT / "resources" / "samples" / "sample-1.dcm"
 QT_WIDGETS = {"QLabel", "QPushButton", "QLineEdit", "QComboBox", "QTableWidget", "QCheckBox", "QSpinBox"}
 
 
@@ -112,28 +114,53 @@ def test_results_of_a_radiograph_are_found_and_read_as_the_sr_says(study):
         results.heatmap(finding, "crm", "decoder1")
 
 
-def test_a_local_run_fills_the_same_catalogue_with_every_method(explainer, tiny_bundle, tmp_path):
+def test_a_local_run_in_its_own_process_fills_the_same_catalogue(explainer, tiny_bundle, tmp_path):
+    """'Run locally' runs the model in a process of its own (run_model.py): its progress reaches the module
+    and its results fill the catalogue as the in-process explanation does."""
     dataset = radiograph_dataset(chest_image(72, 64, seed=9), uid_seed="slicer-local")
     dataset.save_as(tmp_path / "cr.dcm", enforce_file_format=True)
-    assert local.missing_packages() == []  # this environment has torch, MONAI, Captum and cxrxai
-    results = local.explain_file(
-        tmp_path / "cr.dcm", tiny_bundle, methods=("gradcam", "gradcampp", "crm", "seggradcam", "saliency")
-    )
+    assert local.missing_packages() == []  # this environment has torch, MONAI and Captum
+    run = local.LocalRun(sys.executable, tmp_path / "cr.dcm", tiny_bundle, tmp_path / "out")
+    assert run.wait(300) == 0 and run.succeeded and (run.percent, run.stage) == (100, "done")
+    results = run.results()
     assert results.source_sop_instance_uid == str(dataset.SOPInstanceUID)
     finding = results.findings[0].name
-    assert results.methods(finding) == ["gradcam", "gradcampp", "crm", "seggradcam", "saliency"]
+    assert results.methods(finding) == display.sorted_methods(DEFAULT_METHODS)
     assert all(m.shape == (72, 64) for m in results.maps.values())
     # Seg-Grad-CAM explains the segmentation: per structure, the heart by default
     assert results.structures() == ["Right Lung", "Left Lung", "Heart"]
     assert results.layers(finding, "seggradcam") == results.layers(finding, "seggradcam", "Heart")
     heart = results.heatmap(finding, "seggradcam", "decoder1")
     assert np.array_equal(heart, results.maps["Heart", "seggradcam", "decoder1"])
-    assert not np.array_equal(
-        heart, results.heatmap(finding, "seggradcam", "decoder1", structure="Left Lung")
+    direct = from_explanation(
+        explainer.explain(read_radiograph(tmp_path / "cr.dcm"), methods=DEFAULT_METHODS)
     )
-    assert results.layers(finding, "saliency") == ["input"]
-    direct = from_explanation(explainer.explain(read_radiograph(tmp_path / "cr.dcm"), methods=("gradcam",)))
-    assert [r.probability for r in direct.findings] == [r.probability for r in results.findings]
+    assert [(r.name, r.probability) for r in results.findings] == [
+        (r.name, r.probability) for r in direct.findings
+    ]
+    assert {k: v.any() for k, v in results.anatomy.items()} == {k: v.any() for k, v in direct.anatomy.items()}
+    for key, values in direct.maps.items():  # heatmaps.npz keeps float16 steps of each map's maximum
+        np.testing.assert_allclose(results.maps[key], values, atol=2e-3)
+
+
+def test_a_local_run_is_cancelled_with_everything_it_started(tmp_path):
+    run = local.LocalRun(sys.executable, RADIOGRAPH, local.default_bundle(), tmp_path / "out")
+    deadline = time.monotonic() + 120
+    while run.poll() and run.percent < 5 and time.monotonic() < deadline:  # until the run reports
+        time.sleep(0.05)
+    run.cancel()
+    assert not run.poll() and run.cancelled and not run.succeeded and run.failure == "cancelled"
+    assert not (tmp_path / "out" / "predictions.json").exists()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        run.results()
+
+
+def test_a_local_run_that_fails_says_why(tmp_path):
+    bad = tmp_path / "not-a-radiograph.dcm"
+    bad.write_bytes(b"not DICOM")
+    run = local.LocalRun(sys.executable, bad, local.default_bundle(), tmp_path / "out")
+    assert run.wait(300) == 1 and not run.succeeded
+    assert "could not explain" in run.failure and "Traceback" not in run.failure
 
 
 def test_the_viewer_opens_on_the_layer_the_model_leads_with(explainer, tmp_path):
@@ -293,6 +320,29 @@ def test_module_files_compile_and_import_nothing_heavy_at_load():
     subprocess.run([sys.executable, "-c", code, str(MODULE)], check=True, timeout=120)
 
 
+def test_the_parameter_node_holds_every_bound_widget_and_the_selections():
+    """A saved scene restores the review through the @parameterNodeWrapper class: each widget the .ui binds
+    by SlicerParameterName must be one of its fields (else connectGui fails), and the selections the widget
+    records must be fields too."""
+    tree = ast.parse((MODULE / "CXRXAI.py").read_text())
+    (wrapper,) = [
+        node for node in tree.body if isinstance(node, ast.ClassDef)
+        and any(getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list)
+    ]  # fmt: skip
+    fields = {node.target.id for node in wrapper.body if isinstance(node, ast.AnnAssign)}
+    ui = ET.parse(MODULE / "Resources" / "UI" / "CXRXAI.ui").getroot()
+    bound = {
+        p.find("string").text for p in ui.iter("property") if p.get("name") == "SlicerParameterName"
+    }
+    assert bound == {"radiograph", "opacity", "threshold", "lungMask", "showAnatomy", "compareViews"}
+    remembered = {
+        keyword.arg for node in ast.walk(tree) if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", None) == "remember" for keyword in node.keywords
+    }  # fmt: skip
+    assert remembered == {"resultsSR", "finding", "method", "layer"}
+    assert bound | remembered <= fields
+
+
 def test_every_widget_the_module_uses_is_in_the_ui_file():
     ui = ET.parse(MODULE / "Resources" / "UI" / "CXRXAI.ui").getroot()
     widgets = {w.get("name"): w.get("class") for w in ui.iter("widget")}
@@ -342,12 +392,9 @@ def test_cmake_lists_every_module_file_and_the_extension_is_described():
         "slicer_cxrxai/CXRXAI",
         "slicer_cxrxai/CXRXAIDICOMPlugin",
     }
-    # the catalogue entry follows slicer-extension-catalog-entry-schema v1.0.2 (its property names)
-    entry = json.loads((ROOT / "slicer_cxrxai" / "CXRXAI.json").read_text())
-    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
-               "dicom_support_rule", "build_subdirectory", "enabled", "tier"}  # fmt: skip
-    assert {"$schema", "category", "scm_url"} <= set(
-        entry
-    ) <= allowed and "Manufacturer == 'CXR-XAI'" in entry["dicom_support_rule"]
-    requirements = (MODULE / "Resources" / "requirements.txt").read_text().split()
-    assert "torch" not in requirements and "cxrxai" in requirements
+    # no address of a repository that does not exist: the extension has no public one yet
+    assert not re.search(r"https?://", top) and not list((ROOT / "slicer_cxrxai").glob("*.json"))
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in top
+    lines = (MODULE / "Resources" / "requirements.txt").read_text().splitlines()
+    # reviewing installs nothing (the core ships with the module); only the PACS query asks for pynetdicom
+    assert [line for line in lines if line and not line.startswith("#")] == ["pynetdicom"]

@@ -8,7 +8,11 @@ checked against the DICOM files and the explanation's own `heatmaps.npz`.
 from __future__ import annotations
 
 import importlib
+import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +38,6 @@ RADIOGRAPHS = {
     "real": ROOT / "resources" / "real" / "pa-chest-wg04-rg1.dcm",
 }
 VIEWS = ("Red", "CXRXAICompare1", "CXRXAICompare2", "CXRXAICompare3")
-_CONVERTER_RULES: list = []
 
 
 @pytest.fixture(scope="session")
@@ -60,34 +63,12 @@ def study(request, default_explainer, tmp_path_factory):
 
 @pytest.fixture
 def scene():
-    """A scene as Slicer's application prepares it for this module: the segmentation converter rules
-    registered, the colour, segmentation and markups module logics attached (they register their node
-    classes, the colour legend's among them), and the slice views' composite nodes, by layout name."""
-    if not _CONVERTER_RULES:  # the factory is one per process, as in Slicer
-        factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-        _CONVERTER_RULES.extend(
-            [
-                slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule(),
-                slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule(),
-            ]
-        )
-        for rule in _CONVERTER_RULES:
-            factory.RegisterConverterRule(rule)
-    scene = slicer.vtkMRMLScene()
-    application = slicer.vtkSlicerApplicationLogic()  # the selection, interaction and view nodes
-    application.SetMRMLScene(scene)
-    logics = [
-        slicer.vtkSlicerColorLogic(),
-        slicer.vtkSlicerSegmentationsModuleLogic(),
-        slicer.vtkSlicerMarkupsLogic(),
-    ]
-    for logic in logics:
-        logic.SetMRMLApplicationLogic(application)
-        logic.SetMRMLScene(scene)
+    """A scene prepared as Slicer's application prepares it, with the slice views' composite nodes."""
+    scene, logics = slicer_host.prepared_scene()
     for name in VIEWS:
         scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode").SetLayoutName(name)
     yield scene
-    for logic in [*logics, application]:
+    for logic in logics:
         logic.SetMRMLScene(None)
     scene.Clear(True)
 
@@ -356,3 +337,62 @@ def test_results_whose_radiograph_is_not_in_the_database_open_over_nothing(
     assert shown.widget.volume is None and shown.widget.result_sets is None
     (error,) = shown.errors
     assert "radiograph" in error and "import it" in error
+
+
+# What 3D Slicer 5.12 ships in its Python besides the standard library (SuperBuild/External_python-*.cmake at
+# v5.12.3: pydicom, pillow, highdicom, pyjpegls, typing_extensions, six, retrying, dicomweb-client, dcmqi,
+# numpy, scipy, SimpleITK, requests and its needs, pip's packaging) and the MRML and VTK of the application.
+SLICER_PYTHON_PACKAGES = {
+    "numpy", "pydicom", "PIL", "highdicom", "jpeg_ls", "_CharLS", "typing_extensions", "six", "retrying",
+    "dicomweb_client", "dcmqi", "scipy", "SimpleITK", "requests", "urllib3", "idna", "certifi",
+    "charset_normalizer", "packaging", "slicer", "slicer_core", "vtk", "vtkmodules",
+}  # fmt: skip
+
+
+def _cmake_list(path: Path, variable: str) -> list[str]:
+    block = re.search(rf"set\({variable}\n(.*?)\n\s*\)", path.read_text(), re.S)
+    assert block, f"{variable} not in {path}"
+    return [
+        line.strip().replace("${MODULE_NAME}", "CXRXAI") for line in block[1].splitlines() if line.strip()
+    ]
+
+
+def _installed(folder: Path) -> Path:
+    """The module's files and the core files the extension's CMakeLists install, as Slicer installs them
+    (one folder on Slicer's Python path)."""
+    installed = folder / "qt-scripted-modules"
+    module = ROOT / "slicer_cxrxai" / "CXRXAI"
+    files = [(module, name) for name in _cmake_list(module / "CMakeLists.txt", "MODULE_PYTHON_SCRIPTS")]
+    files += [(ROOT, name) for name in _cmake_list(ROOT / "CMakeLists.txt", "CXRXAI_CORE_PYTHON_SCRIPTS")]
+    for source, name in files:
+        (installed / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / name, installed / name)
+    return installed
+
+
+def test_the_installed_extension_runs_the_model_from_its_own_files(tiny_bundle, tmp_path):
+    """'Run locally' needs only the installed files of cxrxai (and PyTorch and the model packages)."""
+    installed = _installed(tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "slicer_installed_run.py"), str(installed),
+         str(RADIOGRAPHS["sample"]), str(tiny_bundle), str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {"code": 0, "outside": []}, run.stderr[-3000:]
+    assert (tmp_path / "out" / "heatmaps.npz").is_file()
+
+
+def test_the_installed_extension_reviews_a_study_from_its_own_files(study, tmp_path):
+    """The module's files and the core files the extension's CMakeLists install, in a fresh interpreter that
+    can import only the standard library and what Slicer 5.12's Python ships: reviewing needs nothing from a
+    package index."""
+    path, folder, results = study
+    installed = _installed(tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "slicer_installed_review.py"), str(installed),
+         ",".join(sorted(SLICER_PYTHON_PACKAGES)), str(folder / "dicom"), str(path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary == {"segments": 3, "lines": 2, "curves": len(results.outlines), "outside": []}

@@ -6,12 +6,17 @@ heavy is imported at module load; torch only when "Run locally" is used.
 """
 
 import os
+import sys
 import tempfile
+from pathlib import Path
+from typing import Annotated
 
 import qt
 import slicer
 import vtk
+from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -22,6 +27,24 @@ from slicer.util import VTKObservationMixin
 
 REQUIREMENTS = "requirements.txt"
 COMPARE_LAYOUT_ID = 20260701  # a layout number of our own, registered on first use
+
+
+@parameterNodeWrapper
+class CXRXAIParameterNode:
+    """The review a saved scene restores: the radiograph, its results (by their SR file), the finding,
+    method and layer on show, and how the map is drawn. The widgets bound by name carry the
+    SlicerParameterName property in the .ui file."""
+
+    radiograph: vtkMRMLScalarVolumeNode
+    resultsSR: str = ""
+    finding: str = ""
+    method: str = ""
+    layer: str = ""
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    threshold: Annotated[float, WithinRange(0.0, 0.95)] = 0.2
+    lungMask: bool = False
+    showAnatomy: bool = True
+    compareViews: Annotated[int, WithinRange(2, 6)] = 3
 
 
 class CXRXAI(ScriptedLoadableModule):
@@ -47,6 +70,10 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self.results = None  # CXRXAILib.catalogue.RadiographResults on display
         self.resultSets = []
+        self.localRun = None  # CXRXAILib.local.LocalRun while one runs
+        self.localRunDialog = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -80,15 +107,86 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.runLocallyButton.connect("clicked(bool)", self.onRunLocally)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        self.initializeParameterNode()
         self.onInputChanged()
 
     def cleanup(self):
         self.removeObservers()
 
+    # -- the parameter node: what a saved scene restores ----------------------------------------------
+
+    def enter(self):
+        self.initializeParameterNode()
+        self.restoreReview()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode and self._parameterNodeGuiTag:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+        self._parameterNode = parameterNode
+        if parameterNode:
+            self._parameterNodeGuiTag = parameterNode.connectGui(self.ui)
+
+    def remember(self, **values):
+        """Record the review's selections in the parameter node (nothing while one is being restored)."""
+        if self._parameterNode and not getattr(self, "_restoring", False):
+            for name, value in values.items():
+                setattr(self._parameterNode, name, value or "")
+
+    def restoreReview(self):
+        """After a saved scene is loaded: its results, on its radiograph, with the finding, method and
+        layer it showed."""
+        node = self._parameterNode
+        if self.results is not None or not node or not node.resultsSR or not node.radiograph:
+            return
+        saved = (node.finding, node.method, node.layer)
+        self._restoring = True
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Could not restore the review."), waitCursor=True):
+                sets = self.logic.resultSetsOfSR(node.radiograph, node.resultsSR)
+                if not sets:
+                    missing = _("The saved review's results ({path}) are not available.")
+                    self.ui.statusLabel.text = missing.format(path=node.resultsSR)
+                    return
+                self.setResultSets(sets)
+                self.selectReview(*saved)
+        finally:
+            self._restoring = False
+
+    def selectReview(self, finding, method, layer):
+        names = [f.name for f in self.results.findings] if self.results else []
+        if finding in names:
+            self.ui.findingsTable.selectRow(names.index(finding))
+        for combo, value in ((self.ui.methodComboBox, method), (self.ui.layerComboBox, layer)):
+            index = combo.findData(value)
+            if index >= 0:
+                combo.setCurrentIndex(index)
+
     def onSceneStartClose(self, caller, event):
-        """A closing scene takes the review's nodes with it: forget the results drawn into them."""
+        """A closing scene takes the review's nodes and parameter node with it: forget the results."""
+        self.setParameterNode(None)
         self.results = None
         self.setResultSets([])
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onSceneEndImport(self, caller, event):
+        """A scene was loaded: take up its parameter node and restore its review."""
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+            self.restoreReview()
 
     # -- loading --------------------------------------------------------------------------------------
 
@@ -104,16 +202,12 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Load the results of the selected radiograph.")
 
     def onLoadFromDatabase(self):
-        if not self.logic.ensureRequirements(self.resourcePath(REQUIREMENTS)):
-            return
         with slicer.util.tryWithErrorDisplay(
             _("Could not load the results from the DICOM database."), waitCursor=True
         ):
             self.setResultSets(self.logic.resultSetsFromDatabase(self.ui.inputVolumeSelector.currentNode()))
 
     def onLoadFolder(self):
-        if not self.logic.ensureRequirements(self.resourcePath(REQUIREMENTS)):
-            return
         with slicer.util.tryWithErrorDisplay(
             _("Could not load the results from the folder."), waitCursor=True
         ):
@@ -163,8 +257,11 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             from CXRXAILib.matching import load
 
             self.showResults(load(self.resultSets[index]))
+            self.remember(resultsSR=self.resultSets[index].sr)
 
     def onRunLocally(self):
+        """Explain the selected radiograph in a process of its own, with a progress dialog that can cancel
+        it; the results show when it finishes."""
         from CXRXAILib.local import missing_packages
 
         missing = missing_packages()
@@ -172,8 +269,36 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Running the model locally failed."), waitCursor=True):
             bundle = self.ui.bundlePathEdit.currentPath or None
-            self.showResults(self.logic.explainLocally(self.ui.inputVolumeSelector.currentNode(), bundle))
-            self.ui.statusLabel.text = _("Explained locally with {model}.").format(model=self.results.model)
+            self.localRun = self.logic.startLocalRun(
+                self.ui.inputVolumeSelector.currentNode(), bundle, self.resourcePath("")
+            )
+            self.localRunDialog = slicer.util.createProgressDialog(
+                labelText=_("Running the model locally..."), maximum=100
+            )
+            self.localRunDialog.canceled.connect(self.localRun.cancel)
+            qt.QTimer.singleShot(500, self.checkLocalRun)
+
+    def checkLocalRun(self):
+        run, dialog = self.localRun, self.localRunDialog
+        if run.poll():
+            dialog.labelText = run.stage
+            dialog.value = run.percent
+            qt.QTimer.singleShot(500, self.checkLocalRun)
+            return
+        dialog.close()
+        self.localRun = self.localRunDialog = None
+        if run.cancelled:
+            self.ui.statusLabel.text = _("The local run was cancelled.")
+        elif not run.succeeded:
+            slicer.util.errorDisplay(_("Running the model locally failed: {why}").format(why=run.failure))
+        else:
+            failed = _("Could not read the local run's results.")
+            with slicer.util.tryWithErrorDisplay(failed, waitCursor=True):
+                self.showResults(run.results())
+                self.remember(resultsSR="")  # a local run's results are not kept: nothing to restore
+                self.ui.statusLabel.text = _("Explained locally with {model}.").format(
+                    model=self.results.model
+                )
 
     # -- display --------------------------------------------------------------------------------------
 
@@ -214,6 +339,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from CXRXAILib.display import method_name
 
         finding = self.selectedFinding()
+        self.remember(finding=finding)
         combo = self.ui.methodComboBox
         combo.blockSignals(True)
         combo.clear()
@@ -234,6 +360,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from CXRXAILib.catalogue import SEGMENTATION_METHOD
 
         method = self.ui.methodComboBox.currentData
+        self.remember(method=method)
         structures = self.ui.structureComboBox
         structures.blockSignals(True)
         structures.clear()
@@ -264,6 +391,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         layer = self.ui.layerComboBox.currentData
         if self.results is None or not (finding and method and layer):
             return
+        self.remember(layer=layer)
         masked = self.ui.lungMaskCheckBox.checked
         with slicer.util.tryWithErrorDisplay(_("Could not show the heatmap."), waitCursor=True):
             self.logic.review.show_heatmap(
@@ -345,6 +473,25 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
         files = [f for series in database.seriesForStudy(study) for f in database.filesForSeries(series)]
         return results_for(uid, read_headers(files))
 
+    def getParameterNode(self):
+        return CXRXAIParameterNode(super().getParameterNode())
+
+    def resultSetsOfSR(self, volumeNode, srPath):
+        """The result set of one SR file for the radiograph (a saved review's): found in the DICOM
+        database when the radiograph came from it, else in the SR's folder."""
+        from CXRXAILib.matching import read_headers, results_for
+
+        uid = self.instanceUID(volumeNode)
+        if uid is None or not os.path.isfile(srPath):
+            return []
+        folders = [Path(srPath).parent]
+        try:
+            sets = self.resultSetsFromDatabase(volumeNode)
+        except ValueError:  # not from the database
+            sets = []
+        sets = sets or results_for(uid, read_headers(folders))
+        return [s for s in sets if os.path.samefile(s.sr, srPath)]
+
     def resultSetsFromFolder(self, folder, volumeNode=None):
         """(radiograph volume, result sets) from a folder. With a radiograph selected, only its results
         (never another image's maps over it); without one, the newest results' radiograph is loaded from
@@ -382,33 +529,29 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
         DICOMUtils.importDicom(folder)
         return self.resultSetsFromDatabase(volumeNode)
 
-    def ensureRequirements(self, requirementsPath):
-        """cxrxai and pynetdicom, installed only after the user agrees."""
-        try:
-            import pynetdicom  # noqa: F401
+    def ensureRequirements(self, requirementsPath, modules=("pynetdicom",)):
+        """What querying a PACS needs beyond the extension (pynetdicom), installed only after the user
+        agrees. slicer.packaging.pip_ensure (Slicer 5.12) asks and installs: it returns None, and raises
+        RuntimeError when the user declines, so success is judged by importing afterwards."""
+        import importlib
 
-            import cxrxai  # noqa: F401
+        def present():
+            importlib.invalidate_caches()
+            return all(importlib.util.find_spec(module) is not None for module in modules)
 
+        if present():
             return True
-        except ImportError:
-            pass
-        if hasattr(slicer, "packaging"):  # Slicer 5.12+: checks, asks, installs with progress
-            from slicer import packaging
+        from slicer import packaging
 
-            requirements = packaging.load_requirements(requirementsPath)
-            return bool(packaging.pip_ensure(requirements, requester="CXRXAI"))
-        if not slicer.util.confirmOkCancelDisplay(
-            _("CXR-XAI needs the Python packages listed in {path}. Install them now?").format(
-                path=requirementsPath
-            )
-        ):
+        try:
+            packaging.pip_ensure(packaging.load_requirements(requirementsPath), requester="CXRXAI")
+        except RuntimeError:  # declined
             return False
-        slicer.util.pip_install(["-r", requirementsPath])
-        return True
+        return present()
 
     def installLocalRun(self, missing):
-        """Ask, then install PyTorch (through Slicer's PyTorch extension when present) and cxrxai[model]."""
-        from CXRXAILib.local import PIP_REQUIREMENT
+        """Ask, then install PyTorch through Slicer's PyTorch extension and the model packages."""
+        from CXRXAILib.local import MODEL_PACKAGES
 
         question = _("Running the model locally needs: {packages} (about 1 GB). Install now?").format(
             packages=", ".join(missing)
@@ -416,18 +559,18 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
         if not slicer.util.confirmOkCancelDisplay(question):
             return False
         if "PyTorch" in missing:
-            try:
-                import PyTorchUtils
+            import PyTorchUtils  # the PyTorch extension, which this extension depends on
 
-                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
-                    return False
-            except ImportError:
-                slicer.util.pip_install("torch")
-        slicer.util.pip_install(PIP_REQUIREMENT)
+            if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
+                return False
+        slicer.util.pip_install(MODEL_PACKAGES)
         return True
 
-    def explainLocally(self, volumeNode, bundle=None):
-        from CXRXAILib.local import explain_file
+    def startLocalRun(self, volumeNode, bundle=None, resources=None):
+        """A LocalRun of the radiograph's file with `bundle`, or the default bundle the extension ships."""
+        import shutil
+
+        from CXRXAILib.local import LocalRun, default_bundle
 
         uid = self.instanceUID(volumeNode)
         path = slicer.dicomDatabase.fileForInstance(uid) if uid else None
@@ -436,7 +579,11 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
             path = storage.GetFileName() if storage else None
         if not path or not os.path.isfile(path):
             raise ValueError(_("The radiograph's file is not available; load it from DICOM or from a file."))
-        return explain_file(path, bundle)
+        bundle = bundle or default_bundle(resources)
+        if bundle is None:
+            raise ValueError(_("No model bundle: choose a bundle folder."))
+        python = shutil.which("PythonSlicer") or sys.executable
+        return LocalRun(python, path, bundle, tempfile.mkdtemp(prefix="cxrxai-local-"))
 
     # -- display --------------------------------------------------------------------------------------
 

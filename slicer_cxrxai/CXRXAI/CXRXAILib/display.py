@@ -106,12 +106,14 @@ def score_colour(probability: float, threshold: float) -> tuple[int, int, int]:
     return tuple(int(round(v)) for v in mixed)  # type: ignore[return-value]
 
 
-def colour_table(name: str = "inferno", entries: int = 256) -> np.ndarray:
-    """entries x 4 RGBA in [0, 1] of a perceptually uniform matplotlib map, for a Slicer colour table
-    node (index i shows value i / (entries - 1)). Entry 0 is transparent so zero evidence shows nothing."""
-    from matplotlib import colormaps
+def colour_table() -> np.ndarray:
+    """256 x 4 RGBA in [0, 1]: inferno, the colours of our pages and overlays (`cxrxai.colours`, no
+    matplotlib: Slicer's Python has none), for a Slicer colour table node (index i shows value i / 255).
+    Entry 0 is transparent so zero evidence shows nothing."""
+    from cxrxai.colours import INFERNO
 
-    table = np.asarray(colormaps[name](np.linspace(0.0, 1.0, entries)), dtype=float)
+    table = np.ones((256, 4))
+    table[:, :3] = INFERNO / 255.0
     table[0, 3] = 0.0
     return table
 
