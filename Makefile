@@ -28,6 +28,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[model,node,index,scale,test]'
 	touch $(STAMP)
 
+# The highdicom 3D Slicer 5.12 ships (its SuperBuild pins 0.27.0): tests/test_slicer_mrml.py reviews a study
+# with it, ahead of the venv's own
+SLICER_SITE := $(VENV)/slicer-5.12
+$(SLICER_SITE)/.installed: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(SLICER_SITE) highdicom==0.27.0
+	touch $@
+
 # $(call apt_install,COMMANDS,PACKAGES): apt-get install PACKAGES when one of COMMANDS (commands, or files
 # given by absolute path) is missing.
 define apt_install
@@ -52,7 +59,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check cxrxai dicom_node slicer_cxrxai tests bench
 	$(VENV)/bin/mypy
 
-test: $(STAMP) debs ohif lint
+test: $(STAMP) $(SLICER_SITE)/.installed debs ohif lint
 	$(PY) -m pytest -x -q
 
 # the demo's PACS is Orthanc with DICOMweb, so `make viewer` can show its results in OHIF

@@ -182,3 +182,30 @@ def install(monkeypatch, scene, database: FolderDatabase, base: type) -> types.S
     monkeypatch.setattr(slicer.util, "selectModule", lambda name: setattr(shown, "selected_module", name))
     monkeypatch.delitem(sys.modules, "CXRXAIDICOMPlugin", raising=False)
     return shown
+
+
+class Packaging:
+    """slicer.packaging's pip_ensure and load_requirements (Base/Python/slicer/packaging.py, v5.12.3):
+    pip_ensure returns None when nothing is missing, in testing mode (without installing) and after
+    installing; it raises RuntimeError("User declined package installation") when the user says no. Here
+    "installing" writes an empty module of each requirement's name into `site`."""
+
+    def __init__(self, site: Path, agree: bool, testing: bool = False) -> None:
+        self.site, self.agree, self.testing = site, agree, testing
+        self.asked = 0
+
+    @staticmethod
+    def load_requirements(path: str) -> list[str]:
+        lines = Path(path).read_text().splitlines()
+        return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+    def pip_ensure(self, requirements, requester=None):
+        missing = [r for r in requirements if not (self.site / f"{r}.py").exists()]
+        if not missing or self.testing:
+            return None
+        self.asked += 1
+        if not self.agree:
+            raise RuntimeError("User declined package installation")
+        for requirement in missing:
+            (self.site / f"{requirement}.py").write_text("")
+        return None

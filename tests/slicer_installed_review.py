@@ -2,7 +2,8 @@
 interpreter that can import nothing but the standard library and the packages named (Slicer's own).
 Prints what it drew as JSON, and which of our modules came from elsewhere (must be none).
 
-Usage: python slicer_installed_review.py INSTALLED PACKAGE,PACKAGE,... RESULTS_FOLDER RADIOGRAPH
+Usage: python slicer_installed_review.py INSTALLED PACKAGE,PACKAGE,... RESULTS_FOLDER RADIOGRAPH [SLICER_SITE]
+SLICER_SITE: a folder of packages at the versions Slicer ships, ahead of this interpreter's own.
 """
 
 import importlib.abc
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 installed, allowed, folder, radiograph = sys.argv[1], set(sys.argv[2].split(",")), sys.argv[3], sys.argv[4]
+if len(sys.argv) > 5:
+    sys.path.insert(0, sys.argv[5])
 OURS = ("cxrxai", "CXRXAILib")
 HOST = "slicer_host"  # the application's part, played by the tests
 
@@ -38,9 +41,12 @@ volume = logic.radiograph_volume(radiograph)
 finding = results.mapped_findings()[0]
 layer = results.default_layer(finding, "gradcam")
 logic.show_heatmap(results, results.heatmap(finding, "gradcam", layer), volume)
+import highdicom  # noqa: E402
+
 print(
     json.dumps(
         {
+            "highdicom": highdicom.__version__,
             "segments": logic.show_anatomy(results, volume).GetSegmentation().GetNumberOfSegments(),
             "lines": len(logic.show_ctr(results, volume)),
             "curves": len(logic.show_outlines(results, results.outlines, volume)),

@@ -342,6 +342,8 @@ def test_results_whose_radiograph_is_not_in_the_database_open_over_nothing(
 # What 3D Slicer 5.12 ships in its Python besides the standard library (SuperBuild/External_python-*.cmake at
 # v5.12.3: pydicom, pillow, highdicom, pyjpegls, typing_extensions, six, retrying, dicomweb-client, dcmqi,
 # numpy, scipy, SimpleITK, requests and its needs, pip's packaging) and the MRML and VTK of the application.
+SLICER_HIGHDICOM = "0.27.0"  # External_python-dicom-requirements.cmake at v5.12.3
+SLICER_SITE = ROOT / ".venv" / "slicer-5.12"  # highdicom at that version, installed by the Makefile
 SLICER_PYTHON_PACKAGES = {
     "numpy", "pydicom", "PIL", "highdicom", "jpeg_ls", "_CharLS", "typing_extensions", "six", "retrying",
     "dicomweb_client", "dcmqi", "scipy", "SimpleITK", "requests", "urllib3", "idna", "certifi",
@@ -384,15 +386,40 @@ def test_the_installed_extension_runs_the_model_from_its_own_files(tiny_bundle, 
 
 def test_the_installed_extension_reviews_a_study_from_its_own_files(study, tmp_path):
     """The module's files and the core files the extension's CMakeLists install, in a fresh interpreter that
-    can import only the standard library and what Slicer 5.12's Python ships: reviewing needs nothing from a
-    package index."""
+    can import only the standard library and what Slicer 5.12's Python ships, highdicom at Slicer's version
+    (the Makefile puts it in SLICER_SITE): reviewing needs nothing from a package index."""
     path, folder, results = study
+    assert (SLICER_SITE / "highdicom").is_dir(), f"{SLICER_SITE} is missing: `make test` installs it"
     installed = _installed(tmp_path)
     run = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "slicer_installed_review.py"), str(installed),
-         ",".join(sorted(SLICER_PYTHON_PACKAGES)), str(folder / "dicom"), str(path)],
+         ",".join(sorted(SLICER_PYTHON_PACKAGES)), str(folder / "dicom"), str(path), str(SLICER_SITE)],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout.strip().splitlines()[-1])
-    assert summary == {"segments": 3, "lines": 2, "curves": len(results.outlines), "outside": []}
+    assert summary == {
+        "highdicom": SLICER_HIGHDICOM,
+        "segments": 3,
+        "lines": 2,
+        "curves": len(results.outlines),
+        "outside": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("agree", "testing", "installed"), [(True, False, True), (False, False, False), (True, True, False)]
+)
+def test_a_package_is_installed_only_when_the_user_agrees(tmp_path, monkeypatch, agree, testing, installed):
+    """pip_ensure returns None after installing: read as a refusal, "Query PACS" once stopped silently."""
+    from CXRXAILib.install import ensure_packages
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# what the PACS query needs\ncxrxai_test_package\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    packaging = slicer_host.Packaging(tmp_path, agree, testing)
+    assert ensure_packages(packaging, requirements, ["cxrxai_test_package"]) is installed
+    assert packaging.asked == (0 if testing else 1)
+    assert (
+        ensure_packages(packaging, requirements, ["cxrxai_test_package"]) is installed
+    )  # asked again if not

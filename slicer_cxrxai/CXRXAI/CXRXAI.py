@@ -26,6 +26,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 REQUIREMENTS = "requirements.txt"
+SUPPORTED_SLICER = (5, 12)  # Python 3.12 with pydicom 3 and highdicom: what CXRXAILib and the core need
 COMPARE_LAYOUT_ID = 20260701  # a layout number of our own, registered on first use
 
 
@@ -77,6 +78,16 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        running = (slicer.app.majorVersion, slicer.app.minorVersion)
+        if running < SUPPORTED_SLICER:
+            self.layout.addWidget(
+                qt.QLabel(
+                    _("CXR-XAI needs 3D Slicer {needed} or later; this is {running}.").format(
+                        needed=".".join(map(str, SUPPORTED_SLICER)), running=".".join(map(str, running))
+                    )
+                )
+            )
+            return
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/CXRXAI.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
@@ -530,24 +541,11 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
         return self.resultSetsFromDatabase(volumeNode)
 
     def ensureRequirements(self, requirementsPath, modules=("pynetdicom",)):
-        """What querying a PACS needs beyond the extension (pynetdicom), installed only after the user
-        agrees. slicer.packaging.pip_ensure (Slicer 5.12) asks and installs: it returns None, and raises
-        RuntimeError when the user declines, so success is judged by importing afterwards."""
-        import importlib
-
-        def present():
-            importlib.invalidate_caches()
-            return all(importlib.util.find_spec(module) is not None for module in modules)
-
-        if present():
-            return True
+        """What querying a PACS needs beyond the extension (pynetdicom), installed after the user agrees."""
+        from CXRXAILib.install import ensure_packages
         from slicer import packaging
 
-        try:
-            packaging.pip_ensure(packaging.load_requirements(requirementsPath), requester="CXRXAI")
-        except RuntimeError:  # declined
-            return False
-        return present()
+        return ensure_packages(packaging, requirementsPath, modules)
 
     def installLocalRun(self, missing):
         """Ask, then install PyTorch through Slicer's PyTorch extension and the model packages."""
