@@ -105,6 +105,7 @@ class ModuleWidget:
     def __init__(self) -> None:
         self.volume = None
         self.result_sets = None
+        self.supported = True  # the module runs on this Slicer
         self.ui = types.SimpleNamespace(
             inputVolumeSelector=types.SimpleNamespace(setCurrentNode=self._select)
         )

@@ -320,6 +320,7 @@ def test_the_dicom_browser_offers_our_sr_and_opens_it_on_its_radiograph(
     heat_map = next(loadable for loadable in loadables if loadable.cxrxaiKind == "maps")
     assert slicer_host.load_loadable(plugin, heat_map)  # a SEG opens the result set that lists it
     assert [s.sr for s in shown.widget.result_sets] == finding.files
+    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 1  # the radiograph, once
 
 
 def test_results_whose_radiograph_is_not_in_the_database_open_over_nothing(

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import qt
 import slicer
-import vtk
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -75,11 +74,14 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.localRunDialog = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._quiet = False  # while the widget itself clears or restores: selections are not recorded
+        self.supported = True
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         running = (slicer.app.majorVersion, slicer.app.minorVersion)
         if running < SUPPORTED_SLICER:
+            self.supported = False
             self.layout.addWidget(
                 qt.QLabel(
                     _("CXR-XAI needs 3D Slicer {needed} or later; this is {running}.").format(
@@ -99,6 +101,8 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             [_("Finding"), _("Probability"), _("Threshold"), _("Decision")]
         )
         self.ui.findingsTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.Stretch)
+        for slider in (self.ui.opacitySlider, self.ui.thresholdSlider):
+            slider.tracking = False  # redraw when the slider is released, not at every step of a drag
         self.ui.callingAETitleEdit.text = "CXRXAI"
 
         self.ui.loadFromDatabaseButton.connect("clicked(bool)", self.onLoadFromDatabase)
@@ -125,23 +129,29 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self):
         self.removeObservers()
+        if self.localRun is not None:
+            self.localRun.cancel()
 
     # -- the parameter node: what a saved scene restores ----------------------------------------------
 
     def enter(self):
+        if not self.supported:
+            return
         self.initializeParameterNode()
         self.restoreReview()
 
     def exit(self):
-        if self._parameterNode:
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
 
     def initializeParameterNode(self):
-        self.setParameterNode(self.logic.getParameterNode())
+        if self.supported:
+            self.setParameterNode(self.logic.getParameterNode())
 
     def setParameterNode(self, parameterNode):
-        if self._parameterNode and self._parameterNodeGuiTag:
+        # the first tag connectGui hands out is 0: compare with None
+        if self._parameterNode is not None and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
         self._parameterNode = parameterNode
@@ -150,7 +160,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def remember(self, **values):
         """Record the review's selections in the parameter node (nothing while one is being restored)."""
-        if self._parameterNode and not getattr(self, "_restoring", False):
+        if self._parameterNode is not None and not self._quiet:
             for name, value in values.items():
                 setattr(self._parameterNode, name, value or "")
 
@@ -161,7 +171,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.results is not None or not node or not node.resultsSR or not node.radiograph:
             return
         saved = (node.finding, node.method, node.layer)
-        self._restoring = True
+        self._quiet = True
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not restore the review."), waitCursor=True):
                 sets = self.logic.resultSetsOfSR(node.radiograph, node.resultsSR)
@@ -172,7 +182,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.setResultSets(sets)
                 self.selectReview(*saved)
         finally:
-            self._restoring = False
+            self._quiet = False
 
     def selectReview(self, finding, method, layer):
         names = [f.name for f in self.results.findings] if self.results else []
@@ -186,7 +196,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event):
         """A closing scene takes the review's nodes and parameter node with it: forget the results."""
         self.setParameterNode(None)
-        self.results = None
+        self.clearReview()
         self.setResultSets([])
 
     def onSceneEndClose(self, caller, event):
@@ -203,14 +213,35 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onInputChanged(self, node=None):
         volume = self.ui.inputVolumeSelector.currentNode()
+        # the parameter node first: a later write of it would put its older radiograph back in the selector
+        if self._parameterNode is not None and self._parameterNode.radiograph is not volume:
+            self._parameterNode.radiograph = volume
         hasVolume = volume is not None
         for button in (self.ui.loadFromDatabaseButton, self.ui.queryPacsButton, self.ui.runLocallyButton):
             button.enabled = hasVolume
         if self.results is not None:  # the results on show belong to the previous radiograph
-            self.results = None
-            self.logic.review.clear()
-            self.ui.findingsTable.setRowCount(0)
+            self.clearReview()
             self.ui.statusLabel.text = _("Load the results of the selected radiograph.")
+
+    def clearReview(self):
+        """No results on show: the table, the choices and what the review drew, emptied without recording
+        the emptied choices in the parameter node."""
+        self._quiet = True
+        try:
+            self.results = None
+            if self.logic is not None:
+                self.logic.review.clear()
+            combos = (self.ui.methodComboBox, self.ui.structureComboBox, self.ui.layerComboBox)
+            widgets = (self.ui.findingsTable, *combos)
+            for widget in widgets:
+                widget.blockSignals(True)
+            self.ui.findingsTable.setRowCount(0)
+            for combo in combos:
+                combo.clear()
+            for widget in widgets:
+                widget.blockSignals(False)
+        finally:
+            self._quiet = False
 
     def onLoadFromDatabase(self):
         with slicer.util.tryWithErrorDisplay(
@@ -230,11 +261,11 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.setResultSets(sets)
 
     def onQueryPacs(self):
-        if not self.logic.ensureRequirements(self.resourcePath(REQUIREMENTS)):
-            return
         with slicer.util.tryWithErrorDisplay(
             _("Could not retrieve the results from the PACS."), waitCursor=True
         ):
+            if not self.logic.ensureRequirements(self.resourcePath(REQUIREMENTS)):
+                return
             volume = self.ui.inputVolumeSelector.currentNode()
             self.setResultSets(
                 self.logic.resultSetsFromPacs(
@@ -275,29 +306,33 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         it; the results show when it finishes."""
         from CXRXAILib.local import missing_packages
 
-        missing = missing_packages()
-        if missing and not self.logic.installLocalRun(missing):
+        if self.localRun is not None:  # one run at a time
             return
         with slicer.util.tryWithErrorDisplay(_("Running the model locally failed."), waitCursor=True):
+            missing = missing_packages()
+            if missing and not self.logic.installLocalRun(missing):
+                return
             bundle = self.ui.bundlePathEdit.currentPath or None
-            self.localRun = self.logic.startLocalRun(
-                self.ui.inputVolumeSelector.currentNode(), bundle, self.resourcePath("")
-            )
-            self.localRunDialog = slicer.util.createProgressDialog(
+            volume = self.ui.inputVolumeSelector.currentNode()
+            run = self.logic.startLocalRun(volume, bundle, self.resourcePath(""))
+            dialog = slicer.util.createProgressDialog(
                 labelText=_("Running the model locally..."), maximum=100
             )
-            self.localRunDialog.canceled.connect(self.localRun.cancel)
-            qt.QTimer.singleShot(500, self.checkLocalRun)
+            dialog.windowModality = qt.Qt.WindowModal
+            dialog.canceled.connect(run.cancel)
+            self.localRun, self.localRunDialog = run, dialog
+            self.ui.runLocallyButton.enabled = False
+            qt.QTimer.singleShot(500, lambda: self.checkLocalRun(run, dialog))
 
-    def checkLocalRun(self):
-        run, dialog = self.localRun, self.localRunDialog
+    def checkLocalRun(self, run, dialog):
         if run.poll():
             dialog.labelText = run.stage
             dialog.value = run.percent
-            qt.QTimer.singleShot(500, self.checkLocalRun)
+            qt.QTimer.singleShot(500, lambda: self.checkLocalRun(run, dialog))
             return
         dialog.close()
         self.localRun = self.localRunDialog = None
+        self.ui.runLocallyButton.enabled = self.ui.inputVolumeSelector.currentNode() is not None
         if run.cancelled:
             self.ui.statusLabel.text = _("The local run was cancelled.")
         elif not run.succeeded:
@@ -338,6 +373,8 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         mapped = results.mapped_findings()
         if mapped:
             table.selectRow([f.name for f in results.findings].index(mapped[0]))
+        else:  # nothing to select: the previous results' map and choices go
+            self.onFindingChanged()
         self.onShowAnatomy(self.ui.showAnatomyCheckBox.checked)
 
     def selectedFinding(self):
@@ -349,6 +386,8 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onFindingChanged(self):
         from CXRXAILib.display import method_name
 
+        if self.results is None:
+            return
         finding = self.selectedFinding()
         self.remember(finding=finding)
         combo = self.ui.methodComboBox
@@ -358,7 +397,15 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.addItem(method_name(method), method)
         combo.blockSignals(False)
         if combo.count == 0:
-            self.ui.statusLabel.text = _("No heatmap of {finding} in these results.").format(finding=finding)
+            self.ui.statusLabel.text = (
+                _("No heatmap of {finding} in these results.").format(finding=finding)
+                if finding
+                else _("These results have no heatmaps.")
+            )
+            for other in (self.ui.structureComboBox, self.ui.layerComboBox):
+                other.blockSignals(True)
+                other.clear()
+                other.blockSignals(False)
             self.logic.review.hide_heatmap()
             return
         self.onMethodChanged()
@@ -370,6 +417,8 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onMethodChanged(self, index=None):
         from CXRXAILib.catalogue import SEGMENTATION_METHOD
 
+        if self.results is None:
+            return
         method = self.ui.methodComboBox.currentData
         self.remember(method=method)
         structures = self.ui.structureComboBox
@@ -385,6 +434,8 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStructureChanged(self, index=None):
         from CXRXAILib.display import layer_name
 
+        if self.results is None:
+            return
         finding, method = self.selectedFinding(), self.ui.methodComboBox.currentData
         structure = self.selectedStructure()
         combo = self.ui.layerComboBox
@@ -537,7 +588,8 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
         study = slicer.dicomDatabase.instanceValue(uid, "0020,000D")
         folder = tempfile.mkdtemp(prefix="cxrxai-pacs-")
         retrieve_from_pacs(address, study, folder, callingAETitle)
-        DICOMUtils.importDicom(folder)
+        if not DICOMUtils.importDicom(folder, copyFiles=True):  # the folder is temporary: keep copies
+            raise RuntimeError(_("The retrieved results could not be imported into the DICOM database."))
         return self.resultSetsFromDatabase(volumeNode)
 
     def ensureRequirements(self, requirementsPath, modules=("pynetdicom",)):
@@ -595,7 +647,7 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
     def showComparison(self, results, layerMaps, referenceVolume, threshold=0.2, opacity=0.5):
         """One slice view per layer, side by side, each with the radiograph and that layer's map; the
         main views keep what they show."""
-        from CXRXAILib.display import comparison_layout_xml, layer_name
+        from CXRXAILib.display import comparison_layout_xml
         from CXRXAILib.review import COMPARE_VIEW
 
         layoutManager = slicer.app.layoutManager()
@@ -605,11 +657,10 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
             layoutNode.AddLayoutDescription(layoutId, comparison_layout_xml(len(layerMaps)))
         layoutManager.setLayout(layoutId)
         nodes = self.review.show_comparison(results, layerMaps, referenceVolume, threshold, opacity)
-        for number, (layer, _values) in enumerate(layerMaps, start=1):
+        # each view's foreground is named "CXRXAI heatmap <layer>", which the view's annotations show
+        for number in range(1, len(layerMaps) + 1):
             view = layoutManager.sliceWidget(COMPARE_VIEW.format(number=number))
             view.sliceLogic().FitSliceToAll()
-            view.sliceView().cornerAnnotation().SetText(vtk.vtkCornerAnnotation.UpperLeft, layer_name(layer))
-            view.sliceView().forceRender()
         return nodes
 
 

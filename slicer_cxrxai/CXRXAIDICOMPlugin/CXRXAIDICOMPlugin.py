@@ -59,16 +59,32 @@ class CXRXAIDICOMPluginClass(DICOMPlugin):
         except NotLoadable as exc:
             slicer.util.errorDisplay(_("Cannot open these CXR-XAI results: {why}.").format(why=exc))
             return False
-        nodeIds = DICOMUtils.loadSeriesByUID([str(opening.radiograph.SeriesInstanceUID)])
-        volume = slicer.mrmlScene.GetNodeByID(nodeIds[0]) if nodeIds else None
+        volume = self._loadedRadiograph(str(opening.radiograph.SOPInstanceUID))
+        if volume is None:
+            nodeIds = DICOMUtils.loadSeriesByUID([str(opening.radiograph.SeriesInstanceUID)])
+            volumes = [slicer.mrmlScene.GetNodeByID(i) for i in nodeIds or []]
+            volume = next((v for v in volumes if v is not None and v.IsA("vtkMRMLScalarVolumeNode")), None)
         if volume is None:
             slicer.util.errorDisplay(_("The radiograph of these CXR-XAI results could not be loaded."))
             return False
         slicer.util.selectModule("CXRXAI")
         widget = slicer.modules.CXRXAIWidget
+        if not getattr(widget, "supported", False):  # an older Slicer: the module says which it needs
+            return False
         widget.ui.inputVolumeSelector.setCurrentNode(volume)
         widget.setResultSets([opening.result_set])
         return volume
+
+
+    @staticmethod
+    def _loadedRadiograph(sopInstanceUID):
+        """The radiograph's volume when the scene already holds it (e.g. loaded with its whole study)."""
+        volumes = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+        for index in range(volumes.GetNumberOfItems()):
+            volume = volumes.GetItemAsObject(index)
+            if sopInstanceUID in (volume.GetAttribute("DICOM.instanceUIDs") or "").split():
+                return volume
+        return None
 
 
 class CXRXAIDICOMPlugin(ScriptedLoadableModule):
