@@ -264,33 +264,13 @@ def test_self_test_study_and_the_dicom_plugin_claims(tmp_path, study):
         sources.from_folder(tmp_path / "missing")
 
 
-def test_results_are_retrieved_from_the_pacs_by_study(study, tmp_path):
-    from tests.node_peers import free_port, orthanc, rest
-
-    folder, found = study
-    dataset, _, paths = found["mine"]
-    with orthanc(tmp_path / "orthanc", {"slicer": ("SLICER", "127.0.0.1", free_port())}) as pacs:
-        for path in sorted(folder.rglob("*.dcm")):
-            rest(f"{pacs['http']}/instances", path.read_bytes())
-        address = f"ORTHANC@127.0.0.1:{pacs['dicom_port']}"
-        files = sources.retrieve_from_pacs(address, str(dataset.StudyInstanceUID), tmp_path / "got", "SLICER")
-        with pytest.raises(RuntimeError, match="refused or did not answer"):
-            sources.retrieve_from_pacs(
-                "ORTHANC@127.0.0.1:1", str(dataset.StudyInstanceUID), tmp_path / "x", "SLICER"
-            )
-    assert len(files) == 1  # only this study's SR
-    sets = sources.from_folder(tmp_path / "got")
-    assert (
-        len(sets) == 1
-        and not sets[0].missing
-        and sets[0].source_sop_instance_uid == str(dataset.SOPInstanceUID)
+def test_a_pacs_address_is_read_or_refused_in_one_line():
+    assert sources.parse_peer(" ORTHANC@pacs.example.org:4242 ") == sources.Peer(
+        "ORTHANC", "pacs.example.org", 4242
     )
-    assert (
-        matching.load(sets[0]).findings
-        == matching.load(
-            matching.results_for(str(dataset.SOPInstanceUID), matching.read_headers([folder]))[0]
-        ).findings
-    )
+    for text in ("ORTHANC@pacs:0", "pacs:4242", "A@B@C:1", "TOO-LONG-AE-TITLE-X@h:104", "AE@host:port"):
+        with pytest.raises(ValueError, match="give it as AE@host:port"):
+            sources.parse_peer(text)
 
 
 # -- static checks of the Slicer glue ------------------------------------------------------------------
@@ -310,6 +290,12 @@ def test_module_files_compile_and_import_nothing_heavy_at_load():
             (n.module or "").split(".")[0] for n in top_level if isinstance(n, ast.ImportFrom)
         }
         assert not names & (removed_in_312 | {"torch", "monai", "captum", "cxrxai"}), (path.name, names)
+        # anywhere in the file: the extension meets the node only through DICOM objects
+        imported = {
+            (n.module or "") if isinstance(n, ast.ImportFrom) else a.name
+            for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names
+        }  # fmt: skip
+        assert not {name for name in imported if name.split(".")[0] == "dicom_node"}, path.name
     # the library loads without torch (Slicer without PyTorch): nothing imports it on the way
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
@@ -395,6 +381,6 @@ def test_cmake_lists_every_module_file_and_the_extension_is_described():
     # no address of a repository that does not exist: the extension has no public one yet
     assert not re.search(r"https?://", top) and not list((ROOT / "slicer_cxrxai").glob("*.json"))
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in top
-    lines = (MODULE / "Resources" / "requirements.txt").read_text().splitlines()
-    # reviewing installs nothing (the core ships with the module); only the PACS query asks for pynetdicom
-    assert [line for line in lines if line and not line.startswith("#")] == ["pynetdicom"]
+    lines = (MODULE / "Resources" / "model-requirements.txt").read_text().splitlines()
+    # reviewing installs nothing (the core ships with the module); "Run locally" asks for the model packages
+    assert [line for line in lines if line and not line.startswith("#")] == ["monai>=1.5", "captum>=0.8"]

@@ -412,11 +412,11 @@ def test_the_installed_extension_reviews_a_study_from_its_own_files(study, tmp_p
     ("agree", "testing", "installed"), [(True, False, True), (False, False, False), (True, True, False)]
 )
 def test_a_package_is_installed_only_when_the_user_agrees(tmp_path, monkeypatch, agree, testing, installed):
-    """pip_ensure returns None after installing: read as a refusal, "Query PACS" once stopped silently."""
+    """pip_ensure returns None after installing: read as a refusal, an install once stopped silently."""
     from CXRXAILib.install import ensure_packages
 
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text("# what the PACS query needs\ncxrxai_test_package\n")
+    requirements.write_text("# what the local run needs\ncxrxai_test_package\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     packaging = slicer_host.Packaging(tmp_path, agree, testing)
     assert ensure_packages(packaging, requirements, ["cxrxai_test_package"]) is installed

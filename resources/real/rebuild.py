@@ -1,7 +1,7 @@
 """Rebuild `pa-chest-wg04-rg1.dcm` from the NEMA WG04 test image RG1 (CR, PA chest, 1955 x 1841, 15 bit).
 
-Source: `data_store/data/RG1_UNCR.dcm` in the PyPI sdist pydicom-data 1.0.0 (MIT licence), fetched with
-`curl -LO https://files.pythonhosted.org/packages/ef/e3/6a26baebdc614f8c18bc032ceeeb498ca929f7a9ff4dcd3ed9ca5eefd34f/pydicom-data-1.0.0.tar.gz`.
+Source: `data_store/data/RG1_UNCR.dcm` in the source distribution of the package pydicom-data, version 1.0.0
+(MIT licence), fetched with `pip download --no-deps --no-binary :all: pydicom-data==1.0.0` and unpacked.
 It is the uncompressed predecessor of the WG04 compression set's RG1 (Philips Thoravision selenium-drum
 chest radiograph, de-identified as CompressedSamples^RG1 by NEMA DICOM Working Group 4).
 

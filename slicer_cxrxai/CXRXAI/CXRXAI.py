@@ -24,7 +24,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-REQUIREMENTS = "requirements.txt"
+MODEL_REQUIREMENTS = "model-requirements.txt"  # what "Run locally" installs beside PyTorch, after asking
 SUPPORTED_SLICER = (5, 12)  # Python 3.12 with pydicom 3 and highdicom: what CXRXAILib and the core need
 COMPARE_LAYOUT_ID = 20260701  # a layout number of our own, registered on first use
 
@@ -264,8 +264,6 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(
             _("Could not retrieve the results from the PACS."), waitCursor=True
         ):
-            if not self.logic.ensureRequirements(self.resourcePath(REQUIREMENTS)):
-                return
             volume = self.ui.inputVolumeSelector.currentNode()
             self.setResultSets(
                 self.logic.resultSetsFromPacs(
@@ -310,7 +308,7 @@ class CXRXAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay(_("Running the model locally failed."), waitCursor=True):
             missing = missing_packages()
-            if missing and not self.logic.installLocalRun(missing):
+            if missing and not self.logic.installLocalRun(missing, self.resourcePath(MODEL_REQUIREMENTS)):
                 return
             bundle = self.ui.bundlePathEdit.currentPath or None
             volume = self.ui.inputVolumeSelector.currentNode()
@@ -578,30 +576,37 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
         return volume, [s for s in sets if s.source_sop_instance_uid == sets[0].source_sop_instance_uid]
 
     def resultSetsFromPacs(self, volumeNode, address, callingAETitle):
-        """Retrieve our results of the radiograph's study from the PACS into the DICOM database."""
-        from CXRXAILib.sources import retrieve_from_pacs
-        from DICOMLib import DICOMUtils
+        """Retrieve the radiograph's study (the radiograph and our results) from the PACS into the DICOM
+        database with Slicer's own DICOM networking (C-GET, as Slicer's tests do), then find our results
+        there. Nothing to install: no networking package of ours is involved."""
+        import ctk
+        from CXRXAILib.sources import parse_peer
 
         uid = self.instanceUID(volumeNode)
         if uid is None:
             raise ValueError(_("This volume was not loaded from DICOM, so its study is unknown."))
         study = slicer.dicomDatabase.instanceValue(uid, "0020,000D")
-        folder = tempfile.mkdtemp(prefix="cxrxai-pacs-")
-        retrieve_from_pacs(address, study, folder, callingAETitle)
-        if not DICOMUtils.importDicom(folder, copyFiles=True):  # the folder is temporary: keep copies
-            raise RuntimeError(_("The retrieved results could not be imported into the DICOM database."))
+        peer = parse_peer(address)
+        retrieve = ctk.ctkDICOMRetrieve()
+        retrieve.setDatabase(slicer.dicomDatabase)
+        retrieve.callingAETitle = callingAETitle
+        retrieve.calledAETitle = peer.ae_title
+        retrieve.host = peer.host
+        retrieve.port = peer.port
+        if not retrieve.getStudy(study):
+            raise RuntimeError(
+                _("{peer} did not return the study: check the address and that it knows {calling}.").format(
+                    peer=address, calling=callingAETitle
+                )
+            )
         return self.resultSetsFromDatabase(volumeNode)
 
-    def ensureRequirements(self, requirementsPath, modules=("pynetdicom",)):
-        """What querying a PACS needs beyond the extension (pynetdicom), installed after the user agrees."""
+    def installLocalRun(self, missing, requirementsPath):
+        """Ask, then install PyTorch through Slicer's PyTorch extension (a dependency of this one) and the
+        model packages through slicer.packaging, which asks again before it installs."""
         from CXRXAILib.install import ensure_packages
+        from CXRXAILib.local import NEEDED
         from slicer import packaging
-
-        return ensure_packages(packaging, requirementsPath, modules)
-
-    def installLocalRun(self, missing):
-        """Ask, then install PyTorch through Slicer's PyTorch extension and the model packages."""
-        from CXRXAILib.local import MODEL_PACKAGES
 
         question = _("Running the model locally needs: {packages} (about 1 GB). Install now?").format(
             packages=", ".join(missing)
@@ -609,12 +614,12 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
         if not slicer.util.confirmOkCancelDisplay(question):
             return False
         if "PyTorch" in missing:
-            import PyTorchUtils  # the PyTorch extension, which this extension depends on
+            import PyTorchUtils
 
             if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
                 return False
-        slicer.util.pip_install(MODEL_PACKAGES)
-        return True
+        modules = [module for module in NEEDED if module != "torch"]
+        return ensure_packages(packaging, requirementsPath, modules)
 
     def startLocalRun(self, volumeNode, bundle=None, resources=None):
         """A LocalRun of the radiograph's file with `bundle`, or the default bundle the extension ships."""

@@ -1,5 +1,5 @@
-"""Python packages the module installs only on request (pynetdicom for "Query PACS"), through Slicer's own
-installer, `slicer.packaging` (Slicer 5.12)."""
+"""Python packages the module installs only on request (the model packages for "Run locally"), through
+Slicer's own installer, `slicer.packaging` (Slicer 5.12)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ RUNNER = Path(__file__).with_name("run_model.py")
 PROGRESS = "CXRXAI-PROGRESS"  # run_model.PROGRESS: its progress lines start with it
 # what the model run imports beyond Slicer's own Python: module name -> what the user is asked to install
 NEEDED = {"torch": "PyTorch", "monai": "MONAI", "captum": "Captum"}
-MODEL_PACKAGES = ["monai>=1.5", "captum>=0.8"]  # torch comes from Slicer's PyTorch extension
 BUNDLE_FOLDER = "CXRXAIBundle"  # the default bundle's folder among the module's resources
 
 

@@ -1,14 +1,34 @@
 """Where results come from besides Slicer's DICOM database: a folder, or the PACS the node delivers to.
 
 The node has no query / retrieve service of its own: it sends every result to the PACS (and keeps a copy
-in its results folder), so "query the PACS / our node" means the PACS, or the node's results folder.
+in its results folder). The module retrieves a study from the PACS with Slicer's own DICOM networking;
+this file holds what that needs without Slicer: the PACS address the user types.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from CXRXAILib.matching import ResultSet, read_headers, result_sets
+
+PEER = re.compile(r"^(?P<ae>[^@\\\s]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class Peer:
+    ae_title: str
+    host: str
+    port: int
+
+
+def parse_peer(text: str) -> Peer:
+    """`AE@host:port`, e.g. `ORTHANC@pacs.example.org:4242`; ValueError saying so otherwise."""
+    match = PEER.match(text.strip())
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"PACS {text!r}: give it as AE@host:port, e.g. ORTHANC@pacs.example.org:4242")
+    return Peer(match["ae"], match["host"], int(match["port"]))
 
 
 def from_folder(folder: str | Path) -> list[ResultSet]:
@@ -17,27 +37,3 @@ def from_folder(folder: str | Path) -> list[ResultSet]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
     return result_sets(read_headers([folder]))
-
-
-def retrieve_from_pacs(
-    address: str, study_instance_uid: str, into: str | Path, calling_ae_title: str
-) -> list[Path]:
-    """C-FIND our SRs of one study in the PACS, C-GET them with their SEG and SC objects into `into`;
-    returns the retrieved SR files. Raises RuntimeError with one readable line when the PACS cannot be
-    reached or refuses, or when some object could not be retrieved."""
-    try:
-        from dicom_node.pacs import Peer, retrieve_results
-    except ImportError as exc:
-        raise RuntimeError(f"querying a PACS needs pynetdicom ({exc.name} is missing)") from None
-    from cxrxai.errors import CXRXAIError
-
-    try:
-        retrieval = retrieve_results(
-            Peer.parse(address), Path(into), calling_ae_title, study_instance_uid, heatmaps=True
-        )
-    except CXRXAIError as exc:
-        raise RuntimeError(str(exc)) from None
-    if retrieval.failed:
-        uid, why = retrieval.failed[0]
-        raise RuntimeError(f"{len(retrieval.failed)} object(s) not retrieved, e.g. {uid}: {why}")
-    return retrieval.files
