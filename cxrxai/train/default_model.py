@@ -32,140 +32,33 @@ from cxrxai.train import FINDING_MAPS
 @dataclass(frozen=True)
 class Recipe:
     train_count: int = 4000
-    # 1000 held-out images, not 300: with 300 a rare finding has 14-19 positives, and the same model's
-    # Fracture pointing game read 0.74 on seed 2027's 300 and 0.57 on another seed's, but 0.55 on seed
-    # 2027's 1000 (67 fractures, 95% CI 0.43-0.67); evaluating takes 11 min instead of 4.
+    # 1000 held-out phantoms: enough positives of the rare findings for a stable score
     heldout_count: int = 1000
     render_rows: int = 256
-    # 192 px for 24 epochs scored lower on the held-out set than 128 px for 28 (mean AUROC 0.870 vs 0.890)
-    # in 1.9x the training time: on 2 cores, epochs buy more than pixels. A rib break is about one pixel
-    # wide at 128 px, yet more pixels alone did not help: 256 px folded by a pixel-unshuffle stem into 4
-    # channels of 128 px (breaks and calluses plainly visible, same feature-map sizes, 56 epochs, 67 min)
-    # scored 0.914 against 0.916, with Fracture 0.64 and Lung Lesion 0.76 as here; the stem was not kept.
+    # on 2 cores more epochs bought more than more pixels did (docs/model-development.md)
     input_size: int = 128
-    # Strides (1, 2, 2, 2) with channels (8, 16, 32, 64, 128) add a full-resolution level for 1.5x the
-    # training time; after 4 epochs it was no better than this network (0.76 vs 0.78 mean AUROC), so the
-    # default keeps the cheaper one.
-    # A fourth level (8 x 8 bottleneck at 128 px) lets every pixel see the whole chest. With three levels,
-    # the real PA film in resources/real got lung masks that followed the ribs' slope and the image's
-    # edges, not the side, and a heart drawn on the hemidiaphragms; probes of 16 epochs on 2000 phantoms
-    # (anterior ribs drawn) put 0.60 / 0.62 of each lung mask on its side with three levels and 0.88 / 0.84
-    # with four, the heart between the lungs only with four. Its weights: 6.9 MB instead of 2.6 MB.
-    # The full recipe with four levels, on phantoms with anterior ribs, a tilted heart, wider collimation
-    # and latitude compression: 0.84 / 0.92 on the film (4 of 10 anatomy checks; the heart comes in
-    # pieces), mean AUROC 0.971, lung / heart Dice 0.979 / 0.963, pointing game Lung Lesion 0.89,
-    # Fracture 0.51 on 1000 held-out phantoms; 72 min of training, 15 min of evaluation.
-    # The same recipe on phantoms whose heart stands on the diaphragm domes (no lung beneath it), with
-    # more conspicuous rib breaks and collimation up to 0.95 of the width: 4 of 10 checks on the film
-    # still (lungs 0.83 / 0.89 on their side, the heart 0.52 in one piece instead of 0.37), mean AUROC
-    # 0.967, lung / heart Dice 0.980 / 0.963, pointing game Lung Lesion 0.85, Fracture 0.57; 83 min of
-    # training (tests ran beside it at low priority), 12.5 min of evaluation.
-    # Probes of 16 epochs on 2000 phantoms, before and after the trachea and main bronchi, hilar shadows,
-    # a fainter spine (the trachea's air outweighs it) and S-shaped vendor tone scales: the heart on the
-    # film in one piece 0.77 -> 1.00, 6 -> 7 of 10 checks (the lungs still come in pieces). The full
-    # recipe on them: 9 of 10 checks on the film (each lung on its side 0.99 / 1.00 and in one piece 0.98 /
-    # 0.99), but the heart 0.69 in one piece: its mask traced the heart's borders and left its centre out;
-    # mean AUROC 0.967, lung / heart Dice 0.978 / 0.959, pointing game Lung Lesion 0.84, Fracture 0.49,
-    # Support Devices 0.88 (0.96 with the 15 px tolerance); 107 min of training (a slow day), 15 of
-    # evaluation. On that film the heart is grey, not white: the lower lobes' air lies behind it, and the
-    # phantoms had none there (anatomy.build_anatomy draws it now). Re-trained on phantoms with that
-    # retrocardiac lung: still 9 of 10 checks, the heart 0.65 in one piece (its mask now covers the left
-    # ventricle but stops at the spine, which this film shows white through the heart); mean AUROC 0.963,
-    # lung / heart Dice 0.978 / 0.966, CTR error 0.012 (was 0.018), pointing game Lung Lesion 0.79,
-    # Fracture 0.55, Support Devices 0.89; 101 min of training, 16 of evaluation. That model was shipped
-    # until the last one below. Over 16 re-framed copies of the film (anatomy_check.check_reframings) it
-    # passes 6.9 checks on average and all 10 in none: the 9 of 10 is partly the film's own framing.
-    # The diaphragm was then bridged straight under the heart (before, it climbed each lung's cardiac notch
-    # and notched the heart over the spine in most phantoms). Re-trained on that (59 min of training on a
-    # faster day): mean AUROC 0.972, lung / heart Dice 0.978 / 0.971, CTR error 0.022, pointing game Lung
-    # Lesion 0.86, Fracture 0.54, Support Devices 0.90 (the held-out images are new, so not the same set);
-    # but on the film 5 of 10 checks (the lungs cross the midline, the heart a band along the diaphragm in
-    # pieces), 5.1 on average over the re-framed copies. One training run each: not shipped.
-    # Probes of 16 epochs on 2000 phantoms, two training seeds each, mean checks over the 16 re-framed
-    # copies: the straight diaphragm 6.3 and 6.7, the old one 4.3 and 5.5. So the film's checks swing by
-    # more between training runs than between these generators: one full run per change cannot rank them.
-    # More probes of that kind (seed 0 unless said): histogram-equalised input (MONAI HistogramNormalize,
-    # which makes the input nearly independent of the tone scale) 4.2; an exponential moving average of the
-    # weights (decay 0.998) 3.9; neither kept. Phantoms framed as tightly as real films are (the thorax to
-    # the image's edges, lungs up to 0.82 of the height; before, the film's lungs lay at the phantoms'
-    # edge and its cropped copies beyond it) 6.2 with seed 0 and 7.8 with seed 1; with metastases as half
-    # the lung lesions on top (the film has several round masses, which the models drew as heart or as the
-    # other lung) 5.9 and 7.6, the heart now over the cardiac shadow instead of on the domes.
-    # The full recipe on those phantoms (framing and metastases; 46 min of training, 8 of evaluation on a
-    # fast day): mean AUROC 0.967, lung / heart Dice 0.979 / 0.972, CTR error 0.012, pointing game Lung
-    # Lesion 0.86, Fracture 0.49, Support Devices 0.91 on its held-out phantoms; on the film 8 of 10
-    # checks as framed (the heart in pieces on the domes), but 9.2 on average over the 16 re-framed copies
-    # and all 10 in 6 of them (the model before: 9 of 10, 6.9, none). Shipped: transfer is the re-framed
-    # copies' measure, not one framing's.
-    # That model fits Fracture worst (AUROC 0.87 on its own training images, 0.80 held out; Lung Lesion
-    # 0.94 / 0.90), so a full run with both 2.5x as common in the phantoms (BASE_RATE 0.15 each; 42 min):
-    # Fracture AUROC 0.71 and Lung Lesion 0.87 on the shipped model's held-out images (it: 0.80 / 0.90;
-    # 0.77 / 0.91 on the run's own training images); on its own held-out set pointing game Fracture 0.52
-    # and Lung Lesion 0.85 (189 / 170 positives); the film 8.4 checks over the re-framed copies. More
-    # examples did not help; rates reverted. Where the shipped model's maps miss, they mostly peak on
-    # another finding: Lung Lesion's on a co-present consolidation or pneumonia (12 of 17 misses),
-    # Fracture's on pleural plaques, nodules or atelectasis, often with a confident probability.
+    # four levels: an 8 x 8 bottleneck at 128 px lets every pixel see the whole chest, which keeps the lungs
+    # on their own sides on the real radiograph (docs/model-development.md has every run)
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     strides: tuple[int, ...] = (2, 2, 2, 2)
-    # Global max pooling of decoder1 beside the average, and finding masks as a training signal through a
-    # throw-away map head: 56 epochs (68 min) reach mean AUROC 0.965 on the held-out phantoms against 0.916
-    # without either (Fracture 0.82 vs 0.66, Lung Lesion 0.88 vs 0.76), and Grad-CAM at decoder1 points
-    # into the finding's mask 3x as often (0.67 vs 0.22). Probes: the max alone gave 0.913 at 28 epochs
-    # (the average alone 0.879); the masks added 0.06 on top of it at 4 epochs.
+    # decoder1 max-pooled beside the average, and the finding masks as a training signal: higher AUROC and
+    # maps inside the findings (docs/model-development.md)
     max_pool: bool = True
     finding_mask_weight: float = 1.0
-    # The masks supervise decoder1's own Grad-CAM map (the map the node shows) rather than a throw-away head:
-    # 56 epochs point Grad-CAM at decoder1 into the mask in 0.92 of all cases (0.67 with the head;
-    # tuned IoU 0.61 vs 0.33), Cardiomegaly 1.00 vs 0.66, at the same mean AUROC (0.964 vs 0.965). A step
-    # costs the same with either map (62 min of training on a normal day of this machine). Once the
-    # phantoms drew a pneumonia's consolidation at the pneumonia's own site (before: a second, random site)
-    # the pointing game rose for Pneumonia from 0.61 to 0.96 and Consolidation 0.88 to 0.95, and with
-    # neighbouring rib fractures Fracture rose from 0.63 to 0.74 (mean AUROC 0.959, Lung Lesion 0.87).
-    # With atelectasis beside an effusion drawn as compressive (before: at a random base), Atelectasis rose
-    # from 0.84 to 0.98 and Pleural Other to 0.96, but Lung Lesion fell to 0.76. A class-balanced mask
-    # loss on top (trainer.JointLoss.finding_mask_loss) did not lift the small findings measurably:
-    # Lung Lesion 0.79, Fracture 0.74 both times, Atelectasis 0.96 (71 min of training; mean AUROC 0.960;
-    # all these on 300 held-out images). Lung Lesion's fall was the small set's noise: on 1000 images of
-    # another seed this model scores 0.85 and the one before it 0.83.
-    # Rib fractures moved to the ribs' axillary arcs (before: the middle arcs, among the hilar vessels),
-    # with the outer fragment stepped off and tapering back into line (before: a hard-edged block): on the
-    # same 1000 held-out images (seed 2027), the model trained on them against the one before it: Fracture
-    # pointing game 0.55 both (AUROC 0.80 vs 0.76), Lung Lesion 0.85 vs 0.82 (AUROC 0.91 vs 0.88),
-    # Atelectasis 0.94 vs 0.97, mean AUROC 0.968 vs 0.963 (74 min of training). A fracture's break is
-    # still about a pixel at 128 px; where the map misses one it mostly lands far from any finding.
+    # the masks supervise decoder1's own Grad-CAM map, the map the node shows
     finding_mask_map: str = "gradcam"
-    # A smooth pointing game on that map (trainer.JointLoss.finding_mask_loss), weight 1, in a full run
-    # (49 min of training) against the shipped model, on the same 1000 held-out images: pointing game
-    # Lung Lesion 0.92 (was 0.86; AUROC 0.94, was 0.90), Support Devices 0.94 (0.91), all findings 0.964
-    # (0.956), but Fracture 0.46 (0.49; AUROC 0.69, was 0.79), mean AUROC 0.955 (0.967), lung / heart Dice
-    # 0.977 / 0.968, CTR error 0.017; on the film 9 of 10 checks as framed but 7.6 over the re-framed
-    # copies, all 10 in 2 (was 9.2, 6), its left lung speckled with right-lung pixels. Not shipped (the
-    # film's transfer is the must); off by default until a run keeps both. To re-run it:
-    # `make model MODEL_ARGS="--finding-pointing-weight 1"`.
-    # The same with training seed 1 (118 min of training on a slow day) repeated the trade: Lung Lesion
-    # 0.94 (AUROC 0.93), Support Devices 0.93, mean AUROC 0.960, the film 10 of 10 checks as framed and
-    # 8.6 over the re-framed copies (all 10 in 3, the heart in one piece in 5 of 16), but Fracture 0.43
-    # (AUROC 0.70) with its maps off the break: energy inside the box 0.09 (shipped 0.42), tuned IoU 0.09
-    # (0.24). Both seeds lose Fracture to the term (its box is 9 px square at 128 px). Not shipped
-    # (Fracture below 0.45, the bar set before the run). `finding_pointing_skip` leaves findings out of
-    # the term: the same run with Fracture left out (76 min of training) kept Fracture's maps on the break
-    # (pointing game 0.51, energy in its box 0.41) but not its AUROC (0.72), lifted Lung Lesion to 0.94
-    # (AUROC 0.97), and lost Support Devices (AUROC 0.81, pointing game 0.45, energy 0.14; shipped 0.97,
-    # 0.91, 0.71), mean AUROC 0.952, and the film: 7 of 10 checks as framed, 7.1 over the re-framed
-    # copies, none with all 10, the left lung speckled across the midline. Not shipped (the film). Over
-    # three runs the term buys Lung Lesion 0.92-0.94 and costs some other finding or the film each time.
+    # off: over three runs the term bought Lung Lesion and cost another finding or the real radiograph's
+    # anatomy each time (docs/model-development.md); `make model MODEL_ARGS="--finding-pointing-weight 1"`
     finding_pointing_weight: float = 0.0
     finding_pointing_skip: tuple[str, ...] = ()
-    # 56 epochs: with the average-pooled head alone they reached 0.916 (48 min), 28 gave 0.879, and that
-    # model scored about as well on its own training images as on held-out ones: under-fitted, not short of
-    # data.
+    # fewer epochs under-fitted: a model as good on its training images as on held-out ones
     epochs: int = 56
     batch_size: int = 16
     learning_rate: float = 2e-3
     train_seed: int = 2026  # the training phantoms
     heldout_seed: int = 2027  # the held-out phantoms
-    # The training's own seed: initial weights, batch order, augmentation. Between two seeds the film's
-    # re-framed checks moved by up to 1.6 in the probes above, so a change is judged over more than one.
+    # the training's own seed (initial weights, batch order, augmentation): a change is judged over more
+    # than one, since the real radiograph's checks move between seeds
     training_seed: int = 0
     version: str = "1.0.0"
     device: str = "cpu"
