@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cxrxai.cli import DEFAULT_BUNDLE  # noqa: E402
+from cxrxai.model.layout import DEFAULT_BUNDLE  # noqa: E402
 from cxrxai.samples import chest_image, radiograph_dataset  # noqa: E402
 from tests.node_peers import free_port, node_toml, redis_server, wait_for  # noqa: E402
 

@@ -90,7 +90,7 @@ def peak_memory_mb(pid: int) -> float:
 
 
 def bundle_for_bench(work: Path) -> Path:
-    from cxrxai.cli import DEFAULT_BUNDLE
+    from cxrxai.model.layout import DEFAULT_BUNDLE
 
     if (DEFAULT_BUNDLE / "configs" / "metadata.json").is_file():
         return DEFAULT_BUNDLE

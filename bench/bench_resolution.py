@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cxrxai.cli import DEFAULT_BUNDLE  # noqa: E402
 from cxrxai.explain import DEFAULT_METHODS, METHODS  # noqa: E402
 from cxrxai.explain.engine import Explainer  # noqa: E402
 from cxrxai.io import read_radiograph  # noqa: E402
 from cxrxai.model.bundle import make_untrained_bundle  # noqa: E402
+from cxrxai.model.layout import DEFAULT_BUNDLE  # noqa: E402
 from cxrxai.model.network import NetworkConfig  # noqa: E402
 
 REAL = ROOT / "resources" / "real" / "pa-chest-wg04-rg1.dcm"

@@ -52,10 +52,10 @@ def run_one(path: Path, heatmaps: str) -> dict:
     """In this process: read, explain, build each object kind, encode; seconds per stage and peak MB."""
     from io import BytesIO
 
-    from cxrxai.cli import DEFAULT_BUNDLE
     from cxrxai.dicom import results
     from cxrxai.explain import Explainer
     from cxrxai.io import read_radiograph
+    from cxrxai.model.layout import DEFAULT_BUNDLE
 
     timings: dict[str, float] = {}
     originals = {

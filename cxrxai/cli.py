@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from cxrxai import __version__
 from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, TRANSFER_SYNTAXES
 from cxrxai.errors import CXRXAIError
+from cxrxai.model.layout import DEFAULT_BUNDLE, is_bundle
 from cxrxai.train import FINDING_MAPS
 
 if TYPE_CHECKING:  # the model stack is imported lazily: the CLI must start without torch
     from cxrxai.model.network import NetworkConfig
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "resources" / "bundles" / "default"
 INPUT_SUFFIXES = {".dcm", ".dicom", ".png", ".jpg", ".jpeg", ""}
 
 
@@ -291,7 +291,7 @@ def run_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CXRXAIError(str(exc)) from None
     bundle = args.bundle or DEFAULT_BUNDLE
-    if args.bundle is None and not (DEFAULT_BUNDLE / "configs" / "metadata.json").is_file():
+    if args.bundle is None and not is_bundle(DEFAULT_BUNDLE):
         raise CXRXAIError(
             f"no default bundle at {DEFAULT_BUNDLE} (a source checkout has it; `make model` re-creates it); "
             "pass --bundle"

@@ -30,6 +30,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cxrxai.model.layout import is_bundle
+
 ENV_PREFIX = "CXRXAI_NODE_"
 
 
@@ -374,7 +376,7 @@ def validate(config: NodeConfig) -> list[str]:
         problems.append("processing.workers: at least 1")
     if processing.max_attempts < 1:
         problems.append("processing.max_attempts: at least 1")
-    if processing.bundle is not None and not (processing.bundle / "configs" / "metadata.json").is_file():
+    if processing.bundle is not None and not is_bundle(processing.bundle):
         problems.append(
             f"processing.bundle: {processing.bundle} is not a MONAI bundle (no configs/metadata.json)"
         )

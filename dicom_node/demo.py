@@ -30,7 +30,7 @@ PACS_AE_TITLE = "DEMOPACS"
 
 
 def run(out: Path = OUT) -> int:
-    from cxrxai.cli import DEFAULT_BUNDLE
+    from cxrxai.model.layout import DEFAULT_BUNDLE, is_bundle
     from cxrxai.samples import write_samples
     from dicom_node.config import Destination, NodeConfig, NodeSection, PathsSection, ProcessingSection
     from dicom_node.logs import configure_logging
@@ -41,7 +41,7 @@ def run(out: Path = OUT) -> int:
         shutil.rmtree(out / folder, ignore_errors=True)
     inputs = sorted(SAMPLES.glob("*.dcm")) or write_samples(out / "inputs", count=2)
     bundle = DEFAULT_BUNDLE
-    if not (bundle / "configs" / "metadata.json").is_file():
+    if not is_bundle(bundle):
         from cxrxai.model.bundle import make_untrained_bundle
 
         bundle = out / "untrained-bundle"

@@ -68,10 +68,10 @@ class Processor:
     database nor the outbox, so it runs in the node's worker processes and in remote workers alike."""
 
     def __init__(self, config: NodeConfig, metrics: Metrics) -> None:
-        from cxrxai.cli import DEFAULT_BUNDLE
         from cxrxai.dicom.results import HeatmapSelection
         from cxrxai.explain import Explainer
         from cxrxai.index import ResultsIndex
+        from cxrxai.model.layout import DEFAULT_BUNDLE
 
         processing = config.processing
         self.config = config

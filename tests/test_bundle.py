@@ -132,7 +132,7 @@ def test_display_layer_comes_from_the_bundles_own_evaluation(tiny_bundle, tmp_pa
 
 
 def test_shipped_default_leads_with_its_best_grad_cam_layer():
-    from cxrxai.cli import DEFAULT_BUNDLE
+    from cxrxai.model.layout import DEFAULT_BUNDLE
 
     report = json.loads((DEFAULT_BUNDLE / "docs" / "evaluation.json").read_text())
     chosen = load_bundle(DEFAULT_BUNDLE).display_layers
@@ -195,3 +195,16 @@ def test_cardiothoracic_ratio():
     heart[5:8, 6:14] = True  # heart 8 wide
     assert cardiothoracic_ratio(heart, lungs) == pytest.approx(0.5)
     assert cardiothoracic_ratio(np.zeros_like(heart), lungs) is None
+
+
+def test_the_bundle_layout_and_the_default_bundle_are_one_torch_free_definition():
+    """The node's config check, the command line and the Slicer module read the layout without torch."""
+    import subprocess
+    import sys
+
+    from cxrxai.model import bundle, layout
+
+    assert (bundle.METADATA, bundle.WEIGHTS) == (layout.METADATA, layout.WEIGHTS)
+    assert layout.is_bundle(layout.DEFAULT_BUNDLE) and not layout.is_bundle(layout.DEFAULT_BUNDLE / "configs")
+    code = "import sys, cxrxai.model.layout, dicom_node.config; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -25,10 +25,10 @@ from CXRXAILib.display import colour_table
 from pydicom import dcmread
 
 from cxrxai.anatomy import cardiothoracic_ratio
-from cxrxai.cli import DEFAULT_BUNDLE
 from cxrxai.dicom.results import write_dicom_results
 from cxrxai.explain import Explainer
 from cxrxai.io import read_radiograph
+from cxrxai.model.layout import DEFAULT_BUNDLE
 from cxrxai.results import load_heatmaps
 from tests import slicer_host
 

@@ -23,14 +23,10 @@ import torch
 from cxrxai import __version__
 from cxrxai.errors import BundleError
 from cxrxai.labels import ANATOMY, FINDINGS
+from cxrxai.model.layout import EVALUATION, INFERENCE, METADATA, TORCHSCRIPT, WEIGHTS
 from cxrxai.model.network import CXRUNet, NetworkConfig, build_network
 from cxrxai.results import DISPLAYED_METHOD
 
-METADATA = Path("configs/metadata.json")
-INFERENCE = Path("configs/inference.json")
-WEIGHTS = Path("models/model.pt")
-TORCHSCRIPT = Path("models/model.ts")
-EVALUATION = Path("docs/evaluation.json")
 HASH_PREFIX = "sha256:"
 
 

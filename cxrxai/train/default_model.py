@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cxrxai.cli import DEFAULT_BUNDLE, network_from_options
+from cxrxai.cli import network_from_options
+from cxrxai.model.layout import DEFAULT_BUNDLE
 from cxrxai.train import FINDING_MAPS
 
 

@@ -35,11 +35,10 @@ def missing_packages() -> list[str]:
 def default_bundle(resources: str | Path | None = None) -> Path | None:
     """The default bundle the extension installs among the module's resources, else the one of a source
     checkout of cxrxai; None when neither is there."""
-    import cxrxai
+    from cxrxai.model.layout import DEFAULT_BUNDLE, is_bundle
 
     candidates = [Path(resources) / BUNDLE_FOLDER] if resources else []
-    candidates.append(Path(cxrxai.__file__).resolve().parents[1] / "resources" / "bundles" / "default")
-    return next((c for c in candidates if (c / "configs" / "metadata.json").is_file()), None)
+    return next((c for c in [*candidates, DEFAULT_BUNDLE] if is_bundle(c)), None)
 
 
 class LocalRun:
