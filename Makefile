@@ -58,6 +58,7 @@ $(OHIF_CACHE)/package/dist/index.html:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cxrxai dicom_node slicer_cxrxai tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: $(STAMP) $(SLICER_SITE)/.installed debs ohif lint
 	$(PY) -m pytest -x -q
