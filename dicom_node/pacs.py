@@ -15,7 +15,6 @@ lists as evidence are retrieved too.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
 
+from cxrxai.dicom.peer import Peer
 from cxrxai.dicom.sr import evidence
 from cxrxai.errors import CXRXAIError
 from dicom_node.routing import CR_DX_SOP_CLASSES
@@ -67,22 +67,6 @@ RETRIEVED_SYNTAXES = (
     JPEG2000, JPEGLSLossless, RLELossless, JPEGLosslessSV1,
 )  # fmt: skip
 PENDING = (0xFF00, 0xFF01)
-PEER = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d{1,5})$")
-
-
-@dataclass(frozen=True)
-class Peer:
-    ae_title: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Peer:
-        """`AE@host:port`, e.g. `ORTHANC@pacs.example.org:4242`."""
-        match = PEER.match(text.strip())
-        if match is None:
-            raise CXRXAIError(f"PACS {text!r}: give it as AE@host:port, e.g. ORTHANC@127.0.0.1:4242")
-        return cls(match["ae"], match["host"], int(match["port"]))
 
 
 @dataclass

@@ -118,6 +118,18 @@ class ModuleWidget:
 
 
 _CONVERTER_RULES: list = []
+OURS = ("cxrxai", "CXRXAILib")
+
+
+def ours_from_elsewhere(installed: str) -> list[str]:
+    """Our modules this process imported from outside the `installed` folder (the installed-extension
+    scripts print it: it must be empty)."""
+    return sorted(
+        module.__name__
+        for module in list(sys.modules.values())
+        if module.__name__.split(".")[0] in OURS
+        and not (getattr(module, "__file__", "") or "").startswith(installed)
+    )
 
 
 def prepared_scene():

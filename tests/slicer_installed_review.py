@@ -14,7 +14,7 @@ from pathlib import Path
 installed, allowed, folder, radiograph = sys.argv[1], set(sys.argv[2].split(",")), sys.argv[3], sys.argv[4]
 if len(sys.argv) > 5:
     sys.path.insert(0, sys.argv[5])
-OURS = ("cxrxai", "CXRXAILib")
+OURS = ("cxrxai", "CXRXAILib")  # slicer_host.OURS, before that can be imported
 HOST = "slicer_host"  # the application's part, played by the tests
 
 
@@ -31,7 +31,7 @@ sys.path.insert(0, installed)
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # slicer_host: the application's scene set-up
 
 from CXRXAILib import matching, review  # noqa: E402
-from slicer_host import prepared_scene  # noqa: E402
+from slicer_host import ours_from_elsewhere, prepared_scene  # noqa: E402
 
 scene, _ = prepared_scene()
 (found,) = matching.result_sets(matching.read_headers([folder, radiograph]))
@@ -50,12 +50,7 @@ print(
             "segments": logic.show_anatomy(results, volume).GetSegmentation().GetNumberOfSegments(),
             "lines": len(logic.show_ctr(results, volume)),
             "curves": len(logic.show_outlines(results, results.outlines, volume)),
-            "outside": sorted(
-                module.__name__
-                for module in list(sys.modules.values())
-                if module.__name__.split(".")[0] in OURS
-                and not (getattr(module, "__file__", "") or "").startswith(installed)
-            ),
+            "outside": ours_from_elsewhere(installed),
         }
     )
 )

@@ -8,8 +8,12 @@ Usage: python slicer_installed_run.py INSTALLED RADIOGRAPH BUNDLE OUTPUT_FOLDER
 import json
 import runpy
 import sys
+from pathlib import Path
 
 installed = sys.argv[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # slicer_host
+from slicer_host import ours_from_elsewhere  # noqa: E402
+
 sys.path.insert(0, installed)
 sys.argv = ["run_model.py", *sys.argv[2:]]
 try:
@@ -17,10 +21,4 @@ try:
     code = 0
 except SystemExit as exit:
     code = exit.code
-outside = sorted(
-    module.__name__
-    for module in list(sys.modules.values())
-    if module.__name__.split(".")[0] in ("cxrxai", "CXRXAILib")
-    and not (getattr(module, "__file__", "") or "").startswith(installed)
-)
-print(json.dumps({"code": code, "outside": outside}))
+print(json.dumps({"code": code, "outside": ours_from_elsewhere(installed)}))

@@ -265,12 +265,14 @@ def test_self_test_study_and_the_dicom_plugin_claims(tmp_path, study):
 
 
 def test_a_pacs_address_is_read_or_refused_in_one_line():
-    assert sources.parse_peer(" ORTHANC@pacs.example.org:4242 ") == sources.Peer(
-        "ORTHANC", "pacs.example.org", 4242
-    )
+    """One parser for the module's Query PACS and the node's PACS commands (cxrxai.dicom.peer)."""
+    from cxrxai.dicom.peer import Peer
+    from cxrxai.errors import CXRXAIError
+
+    assert Peer.parse(" ORTHANC@pacs.example.org:4242 ") == Peer("ORTHANC", "pacs.example.org", 4242)
     for text in ("ORTHANC@pacs:0", "pacs:4242", "A@B@C:1", "TOO-LONG-AE-TITLE-X@h:104", "AE@host:port"):
-        with pytest.raises(ValueError, match="give it as AE@host:port"):
-            sources.parse_peer(text)
+        with pytest.raises(CXRXAIError, match="give it as AE@host:port"):
+            Peer.parse(text)
 
 
 # -- static checks of the Slicer glue ------------------------------------------------------------------

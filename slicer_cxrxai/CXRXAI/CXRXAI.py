@@ -516,8 +516,9 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def instanceUID(volumeNode):
-        uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
-        return uids[0] if uids else None
+        from CXRXAILib.review import instance_uid
+
+        return instance_uid(volumeNode)
 
     def resultSetsFromDatabase(self, volumeNode):
         """Our result sets in Slicer's DICOM database for the radiograph a volume was loaded from."""
@@ -580,13 +581,14 @@ class CXRXAILogic(ScriptedLoadableModuleLogic):
         database with Slicer's own DICOM networking (C-GET, as Slicer's tests do), then find our results
         there. Nothing to install: no networking package of ours is involved."""
         import ctk
-        from CXRXAILib.sources import parse_peer
+
+        from cxrxai.dicom.peer import Peer
 
         uid = self.instanceUID(volumeNode)
         if uid is None:
             raise ValueError(_("This volume was not loaded from DICOM, so its study is unknown."))
         study = slicer.dicomDatabase.instanceValue(uid, "0020,000D")
-        peer = parse_peer(address)
+        peer = Peer.parse(address)
         retrieve = ctk.ctkDICOMRetrieve()
         retrieve.setDatabase(slicer.dicomDatabase)
         retrieve.callingAETitle = callingAETitle

@@ -19,9 +19,9 @@ import threading
 from pathlib import Path
 
 from CXRXAILib.catalogue import RadiographResults, from_explanation
+from CXRXAILib.run_model import PROGRESS
 
 RUNNER = Path(__file__).with_name("run_model.py")
-PROGRESS = "CXRXAI-PROGRESS"  # run_model.PROGRESS: its progress lines start with it
 # what the model run imports beyond Slicer's own Python: module name -> what the user is asked to install
 NEEDED = {"torch": "PyTorch", "monai": "MONAI", "captum": "Captum"}
 BUNDLE_FOLDER = "CXRXAIBundle"  # the default bundle's folder among the module's resources

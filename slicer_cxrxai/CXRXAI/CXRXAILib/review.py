@@ -112,9 +112,7 @@ class ReviewLogic:
         """A map or mask on the radiograph's grid: the reference volume's geometry copied, so they align."""
         node = self._node(class_name, name)
         slicer.util.updateVolumeFromArray(node, volume_array(values))
-        matrix = vtk.vtkMatrix4x4()
-        reference.GetIJKToRASMatrix(matrix)
-        node.SetIJKToRASMatrix(matrix)
+        node.SetIJKToRASMatrix(_ijk_to_ras(reference))
         return node
 
     def heatmap_volume(self, name: str, values: np.ndarray, reference, threshold: float):
@@ -201,8 +199,7 @@ class ReviewLogic:
         segmentation = node.GetSegmentation()
         segmentation.RemoveAllSegments()
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
-        matrix = vtk.vtkMatrix4x4()
-        reference.GetIJKToRASMatrix(matrix)
+        matrix = _ijk_to_ras(reference)
         names = [name for name in ANATOMY_ORDER if name in results.anatomy]
         names += [name for name in results.anatomy if name not in names]
         for name in names:
@@ -241,11 +238,12 @@ class ReviewLogic:
         self.check_radiograph(results, reference)
         ratio = "not measured" if results.ctr is None else f"{results.ctr:.2f}"
         made = []
+        matrix = _ijk_to_ras(reference)
         for (part, name), width in zip(CTR_NODES.items(), widths, strict=True):
             node = self._node("vtkMRMLMarkupsLineNode", name)
             node.RemoveAllControlPoints()
             for column in (width.left, width.right):
-                node.AddControlPoint(vtk.vtkVector3d(*_ras(reference, column, width.row)))
+                node.AddControlPoint(vtk.vtkVector3d(*_ras(matrix, column, width.row)))
             node.SetNthControlPointLabel(0, f"{part} (CTR {ratio})" if part == "heart" else part)
             node.SetNthControlPointLabel(1, "")
             node.SetLocked(True)
@@ -260,11 +258,12 @@ class ReviewLogic:
         prefix = OUTLINE_NODE.format(label="")
         self.remove(node for node in self._ours() if node.GetName().startswith(prefix))
         made = []
+        matrix = _ijk_to_ras(reference)
         for outline in outlines:
             name = OUTLINE_NODE.format(label=outline.label)
             node = self._node("vtkMRMLMarkupsClosedCurveNode", name, new=True)
             # DICOM pixel units put the top-left pixel's centre at (0.5, 0.5); IJK puts it at (0, 0)
-            points = [_ras(reference, column - 0.5, row - 0.5) for column, row in outline.points]
+            points = [_ras(matrix, column - 0.5, row - 0.5) for column, row in outline.points]
             if len(points) > 1 and np.allclose(points[0], points[-1]):
                 points = points[:-1]  # a closed curve closes itself
             array = vtk.vtkPoints()
@@ -329,10 +328,15 @@ def _oriented_mask(mask: np.ndarray, ijk_to_ras_matrix):
     return image
 
 
-def _ras(reference, column: float, row: float) -> tuple[float, float, float]:
-    """RAS of a point given in the radiograph's continuous pixel index coordinates (IJK, slice 0)."""
+def _ijk_to_ras(volume):
     matrix = vtk.vtkMatrix4x4()
-    reference.GetIJKToRASMatrix(matrix)
+    volume.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def _ras(matrix, column: float, row: float) -> tuple[float, float, float]:
+    """RAS of a point given in the radiograph's continuous pixel index coordinates (IJK, slice 0), through
+    the radiograph's IJK-to-RAS `matrix`."""
     x, y, z, _ = matrix.MultiplyPoint((column, row, 0.0, 1.0))
     return x, y, z
 
