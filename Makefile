@@ -98,7 +98,7 @@ bench-gpu:
 
 # The sample radiographs in resources/samples are generated, deterministically, by cxrxai.samples.
 samples: $(STAMP)
-	$(PY) -c "from cxrxai.samples import write_samples; write_samples('resources/samples', count=2)"
+	$(PY) -c "from cxrxai.phantoms.samples import write_samples; write_samples('resources/samples', count=2)"
 
 # The shipped default bundle (resources/bundles/default): phantoms, training, held-out evaluation, model card.
 # MODEL_ARGS overrides the recipe, e.g. MODEL_ARGS="--device cuda --input-size 256 --epochs 40".

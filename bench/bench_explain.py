@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from cxrxai.explain import crm
+from cxrxai.explain import crm_formulas as crm
 from cxrxai.explain.engine import Explainer, captured_outputs
 from cxrxai.labels import FINDINGS
 from cxrxai.model.bundle import load_bundle, make_untrained_bundle

@@ -35,10 +35,10 @@ from monai.transforms import (  # noqa: E402
 )
 from torch.utils.data import DataLoader  # noqa: E402
 
+from cxrxai.datasets.training import load_samples  # noqa: E402
 from cxrxai.model.bundle import Preprocessing  # noqa: E402
 from cxrxai.model.network import NetworkConfig, build_network  # noqa: E402
 from cxrxai.phantoms.cli import generate  # noqa: E402
-from cxrxai.train.data import load_samples  # noqa: E402
 from cxrxai.train.trainer import BatchAugmentation, JointLoss, RadiographDataset  # noqa: E402
 
 EPOCH_IMAGES = 3600  # the default recipe: 4,000 phantoms less the tenth held back for thresholds

@@ -7,7 +7,7 @@ low in the chest and not inside the lung fields. Each check gives its measured v
 must meet, so a failure says what is wrong rather than only that something is. They catch gross failures
 (swapped or fragmented lungs, a heart drawn on a hemidiaphragm), not contour errors of a few pixels.
 
-One film is one framing of one patient: a model can pass at that framing by luck and fail when the same
+One radiograph is one framing of one patient: a model can pass at that framing by luck and fail when the same
 chest is turned a few degrees or windowed a little darker. `check_reframings` repeats the checks on
 re-framed copies (`reframe`) and reports how often each passes, which is what transfer means.
 """
@@ -187,7 +187,7 @@ def reframe(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The radiograph (rows x columns, any range) as another exposure of the same chest might frame and
     process it: turned up to 4 degrees, moved up to 2 % of its size, cropped by up to 5 % at each edge,
     and a contrast curve (gamma 0.75-1.35) on its 0.5-99.5 percentile range. All are within what one
-    department's PA films vary by, so anatomy that transferred survives them."""
+    department's PA radiographs vary by, so anatomy that transferred survives them."""
     from cxrxai.render import unit_window
 
     image = ndimage.rotate(unit_window(pixels), rng.uniform(-4, 4), reshape=False, order=1, mode="nearest")

@@ -7,17 +7,15 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cxrxai import __version__
 from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, TRANSFER_SYNTAXES
 from cxrxai.errors import CXRXAIError
 from cxrxai.model.layout import DEFAULT_BUNDLE, is_bundle
 from cxrxai.train import FINDING_MAPS
-
-if TYPE_CHECKING:  # the model stack is imported lazily: the CLI must start without torch
-    from cxrxai.model.network import NetworkConfig
 
 INPUT_SUFFIXES = {".dcm", ".dicom", ".png", ".jpg", ".jpeg", ""}
 
@@ -35,12 +33,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from cxrxai.explain import DEFAULT_METHODS, METHODS
+@dataclass
+class CommandLine:
+    """The `cxrxai` parser while it is composed: its subcommands, and the parsers other packages extend
+    by name ("results ingest"). Packages above the core (the DICOM node) add commands through the
+    `cxrxai.commands` entry points, so the core never imports them."""
 
+    parser: argparse.ArgumentParser
+    commands: argparse._SubParsersAction
+    parsers: dict[str, argparse.ArgumentParser] = field(default_factory=dict)
+
+
+COMMAND_ENTRY_POINTS = "cxrxai.commands"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxrxai", description="Explainable chest X-ray AI.")
     parser.add_argument("--version", action="version", version=f"cxrxai {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    cli = CommandLine(parser, parser.add_subparsers(dest="command", required=True))
+    add_core_commands(cli)
+    for entry_point in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
+        entry_point.load()(cli)
+    return parser
+
+
+def add_core_commands(cli: CommandLine) -> None:
+    """explain, phantoms, train, evaluate, bundle and results: everything that needs no network."""
+    from cxrxai.explain import DEFAULT_METHODS, EVALUATED_METHODS, METHODS
+
+    commands = cli.commands
+    opt_in = ", ".join(m for m in METHODS if m not in DEFAULT_METHODS)
 
     explain = commands.add_parser("explain", help="predict and explain radiographs (DICOM, PNG, JPEG)")
     explain.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
@@ -59,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(DEFAULT_METHODS),
         metavar="METHOD",
-        help=f"any of {', '.join(METHODS)} (default: all but lime, occlusion)",
+        help=f"any of {', '.join(METHODS)} (default: all but {opt_in})",
     )
     what.add_argument("--findings", nargs="+", default=None, metavar="FINDING", help="default: all 14")
     what.add_argument("--lung-mask", action="store_true", help="also write lung-masked twins of every map")
@@ -171,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="phantom sets are recognised by their ground_truth.json; chexlocalize: real radiographs with "
         "a gt_segmentations_<split>.json of pixel masks",
     )
-    evaluation.add_argument("--methods", nargs="+", default=["gradcam", "hirescam", "crm", "saliency"])
+    evaluation.add_argument("--methods", nargs="+", default=list(EVALUATED_METHODS))
     evaluation.add_argument(
         "--faithfulness",
         action="store_true",
@@ -215,18 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     results = commands.add_parser("results", help="the results index: ingest SR results, query them")
     actions = results.add_subparsers(dest="action", required=True)
     ingest = actions.add_parser(
-        "ingest", help="index our SR results from files, folders or a PACS (idempotent)"
+        "ingest", help="index our SR results (idempotent)"
     )
     ingest.add_argument("inputs", nargs="*", type=Path, metavar="PATH")
     ingest.add_argument("--index", default="cxrxai-results.sqlite", help="SQLite file or database URL")
-    ingest.add_argument("--pacs", default=None, help="also C-FIND / C-GET our SRs from AE@host:port")
-    ingest.add_argument(
-        "--into", type=Path, default=Path("cxrxai-pacs-results"), help="where retrieved files go"
-    )
-    ingest.add_argument("--ae", default="CXRXAI", help="our calling AE title (the PACS must know it)")
-    ingest.add_argument("--from", dest="date_from", type=_date, default=None, help="study date, YYYY-MM-DD")
-    ingest.add_argument("--to", dest="date_to", type=_date, default=None, help="study date, YYYY-MM-DD")
-    ingest.add_argument("--heatmaps", action="store_true", help="also retrieve the SRs' SEG and SC objects")
     ingest.set_defaults(run=run_results_ingest)
     query = actions.add_parser("query", help="findings by filter, as a table, CSV or JSON")
     _add_filters(query)
@@ -244,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     stats = actions.add_parser("stats", help="per-finding prevalence, score distributions, trend by month")
     stats.add_argument("--index", default="cxrxai-results.sqlite", help="SQLite file or database URL")
     stats.add_argument("--model-version", default=None)
-    stats.add_argument("--from", dest="date_from", type=_date, default=None, help="study date, YYYY-MM-DD")
-    stats.add_argument("--to", dest="date_to", type=_date, default=None, help="study date, YYYY-MM-DD")
+    stats.add_argument("--from", dest="date_from", type=iso_date, default=None, help="study date, YYYY-MM-DD")
+    stats.add_argument("--to", dest="date_to", type=iso_date, default=None, help="study date, YYYY-MM-DD")
     stats.add_argument("--plots", type=Path, default=None, help="also write PNG plots to this folder")
     stats.add_argument("--format", choices=("table", "csv", "json"), default="table")
     stats.set_defaults(run=run_results_stats)
@@ -259,10 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         "shifts in every export (default: a random key, consistent within this export only)",
     )  # fmt: skip
     export.set_defaults(run=run_results_export)
-    from dicom_node.cli import add_commands
-
-    add_commands(commands)
-    return parser
+    cli.parsers["results ingest"] = ingest
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
@@ -281,8 +292,10 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 def run_explain(args: argparse.Namespace) -> int:
     from cxrxai.dicom.results import HeatmapSelection
     from cxrxai.explain import Explainer
-    from cxrxai.explain.engine import ExplainerSettings, check_methods
+    from cxrxai.explain.engine import ExplainerSettings
+    from cxrxai.explain.registry import check_methods
     from cxrxai.labels import resolve_findings
+    from cxrxai.results import summary_table
 
     try:
         findings = resolve_findings(args.findings)
@@ -373,19 +386,6 @@ def _explain_one(path, args, explainer, findings, methods, selection, stems, pro
     return folder, explanation
 
 
-def summary_table(explanation) -> str:
-    """Findings and CTR as a text table, from anything with `findings` and `ctr`: an Explanation, or
-    the ReportedFindings read back from an SR (the demo prints what the PACS received)."""
-    lines = [f"{'finding':<28} {'probability':>11} {'threshold':>9}  decision"]
-    for f in explanation.findings:
-        lines.append(
-            f"{f.name:<28} {f.probability:>11.3f} {f.threshold:>9.2f}  {'PRESENT' if f.present else 'absent'}"
-        )
-    ctr = "n/a" if explanation.ctr is None else f"{explanation.ctr:.3f}"
-    lines.append(f"{'cardiothoracic ratio':<28} {ctr:>11}")
-    return "\n".join(lines)
-
-
 def _progress(items: list[Path]):
     """A progress bar on stderr when there are several inputs."""
     if len(items) < 3:
@@ -414,24 +414,8 @@ def run_phantoms(args: argparse.Namespace) -> int:
     return 0
 
 
-def network_from_options(
-    channels: list[int] | None, strides: list[int] | None, max_pool: bool = False
-) -> NetworkConfig:
-    """The NetworkConfig that `--channels` / `--strides` / `--max-pool` ask for (defaults where absent),
-    checked here so a bad value is one line, not a traceback from MONAI."""
-    from cxrxai.model.network import NetworkConfig
-
-    levels = tuple(channels) if channels else NetworkConfig().channels
-    steps = tuple(strides) if strides else (2,) * (len(levels) - 1)
-    if len(steps) != len(levels) - 1 or any(s not in (1, 2) for s in steps):
-        raise CXRXAIError(
-            f"--strides needs {len(levels) - 1} values of 1 or 2 (one per level but the last), got "
-            f"{' '.join(map(str, steps))}"
-        )
-    return NetworkConfig(channels=levels, strides=steps, max_pool=max_pool)
-
-
 def run_train(args: argparse.Namespace) -> int:
+    from cxrxai.model.network import network_from_options
     from cxrxai.train.trainer import TrainConfig, train
 
     network = network_from_options(args.channels, args.strides, args.max_pool)
@@ -475,7 +459,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _date(text: str):
+def iso_date(text: str):
     import datetime as dt
 
     try:
@@ -491,8 +475,10 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-probability", type=float, default=None)
     parser.add_argument("--max-probability", type=float, default=None)
     parser.add_argument("--decision", choices=("present", "absent"), default=None)
-    parser.add_argument("--from", dest="date_from", type=_date, default=None, help="study date, YYYY-MM-DD")
-    parser.add_argument("--to", dest="date_to", type=_date, default=None, help="study date, YYYY-MM-DD")
+    parser.add_argument(
+        "--from", dest="date_from", type=iso_date, default=None, help="study date, YYYY-MM-DD"
+    )
+    parser.add_argument("--to", dest="date_to", type=iso_date, default=None, help="study date, YYYY-MM-DD")
     parser.add_argument("--model-version", default=None)
     parser.add_argument("--study", default=None, help="Study Instance UID")
     parser.add_argument("--patient", default=None, help="Patient ID")
@@ -515,36 +501,21 @@ def _filters(args: argparse.Namespace) -> dict:
 def run_results_ingest(args: argparse.Namespace) -> int:
     from cxrxai.index import ResultsIndex
 
-    if not args.inputs and args.pacs is None:
-        raise CXRXAIError("give SR files or folders to ingest, or --pacs AE@host:port")
-    index = ResultsIndex(args.index)
-    if args.inputs:
-        report = index.ingest(args.inputs)
-        for path, why in report.skipped:
-            print(f"skipped {path}: {why}", file=sys.stderr)
-        print(
-            f"{report.added} added, {report.unchanged} already indexed, {report.attached} result files "
-            f"attached, {len(report.skipped)} skipped"
-        )
-    if args.pacs is not None:
-        try:
-            from dicom_node.pacs import Peer, ingest_from_pacs
-        except ImportError:
-            raise CXRXAIError("ingest from a PACS needs the node extra: pip install 'cxrxai[node]'") from None
-        pacs = ingest_from_pacs(
-            index, Peer.parse(args.pacs), args.into, args.ae, args.date_from, args.date_to, args.heatmaps
-        )
-        retrieval = pacs.retrieval
-        for uid, why in retrieval.failed:
-            print(f"not retrieved {uid}: {why}", file=sys.stderr)
-        print(
-            f"PACS {args.pacs}: {retrieval.found} SRs found, {retrieval.skipped} already indexed, "
-            f"{retrieval.retrieved} objects retrieved, {pacs.ingest.added} added, "
-            f"{pacs.ingest.attached} result files attached, {len(retrieval.failed)} failed"
-        )
-        if retrieval.failed:
-            return 1
+    if not args.inputs:
+        raise CXRXAIError("give SR files or folders to ingest")
+    ingest_files(ResultsIndex(args.index), args.inputs)
     return 0
+
+
+def ingest_files(index, inputs: list[Path]) -> None:
+    """Index SR files and folders, printing what was added and, on stderr, what was skipped and why."""
+    report = index.ingest(inputs)
+    for path, why in report.skipped:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    print(
+        f"{report.added} added, {report.unchanged} already indexed, {report.attached} result files "
+        f"attached, {len(report.skipped)} skipped"
+    )
 
 
 def run_results_query(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ pointing game with Zhang et al.'s 15-pixel tolerance (at a 224-pixel width; scal
 share of map energy inside the mask, and (opt-in, `--faithfulness`) deletion / insertion AUC;
 lung-masked maps (`+lungmask`) side by side with unmasked ones. Every metric has a 95 % bootstrap
 interval. The sets (phantoms, CheXpert / MIMIC layouts, CheXlocalize-style real radiographs with
-pixel masks) are read by `cxrxai.evaluation_sets`.
+pixel masks) are read by `cxrxai.datasets.evaluation`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from skimage.filters import threshold_otsu
 from sklearn.metrics import roc_auc_score
 
 from cxrxai.anatomy import cardiothoracic_ratio
+from cxrxai.datasets.evaluation import load_cases, read_mask
 from cxrxai.errors import CXRXAIError
-from cxrxai.evaluation_sets import load_cases, read_mask
 from cxrxai.explain import DEFAULT_METHODS
 from cxrxai.explain.engine import Explainer
 from cxrxai.io import read_radiograph

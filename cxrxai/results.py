@@ -127,6 +127,19 @@ class Explanation:
         np.savez_compressed(folder / "heatmaps.npz", **arrays)  # type: ignore[arg-type]
 
 
+def summary_table(report) -> str:
+    """Findings and CTR as a text table, from anything with `findings` and `ctr`: an Explanation, or
+    the ReportedFindings read back from an SR (the demo prints what the PACS received)."""
+    lines = [f"{'finding':<28} {'probability':>11} {'threshold':>9}  decision"]
+    for f in report.findings:
+        lines.append(
+            f"{f.name:<28} {f.probability:>11.3f} {f.threshold:>9.2f}  {'PRESENT' if f.present else 'absent'}"
+        )
+    ctr = "n/a" if report.ctr is None else f"{report.ctr:.3f}"
+    lines.append(f"{'cardiothoracic ratio':<28} {ctr:>11}")
+    return "\n".join(lines)
+
+
 def load_heatmaps(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, float], Letterbox, np.ndarray]:
     """Read heatmaps.npz: (normalised maps by key, raw scales by key, geometry, anatomy probabilities)."""
     with np.load(path, allow_pickle=False) as data:

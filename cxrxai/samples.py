@@ -2,14 +2,13 @@
 
 `chest_image` draws simple geometric chests (lungs, heart, spine, ribs as ellipses and bands) with known
 geometry, which lets the input tests write every DICOM variant the reader must handle: MONOCHROME1/2,
-8-16 bit, rescale and window, and every transfer syntax pydicom can encode. `write_samples` writes the
-demo's inputs from the anatomical phantom generator (`cxrxai phantoms`), the default model's domain.
+8-16 bit, rescale and window, and every transfer syntax pydicom can encode. The demo's own
+inputs are anatomical phantoms (`cxrxai.phantoms.samples`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 from highdicom.sr import CodedConcept
@@ -21,8 +20,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-CR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
-DX_PRESENTATION_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1")
+from cxrxai.io.sop_classes import CR_IMAGE, DX_FOR_PRESENTATION
 
 
 def chest_image(rows: int = 320, columns: int = 280, seed: int = 0) -> np.ndarray:
@@ -51,7 +49,7 @@ def radiograph_dataset(
     *,
     photometric: str = "MONOCHROME2",
     bits: int = 16,
-    sop_class: UID = CR_IMAGE_STORAGE,
+    sop_class: UID = CR_IMAGE,
     patient_name: str = "PHANTOM^CHEST",
     patient_id: str = "CXRXAI-0001",
     study_uid: str | None = None,
@@ -96,14 +94,14 @@ def radiograph_dataset(
     ds.StudyID = "1"
     ds.AccessionNumber = "ACC0001"
     ds.ReferringPhysicianName = ""
-    ds.Modality = "DX" if sop_class == DX_PRESENTATION_STORAGE else "CR"
+    ds.Modality = "DX" if sop_class == DX_FOR_PRESENTATION else "CR"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = view_position
     ds.PatientOrientation = ["L", "F"]
     ds.Manufacturer = "CXR-XAI samples"
-    if sop_class == DX_PRESENTATION_STORAGE:
+    if sop_class == DX_FOR_PRESENTATION:
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.ImageType = ["ORIGINAL", "PRIMARY"]
         ds.ImagerPixelSpacing = list(pixel_spacing or (0.2, 0.2))
@@ -138,44 +136,3 @@ def radiograph_dataset(
     ds.PixelRepresentation = 0
     ds.PixelData = stored.tobytes()
     return ds
-
-
-SAMPLE_FINDINGS: tuple[tuple[str, ...], ...] = (
-    ("No Finding",),
-    ("Cardiomegaly", "Pleural Effusion"),
-    ("Pneumothorax",),
-    ("Support Devices", "Consolidation"),
-)
-
-
-def write_samples(folder: str | Path, count: int = 2, seed: int = 0) -> list[Path]:
-    """Write `count` (at most 4) sample chest radiographs as DICOM CR (MONOCHROME1, 16 bit, 512 rows):
-    anatomical phantoms, the default model's domain, with the findings of SAMPLE_FINDINGS in turn (a
-    normal chest, cardiomegaly with effusion, ...), so the demo shows what the model does in-domain."""
-    from cxrxai.phantoms.generator import make_phantom
-
-    if not 1 <= count <= len(SAMPLE_FINDINGS):
-        raise ValueError(f"count must be 1 to {len(SAMPLE_FINDINGS)}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    index = 0
-    for i, wanted in enumerate(SAMPLE_FINDINGS[:count]):
-        while True:  # the first phantom of the seed with exactly these findings (deterministic)
-            phantom = make_phantom(seed, index, rows=512)
-            index += 1
-            present = {name for name, value in phantom.labels.items() if value}
-            if present - {"Lung Opacity"} == set(wanted):
-                break
-        ds = radiograph_dataset(
-            phantom.image,
-            photometric="MONOCHROME1",
-            patient_id=f"CXRXAI-{i + 1:04d}",
-            uid_seed=f"cxrxai-sample-{seed}-{i}",
-            view_position="AP" if phantom.patient.ap else "PA",
-        )
-        ds.StudyDescription = f"Phantom chest radiograph ({', '.join(wanted)})"
-        path = folder / f"sample-{i + 1}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        written.append(path)
-    return written

@@ -1,4 +1,6 @@
-"""`cxrxai serve` / `python -m dicom_node` and the outbox commands (`cxrxai node deliveries|resend`)."""
+"""The node's part of the `cxrxai` command: `serve` (also `python -m dicom_node`), `worker`, `batch`, the
+outbox commands (`node deliveries|resend`) and `results ingest --pacs`. Registered through the
+`cxrxai.commands` entry point (pyproject.toml), so the core's command line never imports the node."""
 
 from __future__ import annotations
 
@@ -7,13 +9,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cxrxai.cli import CommandLine, ingest_files, iso_date
+from cxrxai.errors import CXRXAIError
 from dicom_node.config import ConfigError, load_config
 
 
-def add_commands(commands) -> None:
-    """Register `serve`, `worker`, `batch` and `node` on the cxrxai command parser."""
-    from cxrxai.cli import _date
-
+def add_commands(cli: CommandLine) -> None:
+    """Register `serve`, `worker`, `batch` and `node`, and the PACS options of `results ingest`."""
+    commands = cli.commands
     serve = commands.add_parser("serve", help="run the DICOM node (receive, explain, send results back)")
     serve.add_argument("--config", type=Path, default=None, help="node.toml (default: built-in defaults)")
     serve.set_defaults(run=run_serve)
@@ -36,8 +39,10 @@ def add_commands(commands) -> None:
         "--pacs", default=None, help="also C-FIND / C-GET the CR and DX images of AE@host:port"
     )
     batch.add_argument("--study", default="", help="with --pacs: one Study Instance UID")
-    batch.add_argument("--from", dest="date_from", type=_date, default=None, help="with --pacs: study date")
-    batch.add_argument("--to", dest="date_to", type=_date, default=None, help="with --pacs: study date")
+    batch.add_argument(
+        "--from", dest="date_from", type=iso_date, default=None, help="with --pacs: study date"
+    )
+    batch.add_argument("--to", dest="date_to", type=iso_date, default=None, help="with --pacs: study date")
     batch.add_argument("--into", type=Path, default=Path("cxrxai-batch-retrieved"), help="retrieved files")
     batch.add_argument("--ae", default="CXRXAI", help="our calling AE title (the PACS must know it)")
     batch.add_argument("--state", type=Path, default=Path("cxrxai-batch.sqlite"), help="resumable state")
@@ -55,14 +60,53 @@ def add_commands(commands) -> None:
         "--id", type=int, nargs="+", default=None, help="only these deliveries (also sent ones)"
     )
     resend.set_defaults(run=run_resend)
+    _add_pacs_ingest(cli.parsers["results ingest"])
+
+
+def _add_pacs_ingest(ingest: argparse.ArgumentParser) -> None:
+    """`cxrxai results ingest --pacs AE@host:port`: C-FIND / C-GET our SRs, then index them."""
+    ingest.add_argument("--pacs", default=None, help="also C-FIND / C-GET our SRs from AE@host:port")
+    ingest.add_argument(
+        "--into", type=Path, default=Path("cxrxai-pacs-results"), help="where retrieved files go"
+    )
+    ingest.add_argument("--ae", default="CXRXAI", help="our calling AE title (the PACS must know it)")
+    ingest.add_argument(
+        "--from", dest="date_from", type=iso_date, default=None, help="study date, YYYY-MM-DD"
+    )
+    ingest.add_argument("--to", dest="date_to", type=iso_date, default=None, help="study date, YYYY-MM-DD")
+    ingest.add_argument("--heatmaps", action="store_true", help="also retrieve the SRs' SEG and SC objects")
+    ingest.set_defaults(run=run_results_ingest)
+
+
+def run_results_ingest(args: argparse.Namespace) -> int:
+    from cxrxai.index import ResultsIndex
+    from dicom_node.pacs import Peer, ingest_from_pacs
+
+    if not args.inputs and args.pacs is None:
+        raise CXRXAIError("give SR files or folders to ingest, or --pacs AE@host:port")
+    index = ResultsIndex(args.index)
+    if args.inputs:
+        ingest_files(index, args.inputs)
+    if args.pacs is None:
+        return 0
+    pacs = ingest_from_pacs(
+        index, Peer.parse(args.pacs), args.into, args.ae, args.date_from, args.date_to, args.heatmaps
+    )
+    retrieval = pacs.retrieval
+    for uid, why in retrieval.failed:
+        print(f"not retrieved {uid}: {why}", file=sys.stderr)
+    print(
+        f"PACS {args.pacs}: {retrieval.found} SRs found, {retrieval.skipped} already indexed, "
+        f"{retrieval.retrieved} objects retrieved, {pacs.ingest.added} added, "
+        f"{pacs.ingest.attached} result files attached, {len(retrieval.failed)} failed"
+    )
+    return 1 if retrieval.failed else 0
 
 
 def _config(args: argparse.Namespace):
     try:
         return load_config(args.config)
     except ConfigError as exc:
-        from cxrxai.errors import CXRXAIError
-
         raise CXRXAIError(f"configuration: {exc}") from None
 
 
@@ -86,7 +130,6 @@ def _threads(text: str) -> int:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from cxrxai.errors import CXRXAIError
     from dicom_node.batch import run_batch as batch
 
     missing = [str(p) for p in args.inputs if not p.exists()]

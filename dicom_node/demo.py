@@ -31,7 +31,7 @@ PACS_AE_TITLE = "DEMOPACS"
 
 def run(out: Path = OUT) -> int:
     from cxrxai.model.layout import DEFAULT_BUNDLE, is_bundle
-    from cxrxai.samples import write_samples
+    from cxrxai.phantoms.samples import write_samples
     from dicom_node.config import Destination, NodeConfig, NodeSection, PathsSection, ProcessingSection
     from dicom_node.logs import configure_logging
     from dicom_node.service import Node
@@ -104,9 +104,9 @@ def _report(pacs: Orthanc, files: Path, index: Path) -> int:
     import numpy as np
     from PIL import Image
 
-    from cxrxai.cli import summary_table
     from cxrxai.dicom.results import result_file_name
     from cxrxai.dicom.sr import read_sr
+    from cxrxai.results import summary_table
 
     files.mkdir(parents=True, exist_ok=True)
     for identifier in pacs.rest("/instances"):

@@ -48,7 +48,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from cxrxai.dicom.peer import Peer
 from cxrxai.dicom.sr import evidence
 from cxrxai.errors import CXRXAIError
-from dicom_node.routing import CR_DX_SOP_CLASSES
+from cxrxai.io.sop_classes import PROJECTION_RADIOGRAPHS
 from dicom_node.spool import durable_write
 
 if TYPE_CHECKING:  # the index (SQLAlchemy, pandas) only for ingest_from_pacs: the Slicer module has neither
@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # the index (SQLAlchemy, pandas) only for ingest_from_pacs: t
     from cxrxai.index.store import IngestReport
 
 SR_CLASSES = (Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage)
-RADIOGRAPH_CLASSES = tuple(CR_DX_SOP_CLASSES)  # the classes the node receives and explains
+RADIOGRAPH_CLASSES = tuple(PROJECTION_RADIOGRAPHS)  # the classes the node receives and explains
 # what an SR's evidence adds: heat maps and anatomy, pages, outlines
 RESULT_CLASSES = (
     SegmentationStorage, SecondaryCaptureImageStorage, GrayscaleSoftcopyPresentationStateStorage

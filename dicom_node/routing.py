@@ -18,13 +18,9 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
+from cxrxai.io.sop_classes import PROJECTION_RADIOGRAPHS
 from dicom_node.config import RoutingSection
 
-CR_DX_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.1": "CR",
-    "1.2.840.10008.5.1.4.1.1.1.1": "DX",
-    "1.2.840.10008.5.1.4.1.1.1.1.1": "DX",
-}
 LATERAL_WORDS = ("LATERAL", "LAT", "LL", "RL")
 
 
@@ -39,7 +35,7 @@ def route(dataset: Dataset, rules: RoutingSection) -> Decision:
     if modality:
         if modality not in rules.modalities:
             return Decision(False, f"modality {modality} is not one of {', '.join(rules.modalities)}")
-    elif str(dataset.get("SOPClassUID", "")) not in CR_DX_SOP_CLASSES:
+    elif str(dataset.get("SOPClassUID", "")) not in PROJECTION_RADIOGRAPHS:
         return Decision(False, "no Modality and not a CR / DX SOP class")
     words = _description_words(dataset)
     body_part = str(dataset.get("BodyPartExamined", "") or "").upper()

@@ -41,16 +41,16 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import A_ASSOCIATE
 
 from cxrxai.dicom.common import missing_reference_uids
+from cxrxai.io.sop_classes import READABLE
 from dicom_node.audit import AuditLog
 from dicom_node.config import NodeConfig
 from dicom_node.metrics import Metrics
-from dicom_node.routing import CR_DX_SOP_CLASSES
 from dicom_node.spool import disk_use_percent, durable_write, instance_path
 from dicom_node.store import Store
 
 LOG = logging.getLogger("dicom_node.scp")
 VERIFICATION = "1.2.840.10008.1.1"
-STORAGE_CLASSES = (*CR_DX_SOP_CLASSES, "1.2.840.10008.5.1.4.1.1.7")  # CR, DX (both), Secondary Capture
+STORAGE_CLASSES = tuple(READABLE)  # CR, DX (both), Secondary Capture
 TRANSFER_SYNTAXES = [
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,

@@ -101,8 +101,9 @@ def test_check_reframings_counts_each_check_over_the_copies(monkeypatch):
         "check_radiograph",
         lambda explainer, radiograph: anatomy_checks(right, left, next(outcomes)),
     )
-    film = Radiograph(pixels=np.random.default_rng(0).random((80, 80), dtype=np.float32), source="film")
-    reframing = check_reframings(None, film, copies=8)  # type: ignore[arg-type]
+    pixels = np.random.default_rng(0).random((80, 80), dtype=np.float32)
+    radiograph = Radiograph(pixels=pixels, source="radiograph")
+    reframing = check_reframings(None, radiograph, copies=8)  # type: ignore[arg-type]
     assert reframing.copies == 8 and reframing.all_passed == 2
     assert reframing.pass_share["heart in one piece"] == 0.25 and reframing.pass_share["heart found"] == 0.0
     assert reframing.pass_share["right lung in one piece"] == 1.0

@@ -170,15 +170,15 @@ def test_missing_default_bundle_says_what_to_do(inputs, tmp_path, capsys, monkey
 
 def test_check_anatomy_will_not_write_its_report_over_a_radiograph(tiny_bundle, tmp_path, capsys):
     """`--json` before the inputs takes the first radiograph as the report path: refused, file untouched."""
-    film = tmp_path / "film.dcm"
-    shutil.copy(REAL_RADIOGRAPHS / "pa-chest-wg04-rg1.dcm", film)
-    before = film.read_bytes()
-    assert (
-        main(["bundle", "check-anatomy", "--bundle", str(tiny_bundle), "--json", str(film), str(film)]) == 2
-    )
+    radiograph = tmp_path / "radiograph.dcm"
+    shutil.copy(REAL_RADIOGRAPHS / "pa-chest-wg04-rg1.dcm", radiograph)
+    before = radiograph.read_bytes()
+    report = str(radiograph)  # --json given the radiograph itself
+    command = ["bundle", "check-anatomy", "--bundle", str(tiny_bundle), "--json", report, str(radiograph)]
+    assert main(command) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ".json" in err[0]
-    assert film.read_bytes() == before
+    assert radiograph.read_bytes() == before
 
 
 def test_check_anatomy_reports_each_radiograph_and_fails_on_implausible_masks(
@@ -199,3 +199,24 @@ def test_check_anatomy_reports_each_radiograph_and_fails_on_implausible_masks(
     assert main([*argv[:3], "--bundle", str(tiny_bundle), "--reframings", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "cxrxai: --reframings -1: give 0 or more copies"
     assert (figures / "pa-chest-wg04-rg1-anatomy.png").stat().st_size > 10_000
+
+
+def test_the_node_adds_its_commands_through_an_entry_point(monkeypatch, capsys):
+    """The core's parser alone has no node commands and no PACS ingest; the installed entry point adds
+    them, so `cxrxai` is composed without the core importing the node."""
+    import cxrxai.cli
+
+    installed = cxrxai.cli.entry_points(group=cxrxai.cli.COMMAND_ENTRY_POINTS)
+    assert [e.value for e in installed] == ["dicom_node.cli:add_commands"]
+    composed = cxrxai.cli.build_parser()
+    assert composed.parse_args(["serve"]).command == "serve"
+    assert composed.parse_args(["results", "ingest", "--pacs", "A@h:104"]).pacs == "A@h:104"
+
+    monkeypatch.setattr(cxrxai.cli, "entry_points", lambda group: [])
+    core = cxrxai.cli.build_parser()
+    for argv in (["serve"], ["results", "ingest", "--pacs", "A@h:104"]):
+        with pytest.raises(SystemExit):
+            core.parse_args(argv)
+    capsys.readouterr()
+    assert main(["results", "ingest"]) == 2
+    assert "give SR files or folders" in capsys.readouterr().err

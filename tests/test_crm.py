@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxrxai.explain import crm
-from cxrxai.explain.engine import ALL_FINDINGS, captured_outputs
+from cxrxai.explain import crm_formulas as crm
+from cxrxai.explain.engine import captured_outputs
+from cxrxai.explain.forward_pass import ALL_FINDINGS
 from cxrxai.labels import FINDINGS
 
 

@@ -58,7 +58,7 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
     assert f"pa-chest-wg04-rg1.dcm: {passed} of {len(checks)} checks pass" in card
     reframed = report["real_radiograph_reframings"]["pa-chest-wg04-rg1.dcm"]
     assert reframed["copies"] == 16
-    # a one-epoch model may find no lung on the film as framed yet some on a copy: all names are allowed
+    # a one-epoch model may find no lung on the radiograph as framed yet some on a copy: all names are allowed
     full = np.ones((8, 8), bool)
     names = {check.name for check in anatomy_checks(full, full, full)} | {"heart found", "lungs found"}
     assert set(checks) <= names and set(reframed["pass_share"]) <= names

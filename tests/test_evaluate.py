@@ -131,7 +131,7 @@ def test_evaluate_chexlocalize_layout(tiny_bundle, tmp_path):
     localisation metrics are computed against the decoded masks."""
     from pycocotools import mask as coco_mask
 
-    from cxrxai.evaluation_sets import load_cases
+    from cxrxai.datasets.evaluation import load_cases
 
     phantoms, out = _phantom_set(tmp_path, count=6, seed=5)
     truth = json.loads((phantoms / "ground_truth.json").read_text())

@@ -25,7 +25,8 @@ from pydicom.uid import (
 
 from cxrxai.errors import UnsupportedInputError
 from cxrxai.io import read_radiograph
-from cxrxai.samples import DX_PRESENTATION_STORAGE, chest_image, radiograph_dataset
+from cxrxai.io.sop_classes import DX_FOR_PRESENTATION
+from cxrxai.samples import chest_image, radiograph_dataset
 
 PIXELS = chest_image(48, 40, seed=2)
 
@@ -70,7 +71,7 @@ def test_modality_lut_and_window_are_applied(tmp_path):
 
 
 def test_dx_for_presentation_reads(tmp_path):
-    ds = radiograph_dataset(PIXELS, sop_class=DX_PRESENTATION_STORAGE)
+    ds = radiograph_dataset(PIXELS, sop_class=DX_FOR_PRESENTATION)
     np.testing.assert_array_equal(read_radiograph(_save(ds, tmp_path / "dx.dcm")).pixels, _expected(16))
 
 

@@ -604,7 +604,8 @@ def test_poisoned_images_fail_alone_and_every_good_result_arrives(tiny_bundle, t
     (its other objects still go out, the reason is kept). The worker runs in this process, where the
     writers are patched; receiving, scheduling and sending are the real node's."""
     import cxrxai.dicom.results as results_module
-    from cxrxai.samples import DX_PRESENTATION_STORAGE, chest_image, radiograph_dataset
+    from cxrxai.io.sop_classes import DX_FOR_PRESENTATION
+    from cxrxai.samples import chest_image, radiograph_dataset
     from dicom_node.metrics import Metrics
     from dicom_node.processing import Worker
     from dicom_node.queues import EmbeddedQueue
@@ -619,7 +620,7 @@ def test_poisoned_images_fail_alone_and_every_good_result_arrives(tiny_bundle, t
         "poisoned SR": write_radiograph(tmp_path / "sr.dcm", seed=14, StudyInstanceUID=study),
         "poisoned GSPS": write_radiograph(tmp_path / "pr.dcm", seed=15, StudyInstanceUID=study),
     }  # fmt: skip
-    dx = radiograph_dataset(chest_image(96, 80, seed=16), bits=12, sop_class=DX_PRESENTATION_STORAGE)
+    dx = radiograph_dataset(chest_image(96, 80, seed=16), bits=12, sop_class=DX_FOR_PRESENTATION)
     small = radiograph_dataset(chest_image(64, 56, seed=17), bits=12)
     large = radiograph_dataset(chest_image(96, 80, seed=18), bits=12)
     large.private_block(0x0011, "CXRXAI TEST", create=True).add_new(0x01, "OB", bytes(8 * 1024 * 1024))

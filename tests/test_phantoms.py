@@ -101,7 +101,7 @@ def test_findings_change_the_image():
 
 
 def test_rib_fractures_break_a_rib_over_aerated_lung():
-    """Where a rib crosses aerated lung is where its break shows on a frontal film."""
+    """Where a rib crosses aerated lung is where its break shows on a frontal radiograph."""
     from cxrxai.phantoms.anatomy import Patient, build_anatomy
     from cxrxai.phantoms.findings import render_findings
 
@@ -175,7 +175,7 @@ def test_a_broken_rib_steps_off_towards_the_chest_wall():
 
 
 def test_anterior_ribs_run_down_towards_the_sternum_and_cross_the_posterior_ones():
-    """On a PA film both rib slopes lie over both lungs: the side of a lung is not written in its ribs."""
+    """On a PA radiograph both rib slopes lie over both lungs: a lung's side is not written in its ribs."""
     for seed in range(4):
         anatomy = _anatomy_of_one_patient(seed)
         assert len(anatomy.anterior_ribs) == 16
@@ -203,7 +203,7 @@ def test_the_heart_points_its_apex_down_to_the_patients_left():
 
 
 def test_the_heart_stands_on_the_diaphragm_with_no_lung_beneath_it():
-    """On a frontal film the heart rests on the hemidiaphragms: below it is abdomen, not aerated lung
+    """On a frontal radiograph the heart rests on the hemidiaphragms: below it is abdomen, not aerated lung
     (only at its edges do the cardiophrenic angles tuck lung under it)."""
     for seed in range(6):
         anatomy = _anatomy_of_one_patient(seed)
@@ -241,7 +241,7 @@ def test_the_heart_is_one_piece_on_a_smooth_diaphragm_at_every_image_size():
 
 def test_latitude_compression_turns_black_lungs_grey():
     """Vendor dynamic-range compression lifts the lungs towards grey and narrows their contrast with the
-    abdomen below the diaphragm, as on processed films."""
+    abdomen below the diaphragm, as on processed radiographs."""
     from dataclasses import replace
 
     from cxrxai.phantoms.xray import Exposure, form_image
@@ -265,8 +265,8 @@ def test_latitude_compression_turns_black_lungs_grey():
 
 def test_the_trachea_is_a_lucent_column_over_the_spine():
     """Air in the trachea outweighs the vertebrae behind it: the column above the carina is darker than
-    the mediastinum either side, as on every PA film (a spine drawn denser than the trachea's air hides it,
-    and a model learns a white bar down the middle that real films do not have)."""
+    the mediastinum either side, as on every PA radiograph (a spine drawn denser than the trachea's air hides
+    it, and a model learns a white bar down the middle that real radiographs do not have)."""
     from dataclasses import replace
 
     from cxrxai.phantoms.xray import Exposure, form_image
@@ -288,7 +288,7 @@ def test_the_trachea_is_a_lucent_column_over_the_spine():
 def test_lung_behind_the_heart_makes_it_greyer_than_the_mediastinum_above():
     """The lower lobes reach behind the heart, so its projected soft tissue is thinner than the
     mediastinum's, which has no lung behind it. Drawn as solid as the mediastinum, the heart read as white
-    as it, and models trained on such phantoms found only its borders on a real film."""
+    as it, and models trained on such phantoms found only its borders on a real radiograph."""
     for seed in range(4):
         anatomy = _anatomy_of_one_patient(seed)
         rows, columns = anatomy.shape
@@ -315,7 +315,7 @@ def test_the_tone_scale_keeps_black_and_white_and_saturates_the_dense_end():
 
 
 def test_a_pneumonia_with_consolidation_is_one_opacity():
-    """The consolidation on a pneumonia patient's film is the pneumonia's, not a second site elsewhere."""
+    """A pneumonia patient's consolidation is the pneumonia's own opacity, not a second site elsewhere."""
     for seed in range(5):
         masks = _findings_of_one_patient(seed, ("Pneumonia", "Consolidation", "Lung Opacity"))
         consolidation, pneumonia = masks["Consolidation"], masks["Pneumonia"]
@@ -325,7 +325,7 @@ def test_a_pneumonia_with_consolidation_is_one_opacity():
 
 def test_lung_lesions_are_a_solitary_one_or_metastases_in_both_lungs():
     """Half the lung lesions are one nodule or mass; the others are 3-10 round lesions over both lungs
-    (blood-borne metastases), each in a lung and each one dense on the film."""
+    (blood-borne metastases), each in a lung and each one dense on the radiograph."""
     counts = []
     for seed in range(12):
         anatomy = _anatomy_of_one_patient(seed)
@@ -344,8 +344,8 @@ def test_lung_lesions_are_a_solitary_one_or_metastases_in_both_lungs():
 
 
 def test_tight_collimation_brings_the_lungs_to_the_image_edges():
-    """Some films frame the chest tightly: the thorax reaches the image's side edges, the lungs span up to
-    0.82 of its height, and the lung bases stay on the image."""
+    """Some radiographs frame the chest tightly: the thorax reaches the image's side edges, the lungs span up
+    to 0.82 of its height, and the lung bases stay on the image."""
     from cxrxai.phantoms.anatomy import Patient
 
     patients = [Patient.sample(np.random.default_rng(seed)) for seed in range(300)]

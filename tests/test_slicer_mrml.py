@@ -355,9 +355,15 @@ SLICER_PYTHON_PACKAGES = {
 def _cmake_list(path: Path, variable: str) -> list[str]:
     block = re.search(rf"set\({variable}\n(.*?)\n\s*\)", path.read_text(), re.S)
     assert block, f"{variable} not in {path}"
-    return [
+    names = [
         line.strip().replace("${MODULE_NAME}", "CXRXAI") for line in block[1].splitlines() if line.strip()
     ]
+    # file(GLOB X RELATIVE ... ${CMAKE_CURRENT_SOURCE_DIR}/pattern) + list(APPEND variable ${X})
+    for glob, pattern in re.findall(r"file\(GLOB (\w+) RELATIVE .*?\$\{CMAKE_CURRENT_SOURCE_DIR\}/(\S+)\)",
+                                    path.read_text(), re.S):  # fmt: skip
+        if f"list(APPEND {variable} ${{{glob}}})" in path.read_text():
+            names += sorted(str(found.relative_to(path.parent)) for found in path.parent.glob(pattern))
+    return names
 
 
 def _installed(folder: Path) -> Path:

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from cxrxai.cli import main
+from cxrxai.datasets.training import label_value, load_samples, positive_weights
 from cxrxai.errors import CXRXAIError
 from cxrxai.labels import FINDINGS
 from cxrxai.model.bundle import load_bundle
 from cxrxai.samples import chest_image
-from cxrxai.train.data import label_value, load_samples, positive_weights
 from cxrxai.train.trainer import BatchAugmentation, tune_thresholds
 
 
@@ -115,7 +115,7 @@ def test_mimic_layout(tmp_path):
 
 
 def test_positive_weights_balance_classes(tmp_path):
-    from cxrxai.train.data import Sample
+    from cxrxai.datasets.training import Sample
 
     samples = [Sample(tmp_path, tuple([1.0] + [0.0] * 13), None)] + [
         Sample(tmp_path, tuple([0.0] * 14), None)
@@ -222,9 +222,9 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch, o
 def test_finding_masks_are_known_from_a_mask_file_or_a_negative_label(tmp_path):
     import torch
 
+    from cxrxai.datasets.training import Sample
     from cxrxai.labels import slug
     from cxrxai.model.bundle import Preprocessing
-    from cxrxai.train.data import Sample
     from cxrxai.train.trainer import RadiographDataset
 
     data = tmp_path / "phantoms"

@@ -12,6 +12,7 @@ from pydicom.uid import UID, generate_uid
 
 from cxrxai.dicom import codes
 from cxrxai.errors import UnsupportedInputError
+from cxrxai.io.sop_classes import PROJECTION_RADIOGRAPHS
 
 # One series per object kind, with fixed numbers and descriptions a PACS user can recognise.
 SERIES = {
@@ -31,11 +32,6 @@ TYPE_2_COPIED = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
     "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
 )  # fmt: skip
-MODALITY_OF_SOP_CLASS = {
-    "1.2.840.10008.5.1.4.1.1.1": "CR",
-    "1.2.840.10008.5.1.4.1.1.1.1": "DX",
-    "1.2.840.10008.5.1.4.1.1.1.1.1": "DX",
-}
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,7 @@ def writers_view(source: Dataset) -> Dataset:
     """
     changes: dict[str, object] = {keyword: "" for keyword in TYPE_2_COPIED if keyword not in source}
     if not source.get("Modality"):
-        changes["Modality"] = MODALITY_OF_SOP_CLASS.get(str(source.get("SOPClassUID", "")), "OT")
+        changes["Modality"] = PROJECTION_RADIOGRAPHS.get(str(source.get("SOPClassUID", "")), "OT")
     charset = source.get("SpecificCharacterSet")
     values = [charset] if isinstance(charset, str) else list(charset or [])
     if len(values) > 1 and not values[0]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch.nn.functional import relu
 
-from cxrxai.model.network import global_max
+from cxrxai.explain.forward_pass import DIRECT_LAYER, ForwardPass, LayerMaps
+from cxrxai.model.network import HeadWeights, global_max
 
 
 def gradcam(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -86,3 +87,31 @@ def pooled_head_cams(
 
 
 FORMULAS = {"gradcam": gradcam, "gradcampp": gradcampp, "hirescam": hirescam}
+
+
+def layer_cams(run: ForwardPass, method: str) -> list[LayerMaps]:
+    """One Grad-CAM family method at every hooked layer: the closed form at the directly pooled layer
+    (computed once for all three methods), the shared truncated VJP everywhere else."""
+    a = run.activations[DIRECT_LAYER][0].detach()
+    direct = run.once("pooled head cams", lambda: pooled_head_cams(a, run.head.average, run.head.maximum))
+    maps = [
+        LayerMaps(DIRECT_LAYER, direct[method], run.names, "closed form: pooled linear head, no backward")
+    ]
+    for layer in run.gradient_layers:
+        values = FORMULAS[method](run.activations[layer][0].detach(), run.layer_gradients(layer))
+        maps.append(LayerMaps(layer, values, run.names, "truncated VJP"))
+    return maps
+
+
+def fused_contributions(bottleneck: torch.Tensor, direct: torch.Tensor, head: HeadWeights) -> torch.Tensor:
+    """T x N x N signed contribution density of the pooled layers, summing exactly to logit - bias.
+
+    logit_c - b_c = sum over the pooled layers of each cell's share (`pooled_contributions`: CAM / Z, and
+    the max-pooled term at each channel's max cell). Each bottleneck cell's share is spread evenly over
+    the r x r working cells it covers, so the sum is preserved; adding maps this way, rather than averaging
+    min-max-normalised maps, keeps each layer's real weight. `head` holds the rows of the T targets.
+    """
+    coarse = pooled_contributions(bottleneck.detach(), head.bottleneck)
+    r = direct.shape[1] // bottleneck.shape[1]
+    spread = coarse.repeat_interleave(r, dim=1).repeat_interleave(r, dim=2) / (r * r)
+    return spread + pooled_contributions(direct.detach(), head.average, head.maximum)

@@ -20,14 +20,8 @@ from pydicom.uid import UID
 
 from cxrxai.errors import UnsupportedInputError
 from cxrxai.io.grey import display_values
+from cxrxai.io.sop_classes import READABLE
 
-# SOP classes of single-frame projection radiographs we explain.
-RADIOGRAPH_SOP_CLASSES: dict[str, str] = {
-    "1.2.840.10008.5.1.4.1.1.1": "CR Image",
-    "1.2.840.10008.5.1.4.1.1.1.1": "DX Image (for presentation)",
-    "1.2.840.10008.5.1.4.1.1.1.1.1": "DX Image (for processing)",
-    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image",
-}
 ACCEPTED = (
     "accepted: single-frame greyscale DICOM CR, DX (for presentation or processing) or Secondary Capture "
     "with 8-16 bit pixels, or an 8/16-bit greyscale PNG / JPEG"
@@ -89,12 +83,12 @@ def read_radiograph(source: str | Path | Dataset) -> Radiograph:
 def _from_dataset(ds: Dataset, source: str) -> Radiograph:
     sop_class = str(ds.get("SOPClassUID", ""))
     modality = str(ds.get("Modality", "")) or "none"
-    if sop_class not in RADIOGRAPH_SOP_CLASSES:
+    if sop_class not in READABLE:
         name = UID(sop_class).name if sop_class else "no SOP Class UID"
         raise UnsupportedInputError(f"{source}: found Modality {modality} ({name}); {ACCEPTED}")
     if "PixelData" not in ds:
         raise UnsupportedInputError(
-            f"{source}: {RADIOGRAPH_SOP_CLASSES[sop_class]} has no Pixel Data; {ACCEPTED}"
+            f"{source}: {READABLE[sop_class]} has no Pixel Data; {ACCEPTED}"
         )
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:

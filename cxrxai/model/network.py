@@ -24,6 +24,8 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
+from cxrxai.errors import CXRXAIError
+
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -54,6 +56,21 @@ class NetworkConfig:
             del data["max_pool"]
         return data
 
+
+
+def network_from_options(
+    channels: list[int] | None, strides: list[int] | None, max_pool: bool = False
+) -> NetworkConfig:
+    """The NetworkConfig that `--channels` / `--strides` / `--max-pool` ask for (defaults where absent),
+    checked here so a bad value is one line, not a traceback from MONAI."""
+    levels = tuple(channels) if channels else NetworkConfig().channels
+    steps = tuple(strides) if strides else (2,) * (len(levels) - 1)
+    if len(steps) != len(levels) - 1 or any(s not in (1, 2) for s in steps):
+        raise CXRXAIError(
+            f"--strides needs {len(levels) - 1} values of 1 or 2 (one per level but the last), got "
+            f"{' '.join(map(str, steps))}"
+        )
+    return NetworkConfig(channels=levels, strides=steps, max_pool=max_pool)
 
 class HeadWeights(NamedTuple):
     """The pooled linear head split by the pooled feature it reads (C = findings, K = channels)."""
@@ -178,6 +195,13 @@ class FindingLogits(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)[0]
 
+
+
+class FindingProbabilities(FindingLogits):
+    """forward(x) -> sigmoid finding probabilities: the output LIME and occlusion perturb."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(super().forward(x))
 
 def _split_levels(model: nn.Module) -> tuple[list[nn.Module], nn.Module, list[nn.Module]]:
     """Unpack MONAI's nested Sequential(down, SkipConnection(sub), up): downs, bottom, ups (deepest first)."""

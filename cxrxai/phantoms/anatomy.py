@@ -38,11 +38,8 @@ class Patient:
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> Patient:
-        # Collimation to the chest is often tight: the outer rib margins reach the image's edges, the apices
-        # lie 3 % below the top, and at full inspiration the lungs span up to 0.82 of the height, their
-        # bases down to 3 % above the bottom. The bounds before (0.95 of the width, apices from 7 %, 0.72 of
-        # the height) left a real PA film's lungs (0.72 of its height) at the phantoms' edge, and the same
-        # film cropped by a few per cent beyond it (anatomy_check.reframe).
+        # collimation to the chest is often tight: the outer rib margins reach the image's edges, the apices
+        # lie 3 % below the top, and at full inspiration the lungs span up to 0.82 of the height
         thorax_width = float(rng.uniform(0.7, 1.0))
         thorax_top = float(rng.uniform(0.03, 0.15))
         inspiration = float(rng.uniform(0.52, min(0.82, 0.97 - thorax_top)))
@@ -100,7 +97,7 @@ def _chord(mask: np.ndarray, depth: float) -> np.ndarray:
 
 
 def _heart_columns(width: float) -> tuple[float, float]:
-    """The heart's extent across the film (fractions of the width): a third of its `width` right of the
+    """The heart's extent across the radiograph (fractions of the width): a third of its `width` right of the
     midline, two thirds left."""
     return 0.5 - 0.34 * width, 0.5 + 0.66 * width
 
@@ -108,8 +105,8 @@ def _heart_columns(width: float) -> tuple[float, float]:
 def _cardiac_silhouette(
     v: np.ndarray, u: np.ndarray, dome: np.ndarray, width: float, height: float
 ) -> np.ndarray:
-    """The heart on a PA film, standing on the diaphragm across its columns (`_heart_columns`). The right
-    border (right atrium) bulges most a little below the middle and meets the right hemidiaphragm at the
+    """The heart on a PA radiograph, standing on the diaphragm across its columns (`_heart_columns`). The
+    right border (right atrium) bulges most a little below the middle and meets the right hemidiaphragm at the
     cardiophrenic angle; the left border (left ventricle) swings out to the apex just above the left
     hemidiaphragm, so the heart points its apex down to the patient's left. Its top, `height` (a fraction
     of the image height) above the diaphragm, narrows into the mediastinum; its inferior border is the
@@ -137,10 +134,8 @@ def _diaphragm(right: np.ndarray, left: np.ndarray, heart: tuple[float, float]) 
 
     The cardiophrenic angle is where the lower border meets the heart's columns or turns steeply up the
     heart's border (steeper than 60 degrees over 2 % of the width), whichever comes first: both are
-    measured in fractions of the image, so the surface is the same at every image size. Followed further,
-    up the side of the cardiac notch (a rise of 3 % of the height from one column to the next was the
-    old test, which the more rows an image has the later it meets), the bridge rose to a peak under the
-    heart's middle and notched the heart's ground truth over the spine, or cut it in two."""
+    measured in fractions of the image, so the surface is the same at every image size; stopping there
+    keeps the bridge from rising under the heart's middle and notching the heart's ground truth."""
     rows, columns = right.shape
     window = max(int(round(columns * 0.02)), 1)
     centres = (np.arange(columns) + 0.5) / columns
@@ -199,7 +194,7 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     soft = np.zeros(shape, np.float32)
     bone = np.zeros(shape, np.float32)
     # body: a near-cylinder (thickness varies across, barely down), neck above; below the hemidiaphragms
-    # the liver and abdomen are the densest soft tissue on the film
+    # the liver and abdomen are the densest soft tissue on the radiograph
     half_body = p.thorax_width / 2 + 0.1
     body = ((u - 0.5) / half_body) ** 2 + ((v - 0.62) / 0.95) ** 2 <= 1.0
     body |= (np.abs(u - 0.5) < 0.09) & (v < 0.2)  # neck
@@ -233,9 +228,8 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     )
     air += _airways(v, u, p, hila)
     # the lower lobes reach behind the heart to the spine: that retrocardiac lung makes the heart grey, not
-    # white, on a real PA film, with the spine and faint vessels showing through it, so the heart is known
-    # by its borders and place. Without it the heart was as white as the mediastinum, and models trained on
-    # it found only the heart's borders on a real film (default_model.py)
+    # white, on a real PA radiograph, with the spine and faint vessels showing through it, so the heart is
+    # known by its borders and place
     behind_heart = float(rng.uniform(0.15, 0.4)) * p.body_depth * 0.55
     off_spine = np.clip((np.abs(u - 0.5) - 0.03) / 0.05, 0, 1)
     below_top = np.clip((v - heart_top) / 0.1, 0, 1)
@@ -245,9 +239,8 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     soft = np.maximum(soft - air, 0)
     # spine: vertebral bodies of cancellous bone whose end plates and discs show only faintly, with the
     # pedicles' cortical rings either side; behind the mediastinum and heart it reads as a subtle band, and
-    # the trachea's air outweighs it (a lucent column over the upper thoracic spine, as on every PA film).
-    # Drawn denser (0.7-1.05 cm of bone, flat-topped), it was a white bar from neck to pelvis that no real
-    # film shows, and models trained on it cut a real film's heart into pieces (default_model.py).
+    # the trachea's air outweighs it (a lucent column over the upper thoracic spine, as on every PA
+    # radiograph)
     spine = np.abs(u - 0.5) < 0.032
     level = v / 0.045  # one vertebra per 4.5 % of the height
     vertebra = 0.5 + 0.5 * np.cos(2 * np.pi * level)
@@ -259,8 +252,8 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     bone += 0.25 * np.exp(-((pedicle_ring / 0.35) ** 2)) * (v > p.thorax_top - 0.05)
     # ribs: posterior arcs from the spine, descending laterally, that turn at the chest wall into anterior
     # arcs descending medially to the costal cartilages (radiolucent, so an anterior rib ends short of the
-    # sternum). The two sets cross over both lungs, as on every PA film: a rib's slope says nothing about
-    # which lung it lies over, so a model cannot take the side from it
+    # sternum). The two sets cross over both lungs, as on every PA radiograph: a rib's slope says nothing
+    # about which lung it lies over, so a model cannot take the side from it
     ribs, anterior_ribs = [], []
     s = np.linspace(0, 1, 60)
     cartilage = float(rng.uniform(0.08, 0.12))  # costochondral junctions' distance from the midline
@@ -280,7 +273,7 @@ def build_anatomy(p: Patient, shape: tuple[int, int], rng: np.random.Generator) 
     rib_distance = _distance_to_lines(ribs, shape)
     rib_profile = np.clip(1 - (rib_distance / rib_half) ** 2, 0, 1)
     cortex = np.exp(-(((rib_distance - rib_half * 0.8) / (rib_half * 0.25)) ** 2))  # bright cortical edges
-    # about 1 cm of cancellous bone in a cortical shell: ribs stand out against aerated lung, as on film
+    # about 1 cm of cancellous bone in a cortical shell: ribs stand out against aerated lung
     bone += (0.8 * rib_profile + 0.5 * cortex * (rib_distance < rib_half)) * body
     # anterior arcs lie far from the detector: magnified, unsharp and fainter than the posterior ones
     front_distance = _distance_to_lines(anterior_ribs, shape)

@@ -1,4 +1,4 @@
-"""The 14 observations: which are present (with realistic co-occurrence), how each looks on the film,
+"""The 14 observations: which are present (with realistic co-occurrence), how each looks on the radiograph,
 and where it is (a ground-truth mask for every localised finding).
 
 Mechanisms add or remove water-equivalent thickness (or bone / metal) in the anatomy's projected maps:
@@ -8,7 +8,7 @@ Mechanisms add or remove water-equivalent thickness (or bone / metal) in the ana
   nodules and masses over both lungs, placed by lung area, so most in the wider lower zones as blood-borne
   metastases are. Consolidation: a dense homogeneous region with air bronchograms. Pneumonia: patchy,
   inhomogeneous airspace opacity; when the image also has Consolidation, that consolidation is the
-  pneumonia's own (the patchy opacity surrounds it, and the Pneumonia mask holds both), as on a film of
+  pneumonia's own (the patchy opacity surrounds it, and the Pneumonia mask holds both), as on a radiograph of
   lobar pneumonia. Edema: bilateral perihilar haze with Kerley B lines. Atelectasis: a plate-like band at
   a lung base (with an effusion, compressive: just above the fluid on its side) and, in half the cases, a
   segmental lower-lobe collapse (a triangle from the hilum to the medial base). Lung Opacity: any of
@@ -324,7 +324,7 @@ def render_findings(anatomy: Anatomy, present: dict[str, bool], rng: np.random.G
 def _rib_fracture_sites(anatomy: Anatomy, rng: np.random.Generator) -> list[tuple[float, float]]:
     """Points on the axillary arcs (the outer half, from the spine) of 1-3 neighbouring ribs on one side,
     where they project over aerated lung. Rib fractures are commonest on the lateral arcs, and over aerated
-    lung is where a break shows on a frontal film (and where radiologists look): over the abdomen, the
+    lung is where a break shows on a frontal radiograph (and where radiologists look): over the abdomen, the
     heart or the chest wall the cortex has no air behind it, and on the medial arcs a callus sits among
     the hilar vessels' end-on shadows. Half the patients have one broken rib; the others have the next
     one or two broken too, near the same column, as from one blow."""

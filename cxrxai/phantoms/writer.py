@@ -16,9 +16,10 @@ import numpy as np
 from PIL import Image
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
+from cxrxai.io.sop_classes import CR_IMAGE, DX_FOR_PRESENTATION
 from cxrxai.labels import FINDINGS, slug
 from cxrxai.phantoms.generator import Phantom
-from cxrxai.samples import CR_IMAGE_STORAGE, DX_PRESENTATION_STORAGE, radiograph_dataset
+from cxrxai.samples import radiograph_dataset
 
 CHEXPERT_COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *FINDINGS]
 SYNTAXES = (None, RLELossless, JPEGLSLossless, JPEG2000Lossless)  # None: explicit VR little endian
@@ -48,7 +49,7 @@ def write_phantom(phantom: Phantom, root: Path, index: int, seed: int, formats: 
     if "dicom" in formats:
         bits = int(rng.choice([10, 12, 14, 16]))
         photometric = "MONOCHROME1" if rng.random() < 0.4 else "MONOCHROME2"
-        sop_class = DX_PRESENTATION_STORAGE if rng.random() < 0.5 else CR_IMAGE_STORAGE
+        sop_class = DX_FOR_PRESENTATION if rng.random() < 0.5 else CR_IMAGE
         ds = radiograph_dataset(
             phantom.image,
             photometric=photometric,

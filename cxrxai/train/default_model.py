@@ -25,8 +25,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cxrxai.cli import network_from_options
+from cxrxai.explain import EVALUATED_METHODS
 from cxrxai.model.layout import DEFAULT_BUNDLE
+from cxrxai.model.network import network_from_options
 from cxrxai.train import FINDING_MAPS
 
 
@@ -89,9 +90,6 @@ OVERRIDABLE = (
     "compile",
 )
 
-METHODS = ("gradcam", "hirescam", "gradcampp", "crm", "saliency")
-
-
 STEPS = ("training phantoms", "train", "held-out phantoms", "evaluate")
 # Real PA chest radiographs (resources/real/README.md): no masks, so the card shows the anatomy checks
 REAL_RADIOGRAPHS = DEFAULT_BUNDLE.parent.parent / "real"
@@ -142,7 +140,9 @@ def build(
         "held-out phantoms": lambda: generate(
             recipe.heldout_count, heldout, recipe.heldout_seed, {"png"}, recipe.render_rows, workers=2
         ),
-        "evaluate": lambda: report.update(evaluate(heldout, trained, work / "evaluation", methods=METHODS)),
+        "evaluate": lambda: report.update(
+            evaluate(heldout, trained, work / "evaluation", methods=EVALUATED_METHODS)
+        ),
     }
     outputs = {"training phantoms": data, "train": trained, "held-out phantoms": heldout}
     for name in STEPS[STEPS.index(start) :]:
@@ -172,8 +172,8 @@ REFRAMINGS = 16
 def real_radiograph_checks(bundle: Path, figures: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """The anatomy checks (`cxrxai.anatomy_check`) of the bundle's masks on each real radiograph in
     REAL_RADIOGRAPHS, with an overlay figure each in `figures`, and how they fare over REFRAMINGS re-framed
-    copies of it: the issue asks that the segmentation look right on a real PA film, no real masks are at
-    hand to score it, and one framing of one film passes or fails partly by luck."""
+    copies of it: the segmentation must look right on a real PA radiograph, no real masks are at hand to
+    score it, and one framing of one radiograph passes or fails partly by luck."""
     from cxrxai.anatomy_check import check_radiograph, check_reframings
     from cxrxai.explain import Explainer
     from cxrxai.io import read_radiograph
@@ -207,8 +207,8 @@ def real_radiograph_section(results: dict[str, dict], reframings: dict[str, dict
         "Real PA chest radiographs without masks (`resources/real/`), checked by `cxrxai bundle "
         "check-anatomy`: each lung on its side and in one piece, the heart one piece between the lungs, "
         "low, outside the lung fields, with a plausible cardiothoracic ratio. Then the same checks on "
-        f"{REFRAMINGS} copies of each film turned by up to 4 degrees, moved, cropped and re-windowed "
-        "(`--reframings`): masks that pass only at the film's own framing have not transferred.",
+        f"{REFRAMINGS} copies of each radiograph turned by up to 4 degrees, moved, cropped and re-windowed "
+        "(`--reframings`): masks that pass only at the radiograph's own framing have not transferred.",
         "",
     ]
     for name, checks in results.items():

@@ -27,6 +27,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from cxrxai.datasets.training import Sample, load_samples, positive_weights
 from cxrxai.errors import CXRXAIError
 from cxrxai.io import read_radiograph
 from cxrxai.labels import ANATOMY, FINDINGS, slug
@@ -34,7 +35,6 @@ from cxrxai.model.bundle import BundleSpec, Preprocessing, write_bundle
 from cxrxai.model.network import CXRUNet, NetworkConfig, build_network
 from cxrxai.model.preprocess import prepare, preprocessing_transform
 from cxrxai.train import FINDING_MAPS
-from cxrxai.train.data import Sample, load_samples, positive_weights
 
 NO_FINDING = FINDINGS.index("No Finding")  # not localised: never mask-supervised
 

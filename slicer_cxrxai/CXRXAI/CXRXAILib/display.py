@@ -8,29 +8,22 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-# Methods in the order the module offers them, with the names radiologists know them by.
-METHOD_NAMES = {
-    "gradcam": "Grad-CAM",
-    "gradcampp": "Grad-CAM++",
-    "hirescam": "HiResCAM",
-    "crm": "CRM",
-    "seggradcam": "Seg-Grad-CAM",
-    "saliency": "Saliency",
-    "smoothgrad": "SmoothGrad",
-    "lime": "LIME",
-    "occlusion": "Occlusion",
-}
 FUSED = "fused"
 LAYER_FAMILIES = ("encoder", "bottleneck", "decoder")
 
 
 def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    """The name radiologists know the method by (the registry's title)."""
+    from cxrxai.explain import registry
+
+    return registry.title(method)
 
 
 def sorted_methods(methods: Sequence[str]) -> list[str]:
-    """Known methods in METHOD_NAMES order, then unknown ones alphabetically."""
-    order = list(METHOD_NAMES)
+    """Known methods in the registry's order, then unknown ones alphabetically."""
+    from cxrxai.explain import registry
+
+    order = list(registry.registered())
     return sorted(set(methods), key=lambda m: (order.index(m) if m in order else len(order), m))
 
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cxrxai.datasets.training import load_samples
 from cxrxai.errors import CXRXAIError
 from cxrxai.labels import ANATOMY, FINDINGS
-from cxrxai.train.data import load_samples
 
 LAYOUTS = ("chexpert", "mimic", "chexlocalize")
 CHEXLOCALIZE_NAMES = {"Airspace Opacity": "Lung Opacity"}
