@@ -18,6 +18,8 @@ Example (`docs/node.md` has every key):
     ae_title = "ORTHANC"
     host = "10.1.2.3"
     port = 4242
+
+Destinations are validated by their kind (`dicom_node.destinations`): each kind checks its own fields.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from cxrxai.model.layout import is_bundle
+from dicom_node.destinations import Destination, Kind, kinds
+from dicom_node.store import TRIAGE_WEBHOOK
 
 ENV_PREFIX = "CXRXAI_NODE_"
 
@@ -98,17 +103,14 @@ class RoutingSection:
     description_keywords: tuple[str, ...] = ("CHEST", "THORAX", "THX", "CXR", "LUNG", "TORAX")
 
 
-@dataclass(frozen=True)
-class Destination:
-    name: str
-    ae_title: str = ""
-    host: str = ""
-    port: int = 0
-    tls: bool = False
-    folder: Path | None = None  # a folder destination instead of a DICOM one (host / port ignored)
-    # the transfer syntax this destination gets SEG and pictures in (cxrxai.dicom.encoding); empty: as
-    # `processing.transfer_syntax` wrote them
-    transfer_syntax: str = ""
+class QueueBackend(StrEnum):
+    EMBEDDED = "embedded"  # the SQLite queue and local worker processes
+    CELERY = "celery"  # a Celery task queue on Redis, served by `cxrxai worker`s (docs/scale-out.md)
+
+
+class StorageKind(StrEnum):
+    FOLDER = "folder"  # the folders in [paths], mounted on every machine
+    S3 = "s3"  # S3-compatible object storage
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class QueueSection:
     task queue on a Redis broker served by `cxrxai worker` processes on any machine that mounts the
     spool and results folders (docs/scale-out.md)."""
 
-    backend: str = "embedded"  # or "celery"
+    backend: QueueBackend = QueueBackend.EMBEDDED
     broker_url: str = ""  # redis://host:6379/0 (also the result backend)
     task_queue: str = "cxrxai"
     # a job not acknowledged within this time goes to another worker: longer than the slowest job
@@ -130,7 +132,7 @@ class StorageSection:
     [paths], mounted on every machine) or S3-compatible object storage. Credentials come from the usual
     AWS environment variables or files, never from node.toml."""
 
-    kind: str = "folder"  # or "s3"
+    kind: StorageKind = StorageKind.FOLDER
     s3_bucket: str = ""
     s3_prefix: str = "cxrxai"
     s3_endpoint_url: str = ""  # empty: AWS; e.g. https://minio.example.org:9000
@@ -154,7 +156,13 @@ class TriageRule:
 @dataclass(frozen=True)
 class TriageSection:
     rules: tuple[TriageRule, ...] = ()
-    webhook_url: str | None = None
+    webhook_url: str | None = None  # a webhook destination of its own, named TRIAGE_WEBHOOK
+
+    def destination(self) -> Destination | None:
+        """The webhook destination that `webhook_url` stands for."""
+        if not self.webhook_url:
+            return None
+        return Destination(TRIAGE_WEBHOOK, kind=Kind.WEBHOOK, url=self.webhook_url)
 
 
 @dataclass(frozen=True)
@@ -171,10 +179,16 @@ class NodeConfig:
     routing: RoutingSection = field(default_factory=RoutingSection)
     queue: QueueSection = field(default_factory=QueueSection)
     storage: StorageSection = field(default_factory=StorageSection)
-    destinations: tuple[Destination, ...] = ()
+    destinations: tuple[Destination, ...] = ()  # the [[destinations]] entries; see all_destinations
     retry: RetrySection = field(default_factory=RetrySection)
     triage: TriageSection = field(default_factory=TriageSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+
+    @property
+    def all_destinations(self) -> tuple[Destination, ...]:
+        """What the outbox delivers to: the [[destinations]] and the one `[triage] webhook_url` stands for."""
+        triage = self.triage.destination()
+        return self.destinations if triage is None else (*self.destinations, triage)
 
 
 SECTIONS: dict[str, type] = {
@@ -287,7 +301,16 @@ def _section(cls: type, values: dict[str, Any], where: str, base: Path, problems
         return None
 
 
+# the enumerations node.toml values may name, by their annotation
+CHOICES: dict[str, type[StrEnum]] = {"QueueBackend": QueueBackend, "StorageKind": StorageKind}
+
+
 def _convert(kind: str, value: Any, base: Path, where: str, key: str, problems: list[str]) -> Any:
+    if kind in CHOICES:
+        values = [choice.value for choice in CHOICES[kind]]
+        if value not in values:
+            raise ValueError(f"{value!r} is not {' or '.join(values)}")
+        return CHOICES[kind](value)
     if kind == "TLSConfig":
         if not isinstance(value, dict):
             raise TypeError("must be a table")
@@ -358,16 +381,12 @@ def validate(config: NodeConfig) -> list[str]:
         ):
             problems.append("node.tls.ca_certificates: needed to verify client certificates")
     queue = config.queue
-    if queue.backend not in ("embedded", "celery"):
-        problems.append(f"queue.backend: {queue.backend!r} is not embedded or celery")
-    if queue.backend == "celery" and not queue.broker_url.startswith(("redis://", "rediss://")):
+    if queue.backend is QueueBackend.CELERY and not queue.broker_url.startswith(("redis://", "rediss://")):
         problems.append("queue.broker_url: the celery backend needs a Redis URL, e.g. redis://host:6379/0")
     storage = config.storage
-    if storage.kind not in ("folder", "s3"):
-        problems.append(f"storage.kind: {storage.kind!r} is not folder or s3")
-    if storage.kind == "s3" and not storage.s3_bucket:
+    if storage.kind is StorageKind.S3 and not storage.s3_bucket:
         problems.append("storage.s3_bucket: the s3 storage needs a bucket")
-    if storage.kind == "s3" and queue.backend != "celery":
+    if storage.kind is StorageKind.S3 and queue.backend is not QueueBackend.CELERY:
         problems.append('storage.kind: s3 carries jobs to remote workers; it needs queue.backend = "celery"')
     if queue.visibility_timeout_seconds <= 0:
         problems.append("queue.visibility_timeout_seconds: must be above 0 (longer than the slowest job)")
@@ -393,21 +412,7 @@ def validate(config: NodeConfig) -> list[str]:
             f"processing.transfer_syntax: {processing.transfer_syntax!r}: "
             f"use one of {', '.join(TRANSFER_SYNTAXES)}"
         )
-    names = set()
-    for destination in config.destinations:
-        if destination.name in names:
-            problems.append(f"destinations: the name {destination.name!r} is used twice")
-        names.add(destination.name)
-        if destination.transfer_syntax and destination.transfer_syntax not in TRANSFER_SYNTAXES:
-            problems.append(
-                f"destinations.{destination.name}.transfer_syntax: {destination.transfer_syntax!r}: "
-                f"use one of {', '.join(TRANSFER_SYNTAXES)}"
-            )
-        if destination.folder is None:
-            if not 1 <= len(destination.ae_title.strip()) <= 16:
-                problems.append(f"destinations.{destination.name}.ae_title: must be 1-16 characters")
-            if not 1 <= destination.port <= 65535:
-                problems.append(f"destinations.{destination.name}.port: {destination.port} is not a TCP port")
+    problems.extend(_destination_problems(config))
     retry = config.retry
     if retry.max_attempts < 1 or retry.initial_delay_seconds < 0 or retry.multiplier < 1:
         problems.append("retry: max_attempts >= 1, initial_delay_seconds >= 0 and multiplier >= 1")
@@ -418,4 +423,36 @@ def validate(config: NodeConfig) -> list[str]:
             problems.append(f"triage.rules: unknown finding {rule.finding!r} (one of: {', '.join(FINDINGS)})")
         if not 0 <= rule.min_probability <= 1:
             problems.append(f"triage.rules: {rule.finding} min_probability must be between 0 and 1")
+    return problems
+
+
+def _destination_problems(config: NodeConfig) -> list[str]:
+    """Each destination: a unique name, a known kind, a known transfer syntax, and what its kind checks.
+    Problems of the triage webhook's destination are reported on `triage.webhook_url`, the key the
+    operator set."""
+    from cxrxai.dicom.encoding import TRANSFER_SYNTAXES
+
+    entries = [(d, f"destinations.{d.name}.") for d in config.destinations]
+    triage = config.triage.destination()
+    if triage is not None:
+        entries.append((triage, "triage.webhook_"))
+    registered = kinds()
+    problems = []
+    names = set()
+    for destination, where in entries:
+        if destination.name in names:
+            taken = " ([triage] webhook_url takes it)" if destination is triage else ""
+            problems.append(f"destinations: the name {destination.name!r} is used twice{taken}")
+        names.add(destination.name)
+        if destination.transfer_syntax and destination.transfer_syntax not in TRANSFER_SYNTAXES:
+            problems.append(
+                f"{where}transfer_syntax: {destination.transfer_syntax!r}: "
+                f"use one of {', '.join(TRANSFER_SYNTAXES)}"
+            )
+        kind = registered.get(destination.kind)
+        if kind is None:
+            known = ", ".join(sorted(registered))
+            problems.append(f"{where}kind: {destination.kind!r} is not a destination kind (known: {known})")
+        else:
+            problems.extend(where + problem for problem in kind.check(destination))
     return problems

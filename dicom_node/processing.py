@@ -26,10 +26,11 @@ from pydicom import dcmread
 
 from cxrxai.errors import CXRXAIError
 from dicom_node.config import NodeConfig
+from dicom_node.destinations import Carries, carrying
 from dicom_node.metrics import Metrics
 from dicom_node.routing import route
 from dicom_node.spool import durable_write
-from dicom_node.store import Job, Store
+from dicom_node.store import InstanceState, Job, Store
 
 if TYPE_CHECKING:
     from cxrxai.index.store import Image
@@ -176,7 +177,7 @@ class Processor:
         indexed = indexed_image(sr, {uid: target for uid, _, target in objects}, inference)
         triaged = self._triage(explanation)
         notification = None
-        if (urgent or triaged) and self.config.triage.webhook_url:
+        if (urgent or triaged) and carrying(self.config.all_destinations, Carries.NOTIFICATION):
             notification = self._notification(study_instance_uid, header, explanation)
         return _Computed(
             objects, indexed, made.missing, urgent or triaged, notification, time.perf_counter() - started
@@ -207,26 +208,26 @@ class Processor:
 def commit_outcome(
     store: Store, config: NodeConfig, study_instance_uid: str, outcome: InstanceOutcome
 ) -> None:
-    """Record one instance's outcome in the node's database: for `done`, its deliveries (and webhook)
-    and the instance marked done in one transaction; re-committing the same outcome queues nothing twice.
-    A `retry` outcome leaves the instance new for another attempt, until `processing.max_attempts`."""
+    """Record one instance's outcome in the node's database: for `done`, its deliveries (result objects to
+    the destinations whose kind carries them, the notification to those that carry it) and the instance
+    marked done in one transaction; re-committing the same outcome queues nothing twice. A `retry`
+    outcome leaves the instance new for another attempt, until `processing.max_attempts`."""
     if outcome.state == "retry":
         store.retry_instance(
             outcome.sop_instance_uid, outcome.reason or "error", config.processing.max_attempts
         )
         return
     if outcome.state != "done":
-        store.finish_instance(outcome.sop_instance_uid, outcome.state, outcome.reason)
+        store.finish_instance(outcome.sop_instance_uid, InstanceState(outcome.state), outcome.reason)
         return
     if outcome.urgent:
         store.mark_urgent(study_instance_uid)
-    destinations = [(d.name, "folder" if d.folder else "dicom") for d in config.destinations]
-    url = config.triage.webhook_url
-    webhook = (url, outcome.notification) if url and outcome.notification else None
+    destinations = [(d.name, d.kind) for d in carrying(config.all_destinations, Carries.OBJECTS)]
+    notified = [(d.name, d.kind) for d in carrying(config.all_destinations, Carries.NOTIFICATION)]
     files = [(uid, config.paths.results / relative) for uid, relative in outcome.objects]
     store.commit_results(
-        study_instance_uid, outcome.sop_instance_uid, files, destinations, outcome.urgent, webhook,
-        outcome.reason,
+        study_instance_uid, outcome.sop_instance_uid, files, destinations, outcome.urgent,
+        notification=outcome.notification, notified=notified, note=outcome.reason,
     )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ Why SQLite: every state change is one short transaction that survives `kill -9` 
 an operator can inspect it with the `sqlite3` shell. Job and delivery claims are single `UPDATE ...
 RETURNING` statements, so two workers never take the same job.
 
-States:
+States (`InstanceState`, `StudyState`, `DeliveryState`; SQLite holds their values):
 - instance: new -> done | skipped | failed (the reason is kept; for done, the optional result objects
   that could not be made). An error met on one image leaves it new with its attempts counted, so the
   next run of its study tries it again; after `processing.max_attempts` it fails with that error.
@@ -14,8 +14,13 @@ States:
   the count of each instance state as its reason ("2 done, 1 skipped, 1 failed"); a study with new
   instances left (received meanwhile, or waiting for a retry) goes back to receiving instead.
 - delivery: pending -> sent | dead (after the retry policy's attempts; `resend` makes it pending again).
-  One row per (result SOP Instance UID, destination): a job that is re-run after a crash re-creates the
-  same objects with the same UIDs and cannot queue them twice.
+  One row per (result SOP Instance UID, destination name): a job that is re-run after a crash re-creates
+  the same objects with the same UIDs and cannot queue them twice. The row's kind says which destination
+  kind (`dicom_node.destinations`) delivers it; the destination's address is read from the configuration
+  when it is sent.
+
+The schema is versioned with `PRAGMA user_version`: opening an older database applies the steps in
+`MIGRATIONS` it has not had, in one transaction.
 """
 
 from __future__ import annotations
@@ -24,12 +29,43 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-SCHEMA = """
+from cxrxai.errors import CXRXAIError
+
+# the destination that `[triage] webhook_url` stands for (dicom_node.config), by its name in the outbox
+TRIAGE_WEBHOOK = "triage-webhook"
+
+
+class InstanceState(StrEnum):
+    NEW = "new"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class StudyState(StrEnum):
+    RECEIVING = "receiving"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+FINISHED = (StudyState.DONE, StudyState.SKIPPED, StudyState.FAILED)
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS instances (
     sop_instance_uid TEXT PRIMARY KEY,
     study_instance_uid TEXT NOT NULL,
@@ -38,7 +74,7 @@ CREATE TABLE IF NOT EXISTS instances (
     path TEXT NOT NULL,
     calling_ae_title TEXT NOT NULL,
     received_at REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'new',
+    state TEXT NOT NULL DEFAULT '{InstanceState.NEW}',
     reason TEXT,
     attempts INTEGER NOT NULL DEFAULT 0
 );
@@ -64,7 +100,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     path TEXT,
     payload TEXT,
     urgent INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'pending',
+    state TEXT NOT NULL DEFAULT '{DeliveryState.PENDING}',
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     last_error TEXT,
@@ -80,7 +116,27 @@ CREATE TABLE IF NOT EXISTS dispatched (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, urgent DESC, next_attempt_at);
 """
 
-FINISHED = ("done", "skipped", "failed")
+
+def _count_instance_attempts(db: sqlite3.Connection) -> None:
+    """Version 1: per-instance retries count their attempts (databases made before have no column)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(instances)")}
+    if "attempts" not in columns:
+        db.execute("ALTER TABLE instances ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+
+
+def _name_webhook_destinations(db: sqlite3.Connection) -> None:
+    """Version 2: every delivery names its destination; webhook rows held the triage webhook's URL, which
+    now lives in the configuration. A notification queued for two URLs (changed between runs) keeps its
+    newest row."""
+    db.execute("UPDATE OR REPLACE deliveries SET destination = ? WHERE kind = 'webhook'", (TRIAGE_WEBHOOK,))
+
+
+# step i upgrades a database from version i to i + 1
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _count_instance_attempts,
+    _name_webhook_destinations,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True)
@@ -96,11 +152,11 @@ class Delivery:
     study_instance_uid: str
     sop_instance_uid: str
     destination: str
-    kind: str
+    kind: str  # a name in dicom_node.destinations.kinds()
     path: str | None
     payload: str | None
     urgent: bool
-    state: str
+    state: DeliveryState
     attempts: int
     last_error: str | None
 
@@ -112,11 +168,26 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        connection = self._connection()
-        connection.executescript(SCHEMA)  # executescript commits on its own
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(instances)")}
-        if "attempts" not in columns:  # a database made before per-instance retries
-            connection.execute("ALTER TABLE instances ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+        self._connection().executescript(SCHEMA)  # executescript commits on its own
+        if self._version() != SCHEMA_VERSION:
+            self._upgrade()
+
+    def _version(self) -> int:
+        version = self._connection().execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CXRXAIError(
+                f"{self.path}: made by a newer cxrxai (schema version {version}; this one knows up to "
+                f"{SCHEMA_VERSION}): run that version, or give this node a database of its own"
+            )
+        return version
+
+    def _upgrade(self) -> None:
+        """Apply the migrations this database has not had; the version is read again under the writer
+        lock, so processes opening it together upgrade it once."""
+        with self.transaction() as db:
+            for step in MIGRATIONS[self._version() :]:
+                step(db)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -173,12 +244,12 @@ class Store:
                 )  # fmt: skip
             db.execute(
                 "INSERT INTO studies (study_instance_uid, state, first_received_at, last_received_at, "
-                "updated_at) VALUES (?, 'receiving', ?, ?, ?) ON CONFLICT (study_instance_uid) DO UPDATE "
+                "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (study_instance_uid) DO UPDATE "
                 "SET last_received_at = excluded.last_received_at, updated_at = excluded.updated_at, "
-                "state = CASE WHEN ? AND state IN ('done', 'skipped', 'failed') THEN 'receiving' "
-                "ELSE state END",
-                (study_instance_uid, now, now, now, known is None),
-            )
+                "state = CASE WHEN ? AND state IN (?, ?, ?) THEN ? ELSE state END",
+                (study_instance_uid, StudyState.RECEIVING, now, now, now, known is None, *FINISHED,
+                 StudyState.RECEIVING),
+            )  # fmt: skip
         return known is None
 
     # -- jobs --------------------------------------------------------------------------------------
@@ -188,9 +259,8 @@ class Store:
         now = time.time() if now is None else now
         with self.transaction() as db:
             cursor = db.execute(
-                "UPDATE studies SET state = 'queued', updated_at = ? "
-                "WHERE state = 'receiving' AND last_received_at <= ?",
-                (now, now - quiet_seconds),
+                "UPDATE studies SET state = ?, updated_at = ? WHERE state = ? AND last_received_at <= ?",
+                (StudyState.QUEUED, now, StudyState.RECEIVING, now - quiet_seconds),
             )
             return cursor.rowcount
 
@@ -198,11 +268,11 @@ class Store:
         """Take the next queued study (urgent first, then oldest) for `worker`, or None."""
         with self.transaction() as db:
             row = db.execute(
-                "UPDATE studies SET state = 'processing', worker = ?, attempts = attempts + 1, "
+                "UPDATE studies SET state = ?, worker = ?, attempts = attempts + 1, "
                 "updated_at = ? WHERE study_instance_uid = (SELECT study_instance_uid FROM studies "
-                "WHERE state = 'queued' ORDER BY urgent DESC, last_received_at LIMIT 1) "
+                "WHERE state = ? ORDER BY urgent DESC, last_received_at LIMIT 1) "
                 "RETURNING study_instance_uid, attempts, urgent",
-                (worker, time.time()),
+                (StudyState.PROCESSING, worker, time.time(), StudyState.QUEUED),
             ).fetchone()
         return Job(row[0], row[1], bool(row[2])) if row else None
 
@@ -210,20 +280,20 @@ class Store:
         return (
             self._connection()
             .execute(
-                "SELECT * FROM instances WHERE study_instance_uid = ? AND state = 'new' ORDER BY received_at",
-                (study_instance_uid,),
+                "SELECT * FROM instances WHERE study_instance_uid = ? AND state = ? ORDER BY received_at",
+                (study_instance_uid, InstanceState.NEW),
             )
             .fetchall()
         )
 
-    def finish_instance(self, sop_instance_uid: str, state: str, reason: str | None = None) -> None:
+    def finish_instance(self, sop_instance_uid: str, state: InstanceState, reason: str | None = None) -> None:
         with self.transaction() as db:
             db.execute(
                 "UPDATE instances SET state = ?, reason = ? WHERE sop_instance_uid = ?",
                 (state, reason, sop_instance_uid),
             )
 
-    def retry_instance(self, sop_instance_uid: str, error: str, max_attempts: int) -> str:
+    def retry_instance(self, sop_instance_uid: str, error: str, max_attempts: int) -> InstanceState:
         """Count a failed attempt at one image: it stays new for the next run of its study, or fails
         with the error once it has had `max_attempts`. Returns its state."""
         with self.transaction() as db:
@@ -233,14 +303,14 @@ class Store:
                 (error, sop_instance_uid),
             ).fetchone()[0]
             if attempts < max_attempts:
-                return "new"
+                return InstanceState.NEW
             db.execute(
-                "UPDATE instances SET state = 'failed', reason = ? WHERE sop_instance_uid = ?",
-                (f"{error} (after {attempts} attempts)", sop_instance_uid),
+                "UPDATE instances SET state = ?, reason = ? WHERE sop_instance_uid = ?",
+                (InstanceState.FAILED, f"{error} (after {attempts} attempts)", sop_instance_uid),
             )
-        return "failed"
+        return InstanceState.FAILED
 
-    def finish_job(self, study_instance_uid: str) -> str:
+    def finish_job(self, study_instance_uid: str) -> StudyState:
         """Close a job: the study's state from all its instances (`study_outcome`), with the count of
         each instance state as its reason. A study with new instances left (received meanwhile, or
         waiting for a retry) goes back to receiving and is queued once quiet (a retry at once); its
@@ -252,11 +322,12 @@ class Store:
                     (study_instance_uid,),
                 ).fetchall()
             )
-            final = "receiving" if counts.get("new") else study_outcome(list(counts))
+            final = StudyState.RECEIVING if counts.get(InstanceState.NEW) else study_outcome(counts)
+            order = (InstanceState.DONE, InstanceState.SKIPPED, InstanceState.FAILED, InstanceState.NEW)
             summary = ", ".join(
-                f"{counts[name]} {'waiting' if name == 'new' else name}"
-                for name in ("done", "skipped", "failed", "new")
-                if counts.get(name)
+                f"{counts[state]} {'waiting' if state is InstanceState.NEW else state}"
+                for state in order
+                if counts.get(state)
             )
             db.execute(
                 "UPDATE studies SET state = ?, reason = ?, worker = NULL, attempts = 0, updated_at = ? "
@@ -265,20 +336,19 @@ class Store:
             )
         return final
 
-    def retry_or_fail_job(self, job: Job, error: str, max_attempts: int) -> str:
+    def retry_or_fail_job(self, job: Job, error: str, max_attempts: int) -> StudyState:
         """After a failed attempt: queue the job again, or mark it failed when attempts are used up."""
-        state = "failed" if job.attempts >= max_attempts else "queued"
+        state = StudyState.FAILED if job.attempts >= max_attempts else StudyState.QUEUED
         with self.transaction() as db:
             db.execute(
                 "UPDATE studies SET state = ?, reason = ?, worker = NULL, updated_at = ? "
                 "WHERE study_instance_uid = ?",
                 (state, error, time.time(), job.study_instance_uid),
             )
-            if state == "failed":
+            if state is StudyState.FAILED:
                 db.execute(
-                    "UPDATE instances SET state = 'failed', reason = ? "
-                    "WHERE study_instance_uid = ? AND state = 'new'",
-                    (error, job.study_instance_uid),
+                    "UPDATE instances SET state = ?, reason = ? WHERE study_instance_uid = ? AND state = ?",
+                    (InstanceState.FAILED, error, job.study_instance_uid, InstanceState.NEW),
                 )
         return state
 
@@ -288,14 +358,14 @@ class Store:
         with self.transaction() as db:
             if worker is None:
                 cursor = db.execute(
-                    "UPDATE studies SET state = 'queued', worker = NULL WHERE state = 'processing' "
-                    "AND study_instance_uid NOT IN (SELECT study_instance_uid FROM dispatched)"
+                    "UPDATE studies SET state = ?, worker = NULL WHERE state = ? "
+                    "AND study_instance_uid NOT IN (SELECT study_instance_uid FROM dispatched)",
+                    (StudyState.QUEUED, StudyState.PROCESSING),
                 )
             else:
                 cursor = db.execute(
-                    "UPDATE studies SET state = 'queued', worker = NULL "
-                    "WHERE state = 'processing' AND worker = ?",
-                    (worker,),
+                    "UPDATE studies SET state = ?, worker = NULL WHERE state = ? AND worker = ?",
+                    (StudyState.QUEUED, StudyState.PROCESSING, worker),
                 )
             return cursor.rowcount
 
@@ -329,16 +399,18 @@ class Store:
         study_instance_uid: str,
         source_sop_instance_uid: str,
         objects: list[tuple[str, Path]],
-        destinations: list[tuple[str, str]],
+        destinations: Sequence[tuple[str, str]],
         urgent: bool,
-        webhook: tuple[str, dict] | None = None,
+        *,
+        notification: dict | None = None,
+        notified: Sequence[tuple[str, str]] = (),
         note: str | None = None,
     ) -> None:
-        """In one transaction: one delivery per (object, destination), an optional webhook notification,
-        and the source instance marked done, with `note` (the optional objects that could not be made) as
-        its reason. `objects` are (SOP Instance UID, file) already on disk and in the results index;
-        `destinations` are (name, kind). Committing the same results again (a job re-run after a crash)
-        queues nothing twice."""
+        """In one transaction: one delivery per (object, destination), the triage notification (urgent)
+        to each of `notified`, and the source instance marked done, with `note` (the optional objects that
+        could not be made) as its reason. `objects` are (SOP Instance UID, file) already on disk and in
+        the results index; `destinations` and `notified` are (name, kind). Committing the same results
+        again (a job re-run after a crash) queues nothing twice."""
         now = time.time()
         with self.transaction() as db:
             db.executemany(
@@ -347,18 +419,17 @@ class Store:
                 [(study_instance_uid, uid, name, kind, str(path), int(urgent), now, now)
                  for uid, path in objects for name, kind in destinations],
             )  # fmt: skip
-            if webhook is not None:
-                url, body = webhook
-                db.execute(
+            if notification is not None:
+                # keyed by its source instance ("webhook:" as in databases made before other kinds)
+                db.executemany(
                     "INSERT OR IGNORE INTO deliveries (study_instance_uid, sop_instance_uid, destination, "
-                    "kind, payload, urgent, next_attempt_at, created_at) "
-                    "VALUES (?, ?, ?, 'webhook', ?, 1, ?, ?)",
-                    (study_instance_uid, f"webhook:{source_sop_instance_uid}", url,
-                     json.dumps(body), now, now),
+                    "kind, payload, urgent, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                    [(study_instance_uid, f"webhook:{source_sop_instance_uid}", name, kind,
+                      json.dumps(notification), now, now) for name, kind in notified],
                 )  # fmt: skip
             db.execute(
-                "UPDATE instances SET state = 'done', reason = ? WHERE sop_instance_uid = ?",
-                (note, source_sop_instance_uid),
+                "UPDATE instances SET state = ?, reason = ? WHERE sop_instance_uid = ?",
+                (InstanceState.DONE, note, source_sop_instance_uid),
             )
 
     def due_deliveries(self, limit: int = 100, now: float | None = None) -> list[Delivery]:
@@ -366,9 +437,9 @@ class Store:
         rows = (
             self._connection()
             .execute(
-                "SELECT * FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ? "
+                "SELECT * FROM deliveries WHERE state = ? AND next_attempt_at <= ? "
                 "ORDER BY urgent DESC, id LIMIT ?",
-                (now, limit),
+                (DeliveryState.PENDING, now, limit),
             )
             .fetchall()
         )
@@ -377,12 +448,12 @@ class Store:
     def delivery_sent(self, delivery_id: int) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE deliveries SET state = 'sent', sent_at = ?, last_error = NULL, "
+                "UPDATE deliveries SET state = ?, sent_at = ?, last_error = NULL, "
                 "attempts = attempts + 1 WHERE id = ?",
-                (time.time(), delivery_id),
+                (DeliveryState.SENT, time.time(), delivery_id),
             )
 
-    def delivery_failed(self, delivery_id: int, error: str, delay: float, max_attempts: int) -> str:
+    def delivery_failed(self, delivery_id: int, error: str, delay: float, max_attempts: int) -> DeliveryState:
         """Record a failed attempt; the delivery waits `delay` seconds, or is dead after max_attempts."""
         with self.transaction() as db:
             row = db.execute(
@@ -390,11 +461,13 @@ class Store:
                 "WHERE id = ? RETURNING attempts",
                 (error, time.time() + delay, delivery_id),
             ).fetchone()
-            state = "dead" if row[0] >= max_attempts else "pending"
+            state = DeliveryState.DEAD if row[0] >= max_attempts else DeliveryState.PENDING
             db.execute("UPDATE deliveries SET state = ? WHERE id = ?", (state, delivery_id))
         return state
 
-    def deliveries(self, states: tuple[str, ...] = ("pending", "dead")) -> list[Delivery]:
+    def deliveries(
+        self, states: tuple[str, ...] = (DeliveryState.PENDING, DeliveryState.DEAD)
+    ) -> list[Delivery]:
         marks = ", ".join("?" * len(states))
         rows = (
             self._connection()
@@ -408,16 +481,15 @@ class Store:
         with self.transaction() as db:
             if ids is None:
                 cursor = db.execute(
-                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ? "
-                    "WHERE state = 'dead'",
-                    (time.time(),),
+                    "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ? WHERE state = ?",
+                    (DeliveryState.PENDING, time.time(), DeliveryState.DEAD),
                 )
             else:
                 marks = ", ".join("?" * len(ids))
                 cursor = db.execute(
-                    f"UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ? "
-                    f"WHERE state IN ('dead', 'sent') AND id IN ({marks})",
-                    (time.time(), *ids),
+                    f"UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ? "
+                    f"WHERE state IN (?, ?) AND id IN ({marks})",
+                    (DeliveryState.PENDING, time.time(), DeliveryState.DEAD, DeliveryState.SENT, *ids),
                 )
             return cursor.rowcount
 
@@ -448,11 +520,13 @@ class Store:
         return {row[0]: (row[1], row[2]) for row in rows}
 
 
-def study_outcome(states: list[str]) -> str:
+def study_outcome(states: Iterable[str]) -> StudyState:
     """A study is done when any instance was explained, skipped when all were skipped, else failed."""
-    if "done" in states:
-        return "done"
-    return "skipped" if states and all(state == "skipped" for state in states) else "failed"
+    states = list(states)
+    if InstanceState.DONE in states:
+        return StudyState.DONE
+    skipped = states and all(state == InstanceState.SKIPPED for state in states)
+    return StudyState.SKIPPED if skipped else StudyState.FAILED
 
 
 def _delivery(row: sqlite3.Row) -> Delivery:
@@ -465,7 +539,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
         path=row["path"],
         payload=row["payload"],
         urgent=bool(row["urgent"]),
-        state=row["state"],
+        state=DeliveryState(row["state"]),
         attempts=row["attempts"],
         last_error=row["last_error"],
     )

@@ -1,15 +1,18 @@
 """Real DICOM peers for the node tests: DCMTK storescp / echoscu / storescu and Orthanc, on loopback
-ports chosen at run time, plus helpers to write node configurations and sample radiographs."""
+ports chosen at run time, a webhook endpoint, plus helpers to write node configurations and sample
+radiographs."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,26 @@ def wait_for(
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or condition}")
+
+
+class Webhook:
+    """A local HTTP endpoint that records the JSON bodies posted to it."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
 
 
 @contextmanager

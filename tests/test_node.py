@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from dicom_node.routing import route
 from dicom_node.store import Store
 from tests.dicom_validation import new_errors
 from tests.node_peers import (
+    Webhook,
     dcmtk,
     free_port,
     node_toml,
@@ -40,26 +40,6 @@ from tests.node_peers import (
 )
 
 RESULT_MODALITIES = {"SR", "SEG", "OT", "PR"}  # SR, SEG (anatomy and heat maps), SC pages, GSPS
-
-
-class Webhook:
-    """A local HTTP endpoint that records the JSON bodies posted to it."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
 
 
 @pytest.fixture(scope="module")
