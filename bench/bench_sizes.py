@@ -52,7 +52,7 @@ def run_one(path: Path, heatmaps: str) -> dict:
     """In this process: read, explain, build each object kind, encode; seconds per stage and peak MB."""
     from io import BytesIO
 
-    from cxrxai.dicom import results
+    from cxrxai.dicom import result_objects as results
     from cxrxai.explain import Explainer
     from cxrxai.io import read_radiograph
     from cxrxai.model.layout import DEFAULT_BUNDLE

@@ -290,12 +290,12 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from cxrxai.dicom.results import HeatmapSelection
+    from cxrxai.dicom.result_objects import HeatmapSelection
     from cxrxai.explain import Explainer
     from cxrxai.explain.engine import ExplainerSettings
     from cxrxai.explain.registry import check_methods
+    from cxrxai.explanation import summary_table
     from cxrxai.labels import resolve_findings
-    from cxrxai.results import summary_table
 
     try:
         findings = resolve_findings(args.findings)
@@ -353,7 +353,7 @@ def _explain_one(path, args, explainer, findings, methods, selection, stems, pro
     """Explain one input and write what --format asks for; return its output folder and explanation.
     A source the DICOM results could not reference is refused before the model runs."""
     from cxrxai.dicom.common import check_reference_uids
-    from cxrxai.dicom.results import build_dicom_results, save_dicom_results
+    from cxrxai.dicom.result_objects import build_dicom_results, save_dicom_results
     from cxrxai.io import read_radiograph
     from cxrxai.render import write_overview
 
@@ -652,9 +652,9 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_check_anatomy(args: argparse.Namespace) -> int:
     """A table of the anatomy checks per radiograph; exit status 1 when any radiograph fails one or cannot
     be read (one line each, the others go on)."""
-    from cxrxai.anatomy_check import check_radiograph, check_reframings, plausible
     from cxrxai.explain import Explainer
     from cxrxai.io import read_radiograph
+    from cxrxai.plausibility import check_radiograph, check_reframings, plausible
 
     if args.reframings < 0:
         raise CXRXAIError(f"--reframings {args.reframings}: give 0 or more copies")

@@ -25,7 +25,7 @@ import numpy as np
 from skimage.filters import threshold_otsu
 from sklearn.metrics import roc_auc_score
 
-from cxrxai.anatomy import cardiothoracic_ratio
+from cxrxai.cardiothoracic import cardiothoracic_ratio
 from cxrxai.datasets.evaluation import load_cases, read_mask
 from cxrxai.errors import CXRXAIError
 from cxrxai.explain import DEFAULT_METHODS

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from cxrxai.colours import INFERNO
-from cxrxai.results import Explanation
+from cxrxai.explanation import Explanation
 
 TILE = 256
 STRIP_LAYERS_ORDER = ("encoder", "bottleneck", "decoder")

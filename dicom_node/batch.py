@@ -92,7 +92,7 @@ class BatchState:
             )
 
     def finished(self, study: str, outcomes: list[dict], detail: str | None = None) -> str:
-        from dicom_node.store import study_outcome
+        from dicom_node.state import study_outcome
 
         state = study_outcome([o["state"] for o in outcomes]) if outcomes else "failed"
         with self.db:

@@ -159,7 +159,7 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 def run_deliveries(args: argparse.Namespace) -> int:
-    from dicom_node.store import Store
+    from dicom_node.state import Store
 
     store = Store(_config(args).paths.database)
     states = ("pending", "dead", "sent") if args.all else ("pending", "dead")
@@ -175,7 +175,7 @@ def run_deliveries(args: argparse.Namespace) -> int:
 
 
 def run_resend(args: argparse.Namespace) -> int:
-    from dicom_node.store import Store
+    from dicom_node.state import Store
 
     count = Store(_config(args).paths.database).resend(args.id)
     print(f"{count} deliveries queued again")

@@ -35,7 +35,7 @@ from typing import Any
 
 from cxrxai.model.layout import is_bundle
 from dicom_node.destinations import Destination, Kind, kinds
-from dicom_node.store import TRIAGE_WEBHOOK
+from dicom_node.state import TRIAGE_WEBHOOK
 
 ENV_PREFIX = "CXRXAI_NODE_"
 
@@ -399,7 +399,7 @@ def validate(config: NodeConfig) -> list[str]:
         problems.append(
             f"processing.bundle: {processing.bundle} is not a MONAI bundle (no configs/metadata.json)"
         )
-    from cxrxai.dicom.results import HeatmapSelection
+    from cxrxai.dicom.result_objects import HeatmapSelection
 
     try:
         HeatmapSelection(processing.heatmaps)

@@ -104,9 +104,9 @@ def _report(pacs: Orthanc, files: Path, index: Path) -> int:
     import numpy as np
     from PIL import Image
 
-    from cxrxai.dicom.results import result_file_name
+    from cxrxai.dicom.result_objects import result_file_name
     from cxrxai.dicom.sr import read_sr
-    from cxrxai.results import summary_table
+    from cxrxai.explanation import summary_table
 
     files.mkdir(parents=True, exist_ok=True)
     for identifier in pacs.rest("/instances"):

@@ -53,7 +53,7 @@ from dicom_node.spool import durable_write
 
 if TYPE_CHECKING:  # the index (SQLAlchemy, pandas) only for ingest_from_pacs: the Slicer module has neither
     from cxrxai.index import ResultsIndex
-    from cxrxai.index.store import IngestReport
+    from cxrxai.index.database import IngestReport
 
 SR_CLASSES = (Comprehensive3DSRStorage, ComprehensiveSRStorage, EnhancedSRStorage)
 RADIOGRAPH_CLASSES = tuple(PROJECTION_RADIOGRAPHS)  # the classes the node receives and explains
@@ -131,7 +131,7 @@ def ingest_from_pacs(
 ) -> PacsReport:
     """Index the SRs the PACS holds that the index lacks (with `heatmaps`, their SEG / SC files too,
     also for SRs indexed earlier without them)."""
-    from cxrxai.index.store import IngestReport
+    from cxrxai.index.database import IngestReport
 
     retrieval = retrieve_results(peer, into, calling_ae_title, "", date_from, date_to, skip=index.has)
     report = PacsReport(retrieval, index.ingest(retrieval.files) if retrieval.files else IngestReport())

@@ -30,10 +30,10 @@ from dicom_node.destinations import Carries, carrying
 from dicom_node.metrics import Metrics
 from dicom_node.routing import route
 from dicom_node.spool import durable_write
-from dicom_node.store import InstanceState, Job, Store
+from dicom_node.state import InstanceState, Job, Store
 
 if TYPE_CHECKING:
-    from cxrxai.index.store import Image
+    from cxrxai.index.database import Image
 
 LOG = logging.getLogger("dicom_node.worker")
 
@@ -69,7 +69,7 @@ class Processor:
     database nor the outbox, so it runs in the node's worker processes and in remote workers alike."""
 
     def __init__(self, config: NodeConfig, metrics: Metrics) -> None:
-        from cxrxai.dicom.results import HeatmapSelection
+        from cxrxai.dicom.result_objects import HeatmapSelection
         from cxrxai.explain import Explainer
         from cxrxai.index import ResultsIndex
         from cxrxai.model.layout import DEFAULT_BUNDLE
@@ -101,7 +101,7 @@ class Processor:
         self._build(explanation, radiograph)
 
     def _build(self, explanation, radiograph):
-        from cxrxai.dicom.results import build_dicom_results
+        from cxrxai.dicom.result_objects import build_dicom_results
 
         processing = self.config.processing
         return build_dicom_results(
@@ -153,7 +153,7 @@ class Processor:
     ) -> InstanceOutcome | _Computed:
         """Everything that depends on the image alone, in memory: a skip outcome, or the encoded result
         objects, their index rows and the triage decision."""
-        from cxrxai.dicom.results import result_file_name
+        from cxrxai.dicom.result_objects import result_file_name
         from cxrxai.io import read_radiograph
 
         header = dcmread(path, stop_before_pixels=True)
@@ -287,7 +287,7 @@ def indexed_image(sr, files: dict[str, Path], seconds: float | None = None):
     """The results-index rows of one processed image, read from its SR (the same reading as `cxrxai
     results ingest`, so every way in gives the same rows), with the files of its result objects (by SOP
     Instance UID) and the inference time when known."""
-    from cxrxai.index.store import image_from_sr
+    from cxrxai.index.database import image_from_sr
 
     image = image_from_sr(sr, str(files[str(sr.SOPInstanceUID)]), processing_seconds=seconds)
     for obj in image.objects:

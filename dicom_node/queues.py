@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dicom_node.config import NodeConfig
-from dicom_node.store import Store
+from dicom_node.state import Store
 
 LOG = logging.getLogger("dicom_node.queue")
 TASK = "cxrxai.explain_study"

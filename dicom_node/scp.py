@@ -46,7 +46,7 @@ from dicom_node.audit import AuditLog
 from dicom_node.config import NodeConfig
 from dicom_node.metrics import Metrics
 from dicom_node.spool import disk_use_percent, durable_write, instance_path
-from dicom_node.store import Store
+from dicom_node.state import Store
 
 LOG = logging.getLogger("dicom_node.scp")
 VERIFICATION = "1.2.840.10008.1.1"

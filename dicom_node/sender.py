@@ -21,7 +21,7 @@ from dicom_node.audit import AuditLog
 from dicom_node.config import NodeConfig
 from dicom_node.destinations import Destination, DestinationKind, Sending, kinds
 from dicom_node.metrics import Metrics
-from dicom_node.store import Delivery, DeliveryState, Store
+from dicom_node.state import Delivery, DeliveryState, Store
 
 LOG = logging.getLogger("dicom_node.sender")
 

@@ -41,7 +41,7 @@ class Node:
         from dicom_node.queues import make_queue
         from dicom_node.scp import start_server
         from dicom_node.sender import Sender
-        from dicom_node.store import Store
+        from dicom_node.state import Store
 
         self.store = Store(self.config.paths.database)
         ResultsIndex(self.config.paths.index_location).engine.dispose()  # create / upgrade it once, here

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cxrxai.anatomy import cardiothoracic_ratio
+from cxrxai.cardiothoracic import cardiothoracic_ratio
 from cxrxai.errors import BundleError
 from cxrxai.explain.engine import Explainer
 from cxrxai.io import read_radiograph

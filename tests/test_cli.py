@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cxrxai.cli import main
+from cxrxai.explanation import load_heatmaps
 from cxrxai.labels import FINDINGS
-from cxrxai.results import load_heatmaps
 from cxrxai.samples import chest_image, radiograph_dataset
 from cxrxai.train.default_model import REAL_RADIOGRAPHS
 

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from cxrxai.anatomy_check import anatomy_checks
 from cxrxai.model.bundle import load_bundle
+from cxrxai.plausibility import anatomy_checks
 from cxrxai.train.default_model import Recipe, build, main, recipe_arguments
 
 

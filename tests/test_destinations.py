@@ -29,7 +29,7 @@ from dicom_node.destinations import (
 from dicom_node.metrics import Metrics
 from dicom_node.processing import InstanceOutcome, commit_outcome
 from dicom_node.sender import Sender
-from dicom_node.store import SCHEMA_VERSION, TRIAGE_WEBHOOK, Delivery, DeliveryState, Store
+from dicom_node.state import SCHEMA_VERSION, TRIAGE_WEBHOOK, Delivery, DeliveryState, Store
 from tests.node_peers import (
     Webhook,
     free_port,

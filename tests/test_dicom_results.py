@@ -13,7 +13,7 @@ import pytest
 from pydicom.uid import JPEG2000Lossless
 
 from cxrxai.dicom.encoding import TRANSFER_SYNTAXES
-from cxrxai.dicom.results import (
+from cxrxai.dicom.result_objects import (
     HeatmapSelection,
     build_dicom_results,
     display_order,
@@ -266,8 +266,8 @@ def test_bad_heatmap_selection_is_refused():
 def test_presentation_state_outlines_anatomy_and_hot_regions(explainer, tmp_path):
     from cxrxai.dicom.gsps import build_gsps
     from cxrxai.dicom.outlines import hot_outline, outlines
-    from cxrxai.dicom.results import device_of
-    from cxrxai.results import FindingPrediction
+    from cxrxai.dicom.result_objects import device_of
+    from cxrxai.explanation import FindingPrediction
 
     _, radiograph, explanation = _explained(explainer, tmp_path, photometric="MONOCHROME1")
     source = radiograph.dataset
@@ -298,7 +298,7 @@ def test_presentation_state_outlines_anatomy_and_hot_regions(explainer, tmp_path
 
 
 def test_page_pixels_round_trip_losslessly(explainer, tmp_path):
-    from cxrxai.dicom.results import device_of
+    from cxrxai.dicom.result_objects import device_of
     from cxrxai.dicom.sc import build_sc, summary_page
 
     _, radiograph, explanation = _explained(explainer, tmp_path)
@@ -310,7 +310,7 @@ def test_page_pixels_round_trip_losslessly(explainer, tmp_path):
 
 def test_later_pages_equal_pages_highdicom_builds(explainer, tmp_path):
     """PageSeries copies its first page for the later ones: each must be what highdicom would have made."""
-    from cxrxai.dicom.results import device_of
+    from cxrxai.dicom.result_objects import device_of
     from cxrxai.dicom.sc import PageSeries, build_sc, summary_page
 
     _, radiograph, explanation = _explained(explainer, tmp_path)
@@ -339,7 +339,7 @@ def test_settling_for_writing_changes_no_byte_and_resolves_once(explainer, tmp_p
 
     from pydicom import filewriter
 
-    from cxrxai.dicom import results
+    from cxrxai.dicom import result_objects as results
     from cxrxai.dicom.encoding import settle_for_writing
 
     _, radiograph, explanation = _explained(explainer, tmp_path)

@@ -13,7 +13,7 @@ from pydicom.uid import JPEG2000Lossless
 from cxrxai.cli import main
 from cxrxai.dicom import codes
 from cxrxai.dicom.outlines import outlines
-from cxrxai.dicom.results import HeatmapSelection, build_dicom_results, device_of
+from cxrxai.dicom.result_objects import HeatmapSelection, build_dicom_results, device_of
 from cxrxai.dicom.sr import FREEHAND_OUTLINE, SRReadError, build_sr, read_sr
 from cxrxai.io import read_radiograph
 from cxrxai.labels import FINDINGS

@@ -29,7 +29,7 @@ from pydicom.uid import (
 from cxrxai.cli import main
 from cxrxai.dicom.common import Device
 from cxrxai.dicom.gsps import build_gsps, voi_transformations
-from cxrxai.dicom.results import build_dicom_results
+from cxrxai.dicom.result_objects import build_dicom_results
 from cxrxai.io import read_radiograph
 from cxrxai.samples import chest_image, radiograph_dataset
 from tests.dicom_validation import needs_dciodvfy, new_errors
@@ -133,7 +133,7 @@ def test_an_optional_object_that_fails_leaves_the_others(
 ):
     """A presentation state that cannot be made: every other object is written, the SR does not reference
     it, and the CLI says so in one line."""
-    import cxrxai.dicom.results as results_module
+    import cxrxai.dicom.result_objects as results_module
 
     def broken(*args, **kwargs):
         raise TypeError("a bytes-like object is required, not 'list'")

@@ -17,10 +17,11 @@ sys.meta_path.insert(0, Block())
 
 def test_core_imports_without_torch():
     code = BLOCK_HEAVY + (
-        "import cxrxai, cxrxai.io, cxrxai.results, cxrxai.geometry, cxrxai.labels, cxrxai.anatomy\n"
-        "import cxrxai.anatomy_check, cxrxai.render\n"
+        "import cxrxai, cxrxai.io, cxrxai.explanation, cxrxai.geometry, cxrxai.labels\n"
+        "import cxrxai.cardiothoracic\n"
+        "import cxrxai.plausibility, cxrxai.render\n"
         "import cxrxai.samples\n"
-        "import cxrxai.dicom.sr, cxrxai.dicom.seg, cxrxai.dicom.sc, cxrxai.dicom.results\n"
+        "import cxrxai.dicom.sr, cxrxai.dicom.seg, cxrxai.dicom.sc, cxrxai.dicom.result_objects\n"
         "import cxrxai.explain\n"
         "from cxrxai.io import read_radiograph\n"
         "print('ok')\n"

@@ -11,7 +11,7 @@ import pytest
 from pydicom import dcmread
 
 from cxrxai.cli import main
-from cxrxai.dicom.results import write_dicom_results
+from cxrxai.dicom.result_objects import write_dicom_results
 from cxrxai.dicom.sr import read_sr
 from cxrxai.index import ResultsIndex
 from cxrxai.io import read_radiograph
@@ -184,8 +184,8 @@ def test_an_index_from_before_migrations_is_upgraded_keeping_its_rows(tmp_path):
     from alembic.migration import MigrationContext
     from sqlalchemy import create_engine, text
 
+    from cxrxai.index.database import MIGRATIONS
     from cxrxai.index.schema import Base
-    from cxrxai.index.store import MIGRATIONS
 
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
     config = Config()

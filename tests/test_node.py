@@ -24,7 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 from dicom_node.config import ConfigError, load_config
 from dicom_node.routing import route
-from dicom_node.store import Store
+from dicom_node.state import Store
 from tests.dicom_validation import new_errors
 from tests.node_peers import (
     Webhook,
@@ -583,7 +583,7 @@ def test_poisoned_images_fail_alone_and_every_good_result_arrives(tiny_bundle, t
     raises (poisoned: it fails alone, after its own retries) and one whose presentation-state writer raises
     (its other objects still go out, the reason is kept). The worker runs in this process, where the
     writers are patched; receiving, scheduling and sending are the real node's."""
-    import cxrxai.dicom.results as results_module
+    import cxrxai.dicom.result_objects as results_module
     from cxrxai.io.sop_classes import DX_FOR_PRESENTATION
     from cxrxai.samples import chest_image, radiograph_dataset
     from dicom_node.metrics import Metrics

@@ -86,8 +86,8 @@ def test_cardiomegaly_means_ctr_above_one_half_on_pa(phantoms):
 
 def test_findings_change_the_image():
     """A finding is visible: the same patient and exposure with and without it differ inside its mask."""
-    from cxrxai.phantoms.anatomy import Patient, build_anatomy
     from cxrxai.phantoms.findings import render_findings
+    from cxrxai.phantoms.thorax import Patient, build_anatomy
 
     rng = np.random.default_rng(0)
     patient = Patient.sample(rng)
@@ -102,8 +102,8 @@ def test_findings_change_the_image():
 
 def test_rib_fractures_break_a_rib_over_aerated_lung():
     """Where a rib crosses aerated lung is where its break shows on a frontal radiograph."""
-    from cxrxai.phantoms.anatomy import Patient, build_anatomy
     from cxrxai.phantoms.findings import render_findings
+    from cxrxai.phantoms.thorax import Patient, build_anatomy
 
     for seed in range(5):
         patient = Patient.sample(np.random.default_rng(seed))
@@ -118,7 +118,7 @@ def test_rib_fractures_break_a_rib_over_aerated_lung():
 
 def _anatomy_of_one_patient(seed: int):
     """The anatomy of the patient sampled with `seed`, without findings."""
-    from cxrxai.phantoms.anatomy import Patient, build_anatomy
+    from cxrxai.phantoms.thorax import Patient, build_anatomy
 
     return build_anatomy(Patient.sample(np.random.default_rng(seed)), (SIZE, SIZE), np.random.default_rng(0))
 
@@ -220,7 +220,7 @@ def test_the_heart_is_one_piece_on_a_smooth_diaphragm_at_every_image_size():
     every image size. The old diaphragm followed each lung's border up the cardiac notch, the further the
     more rows an image had, so the bridge peaked under the heart's middle: a notch over the spine in most
     phantoms, the heart cut in two there in some (2 of these 8 patients at 480 rows)."""
-    from cxrxai.phantoms.anatomy import Patient, build_anatomy
+    from cxrxai.phantoms.thorax import Patient, build_anatomy
 
     for seed in range(8):
         hearts = {}
@@ -346,7 +346,7 @@ def test_lung_lesions_are_a_solitary_one_or_metastases_in_both_lungs():
 def test_tight_collimation_brings_the_lungs_to_the_image_edges():
     """Some radiographs frame the chest tightly: the thorax reaches the image's side edges, the lungs span up
     to 0.82 of its height, and the lung bases stay on the image."""
-    from cxrxai.phantoms.anatomy import Patient
+    from cxrxai.phantoms.thorax import Patient
 
     patients = [Patient.sample(np.random.default_rng(seed)) for seed in range(300)]
     assert max(p.thorax_width for p in patients) > 0.97

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from cxrxai.dicom.results import build_dicom_results
+from cxrxai.dicom.result_objects import build_dicom_results
 from cxrxai.dicom.sr import read_sr
 from cxrxai.explain import Explainer
 from cxrxai.io import read_radiograph

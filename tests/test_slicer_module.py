@@ -21,7 +21,7 @@ from CXRXAILib.catalogue import from_explanation, read_results
 from CXRXAILib.testdata import CARDIOMEGALY, write_test_study
 from pydicom import dcmread
 
-from cxrxai.dicom.results import HeatmapSelection, write_dicom_results
+from cxrxai.dicom.result_objects import HeatmapSelection, write_dicom_results
 from cxrxai.dicom.seg import read_seg
 from cxrxai.dicom.sr import read_sr
 from cxrxai.explain import DEFAULT_METHODS

@@ -24,12 +24,12 @@ from CXRXAILib.catalogue import RadiographResults
 from CXRXAILib.display import colour_table
 from pydicom import dcmread
 
-from cxrxai.anatomy import cardiothoracic_ratio
-from cxrxai.dicom.results import write_dicom_results
+from cxrxai.cardiothoracic import cardiothoracic_ratio
+from cxrxai.dicom.result_objects import write_dicom_results
 from cxrxai.explain import Explainer
+from cxrxai.explanation import load_heatmaps
 from cxrxai.io import read_radiograph
 from cxrxai.model.layout import DEFAULT_BUNDLE
-from cxrxai.results import load_heatmaps
 from tests import slicer_host
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
+from cxrxai.explanation import FindingPrediction
 from cxrxai.io.grey import LookupTable, Window, lut_entries, voi_in_use
-from cxrxai.results import FindingPrediction
 
 
 def _fit_lut(item: Dataset, table: LookupTable) -> None:

@@ -19,8 +19,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 from cxrxai.dicom.common import DISCLAIMER, SERIES, Device, finish_result, result_uid
+from cxrxai.explanation import FindingPrediction
 from cxrxai.render import blend, colourise, grey_levels, reduce_to
-from cxrxai.results import FindingPrediction
 
 PAGE_WIDTH = 1024
 BAR = 48

@@ -23,8 +23,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from cxrxai.dicom import codes
 from cxrxai.dicom.common import DISCLAIMER, SERIES, Device, finish_result, result_uid
+from cxrxai.explanation import FindingPrediction
 from cxrxai.labels import FINDINGS
-from cxrxai.results import FindingPrediction
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 # the SR classes a TID 1500 report can come in: Comprehensive 3D, Comprehensive, Enhanced

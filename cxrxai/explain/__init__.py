@@ -1,7 +1,7 @@
 """Explanation engine: one forward pass, closed forms where the head allows, one truncated VJP per finding.
 
 The methods are registered in `cxrxai.explain.registry`, one module each in `cxrxai.explain.methods`.
-`Explainer` needs torch; the method list and the result types in `cxrxai.results` do not.
+`Explainer` needs torch; the method list and the result types in `cxrxai.explanation` do not.
 """
 
 from __future__ import annotations

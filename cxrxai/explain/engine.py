@@ -30,17 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrxai.anatomy import cardiothoracic_ratio
+from cxrxai.cardiothoracic import cardiothoracic_ratio
 from cxrxai.errors import BundleError
 from cxrxai.explain import DEFAULT_METHODS, registry
 from cxrxai.explain.forward_pass import ExplainerSettings, ForwardPass
 from cxrxai.explain.registry import Explains, Need, check_methods
+from cxrxai.explanation import Explanation, FindingPrediction, HeatMap
 from cxrxai.io.radiograph import Radiograph
 from cxrxai.labels import EVIDENCE_OUTSIDE_LUNGS, FINDINGS, LUNG_CHANNELS, resolve_findings
 from cxrxai.model.bundle import Bundle, load_bundle
 from cxrxai.model.network import CXRUNet, HeadWeights
 from cxrxai.model.preprocess import prepare
-from cxrxai.results import Explanation, FindingPrediction, HeatMap
 
 __all__ = ["Explainer", "ExplainerSettings", "check_methods"]
 

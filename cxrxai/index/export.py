@@ -24,10 +24,10 @@ import pandas as pd
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from cxrxai.dicom.results import result_file_name
+from cxrxai.dicom.result_objects import result_file_name
 from cxrxai.errors import CXRXAIError
+from cxrxai.index.database import COLUMNS, ResultsIndex, image_from_sr
 from cxrxai.index.schema import Image
-from cxrxai.index.store import COLUMNS, ResultsIndex, image_from_sr
 
 # Free text that source headers carry into our objects or that a PACS may add (PS3.15 Table E.1-1
 # attributes that dicognito leaves as they are)

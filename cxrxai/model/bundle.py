@@ -22,10 +22,10 @@ import torch
 
 from cxrxai import __version__
 from cxrxai.errors import BundleError
+from cxrxai.explanation import DISPLAYED_METHOD
 from cxrxai.labels import ANATOMY, FINDINGS
 from cxrxai.model.layout import EVALUATION, INFERENCE, METADATA, TORCHSCRIPT, WEIGHTS
 from cxrxai.model.network import CXRUNet, NetworkConfig, build_network
-from cxrxai.results import DISPLAYED_METHOD
 
 HASH_PREFIX = "sha256:"
 

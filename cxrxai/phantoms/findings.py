@@ -32,7 +32,7 @@ from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 
 from cxrxai.labels import FINDINGS
-from cxrxai.phantoms.anatomy import Anatomy, Patient
+from cxrxai.phantoms.thorax import Anatomy, Patient
 
 BASE_RATE = {
     "Enlarged Cardiomediastinum": 0.08,

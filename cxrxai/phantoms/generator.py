@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cxrxai.anatomy import cardiothoracic_ratio
-from cxrxai.phantoms.anatomy import Patient, build_anatomy
+from cxrxai.cardiothoracic import cardiothoracic_ratio
 from cxrxai.phantoms.findings import adjust_patient, render_findings, sample_findings
+from cxrxai.phantoms.thorax import Patient, build_anatomy
 from cxrxai.phantoms.xray import Exposure, form_image
 
 

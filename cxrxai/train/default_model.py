@@ -165,18 +165,18 @@ def build(
     return report
 
 
-# Re-framed copies of each real radiograph the card checks the masks on (anatomy_check.check_reframings)
+# Re-framed copies of each real radiograph the card checks the masks on (plausibility.check_reframings)
 REFRAMINGS = 16
 
 
 def real_radiograph_checks(bundle: Path, figures: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """The anatomy checks (`cxrxai.anatomy_check`) of the bundle's masks on each real radiograph in
+    """The anatomy checks (`cxrxai.plausibility`) of the bundle's masks on each real radiograph in
     REAL_RADIOGRAPHS, with an overlay figure each in `figures`, and how they fare over REFRAMINGS re-framed
     copies of it: the segmentation must look right on a real PA radiograph, no real masks are at hand to
     score it, and one framing of one radiograph passes or fails partly by luck."""
-    from cxrxai.anatomy_check import check_radiograph, check_reframings
     from cxrxai.explain import Explainer
     from cxrxai.io import read_radiograph
+    from cxrxai.plausibility import check_radiograph, check_reframings
 
     explainer = Explainer.from_bundle(bundle)
     results, reframings = {}, {}
@@ -190,7 +190,7 @@ def real_radiograph_checks(bundle: Path, figures: Path) -> tuple[dict[str, dict]
 
 def real_radiograph_section(results: dict[str, dict], reframings: dict[str, dict]) -> tuple[str, list[str]]:
     """The intended-use sentence on the masks, and the card's section on the real radiographs."""
-    from cxrxai.anatomy_check import Reframing
+    from cxrxai.plausibility import Reframing
 
     if not results:
         return "its lung / heart masks are untested there.", []

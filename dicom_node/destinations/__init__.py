@@ -9,7 +9,7 @@ light to import and below the kinds (which import the DICOM and HTTP libraries).
 What is shared:
 - `Destination`: one `[[destinations]]` entry of node.toml, whatever its kind (`dicom_node.config` reads
   and validates it; each kind checks its own fields).
-- `Delivery` (`dicom_node.store`): one outbox row, naming its destination and kind.
+- `Delivery` (`dicom_node.state`): one outbox row, naming its destination and kind.
 - `Outcome`: where a kind reports each delivery as sent or failed; the sender owns retries,
   dead-lettering, metrics and the audit log.
 """
@@ -29,7 +29,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from dicom_node.store import Delivery
+    from dicom_node.state import Delivery
 
 __all__ = [
     "Carries",

@@ -19,7 +19,7 @@ from cxrxai.dicom.encoding import transcode, transfer_syntax_uid, uncompress
 from dicom_node.destinations import Carries, Destination, DestinationKind, Kind, Outcome, Sending, register
 
 if TYPE_CHECKING:
-    from dicom_node.store import Delivery
+    from dicom_node.state import Delivery
 
 
 @register

@@ -12,7 +12,7 @@ from dicom_node.destinations.dicom import read_result
 from dicom_node.spool import durable_write
 
 if TYPE_CHECKING:
-    from dicom_node.store import Delivery
+    from dicom_node.state import Delivery
 
 
 @register

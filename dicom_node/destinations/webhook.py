@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from dicom_node.destinations import Carries, Destination, DestinationKind, Kind, Outcome, Sending, register
 
 if TYPE_CHECKING:
-    from dicom_node.store import Delivery
+    from dicom_node.state import Delivery
 
 TIMEOUT_SECONDS = 10
 

@@ -120,7 +120,7 @@ class LocalRun:
 
     def results(self) -> RadiographResults:
         """What the finished run wrote, as the module shows DICOM results."""
-        from cxrxai.results import load_explanation
+        from cxrxai.explanation import load_explanation
 
         if not self.succeeded:
             raise RuntimeError(f"the local run did not finish: {self.failure or 'still running'}")

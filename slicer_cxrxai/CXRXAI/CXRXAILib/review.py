@@ -221,7 +221,7 @@ class ReviewLogic:
         """The cardiothoracic ratio's two widths as lines on the radiograph: the heart's and the thorax's
         (outer lung edges) horizontal extents, each drawn across the row where it is widest, labelled
         with the ratio the results report."""
-        from cxrxai.anatomy import ctr_widths
+        from cxrxai.cardiothoracic import ctr_widths
 
         nodes = [self.scene.GetFirstNodeByName(name) for name in CTR_NODES.values()]
         lungs = results.lungs()

@@ -20,11 +20,11 @@ def write_test_study(folder: str | Path) -> dict[str, Path]:
     paths by kind."""
     from cxrxai.dicom.common import Device
     from cxrxai.dicom.outlines import HOT_LEVEL, hot_outline, outlines
-    from cxrxai.dicom.results import result_file_name
+    from cxrxai.dicom.result_objects import result_file_name
     from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
     from cxrxai.dicom.sr import FindingOutline, build_sr
+    from cxrxai.explanation import FindingPrediction
     from cxrxai.labels import FINDINGS
-    from cxrxai.results import FindingPrediction
     from cxrxai.samples import chest_image, radiograph_dataset
 
     folder = Path(folder)

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from cxrxai.anatomy import cardiothoracic_ratio
+from cxrxai.cardiothoracic import cardiothoracic_ratio
+from cxrxai.explanation import Explanation
 from cxrxai.io.radiograph import Radiograph
-from cxrxai.results import Explanation
 
 if TYPE_CHECKING:
     from cxrxai.explain.engine import Explainer

@@ -28,9 +28,9 @@ from cxrxai.dicom.sc import PageCanvas, PageSeries, finding_page, strip_tile_siz
 from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
 from cxrxai.dicom.sr import FindingOutline, build_sr
 from cxrxai.errors import CXRXAIError
+from cxrxai.explanation import DISPLAYED_METHOD, Explanation, FindingPrediction
 from cxrxai.labels import LUNG_CHANNELS
 from cxrxai.render import layer_order
-from cxrxai.results import DISPLAYED_METHOD, Explanation, FindingPrediction
 
 LOG = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrxai.anatomy_check import anatomy_checks, check_reframings, plausible, reframe
 from cxrxai.io.radiograph import Radiograph
 from cxrxai.phantoms.generator import make_phantom
+from cxrxai.plausibility import anatomy_checks, check_reframings, plausible, reframe
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_reframe_turns_moves_crops_and_rewindows_reproducibly():
 def test_check_reframings_counts_each_check_over_the_copies(monkeypatch):
     """Half the copies find the heart in two pieces, a quarter find no heart at all: the shares, the mean
     and the copies passing everything say so."""
-    import cxrxai.anatomy_check as anatomy_check
+    import cxrxai.plausibility as plausibility
 
     right, left, heart = (np.zeros((64, 64), bool) for _ in range(3))
     right[8:56, 6:26], left[8:56, 38:58], heart[36:56, 20:44] = True, True, True
@@ -97,7 +97,7 @@ def test_check_reframings_counts_each_check_over_the_copies(monkeypatch):
     split[:, 27:29] = False  # two pieces
     outcomes = iter([heart, split, np.zeros_like(heart), split] * 2)
     monkeypatch.setattr(
-        anatomy_check,
+        plausibility,
         "check_radiograph",
         lambda explainer, radiograph: anatomy_checks(right, left, next(outcomes)),
     )
