@@ -64,7 +64,9 @@ def add_core_commands(cli: CommandLine) -> None:
     commands = cli.commands
     opt_in = ", ".join(m for m in METHODS if m not in DEFAULT_METHODS)
 
-    explain = commands.add_parser("explain", help="predict and explain radiographs (DICOM, PNG, JPEG)")
+    explain = commands.add_parser(
+        "explain", help="predict and explain radiographs (DICOM, PNG, JPEG, NRRD, NIfTI, MetaImage, TIFF)"
+    )
     explain.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="files or folders")
     explain.add_argument("--out", required=True, type=Path, help="output folder; one sub-folder per input")
     model = explain.add_argument_group("model")
@@ -277,12 +279,18 @@ def add_core_commands(cli: CommandLine) -> None:
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given; folders recursively, keeping DICOM / PNG / JPEG-looking files, sorted."""
+    """Files as given; folders recursively, keeping DICOM / PNG / JPEG / research-format files, sorted."""
+    from cxrxai.io.research_formats import is_research_format
+
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and (p.suffix.lower() in INPUT_SUFFIXES or is_research_format(p))
+                )
             )
         else:
             found.append(path)
@@ -664,7 +672,7 @@ def run_check_anatomy(args: argparse.Namespace) -> int:
         )
     paths = expand_inputs(args.inputs)
     if not paths:
-        raise CXRXAIError("no radiographs found in the inputs; give DICOM, PNG or JPEG files or folders")
+        raise CXRXAIError("no radiographs found in the inputs; give radiograph files or folders")
     explainer = Explainer.from_bundle(args.bundle or DEFAULT_BUNDLE, device=args.device)
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
@@ -677,24 +685,37 @@ def run_check_anatomy(args: argparse.Namespace) -> int:
             print(f"cxrxai: {exc}", file=sys.stderr)
             continue
         figure = args.figures / f"{path.stem}-anatomy.png" if args.figures else None
-        checks = check_radiograph(explainer, radiograph, figure)
-        report[str(path)] = {"checks": {check.name: check.as_dict() for check in checks}}
+        checked = check_radiograph(explainer, radiograph, figure)
+        checks = checked.after
+        entry = report[str(path)] = {
+            "checks": {check.name: check.as_dict() for check in checks},
+            "checks_before_post_processing": {check.name: check.as_dict() for check in checked.before},
+        }
         failed += not plausible(checks)
         print(f"{path}: {'plausible' if plausible(checks) else 'IMPLAUSIBLE'}")
         for check in checks:
             mark = "ok  " if check.passed else "FAIL"
             print(f"  {mark} {check.name:32s} {check.value:7.3f}  ({check.bound}: {check.meaning})")
+        print(f"  before post-processing: {_passing(checked.before)}")
         if args.reframings:
-            reframing = check_reframings(explainer, radiograph, args.reframings)
-            report[str(path)]["reframings"] = reframing.as_dict()
-            print(f"  {reframing.summary()}")
+            after, before = check_reframings(explainer, radiograph, args.reframings)
+            entry["reframings"] = after.as_dict()
+            entry["reframings_before_post_processing"] = before.as_dict()
+            print(f"  {after.summary()}")
+            print(f"  before post-processing, {before.summary()}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    checked = len(paths) - unreadable
-    print(f"{checked - failed} of {checked} radiographs plausible")
+    read = len(paths) - unreadable
+    print(f"{read - failed} of {read} radiographs plausible")
     if unreadable:
         print(f"cxrxai: {unreadable} of {len(paths)} inputs could not be read", file=sys.stderr)
     return 1 if failed or unreadable else 0
+
+
+def _passing(checks) -> str:
+    failing = [check.name for check in checks if not check.passed]
+    passed = len(checks) - len(failing)
+    return f"{passed} of {len(checks)} checks pass" + (f" (failing: {', '.join(failing)})" if failing else "")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import numpy as np
 from skimage.filters import threshold_otsu
 from sklearn.metrics import roc_auc_score
 
+from cxrxai.anatomy_masks import threshold_masks
 from cxrxai.cardiothoracic import cardiothoracic_ratio
 from cxrxai.datasets.evaluation import load_cases, read_mask
 from cxrxai.errors import CXRXAIError
@@ -127,8 +128,10 @@ def evaluate(
     explainer = Explainer.from_bundle(bundle)
     rng = np.random.default_rng(seed)
     probabilities = []
-    segmentation: dict[str, list[float]] = defaultdict(list)
-    ctr_errors = []
+    # after post-processing (what every result uses) and before it (the thresholded probabilities)
+    stages = ("after", "before")
+    segmentation: dict[str, dict[str, list[float]]] = {stage: defaultdict(list) for stage in stages}
+    ctr_errors: dict[str, list[float]] = {"after": [], "before": []}
     localisation: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     tuning: dict[str, list[tuple[str, int, list[float]]]] = defaultdict(list)
     scored_findings: dict[str, list[str]] = defaultdict(list)  # the finding of each localisation record
@@ -143,17 +146,21 @@ def evaluate(
             lung_mask=bool(localised),
         )
         probabilities.append([f.probability for f in explanation.findings])
-        predicted = explanation.anatomy_at_source()
         if all(name in case.masks for name in ANATOMY):
             truth = [read_mask(case.masks[name]) for name in ANATOMY]
-            segmentation["Lungs"].append(dice(predicted[0] | predicted[1], truth[0] | truth[1]))
-            for k, name in enumerate(ANATOMY):
-                segmentation[name].append(dice(predicted[k], truth[k]))
             true_ctr = (
                 case.ctr if case.ctr is not None else cardiothoracic_ratio(truth[2], truth[0] | truth[1])
             )
-            if true_ctr is not None and explanation.ctr is not None:
-                ctr_errors.append(abs(explanation.ctr - true_ctr))
+            raw = threshold_masks(explanation.anatomy, explanation.anatomy_threshold)
+            ctrs = {"after": explanation.ctr, "before": cardiothoracic_ratio(raw[2], raw[0] | raw[1])}
+            for stage, processed in (("after", True), ("before", False)):
+                predicted = explanation.anatomy_at_source(processed=processed)
+                segmentation[stage]["Lungs"].append(dice(predicted[0] | predicted[1], truth[0] | truth[1]))
+                for k, name in enumerate(ANATOMY):
+                    segmentation[stage][name].append(dice(predicted[k], truth[k]))
+                predicted_ctr = ctrs[stage]
+                if true_ctr is not None and predicted_ctr is not None:
+                    ctr_errors[stage].append(abs(predicted_ctr - true_ctr))
         if localised and example is None:
             example = (
                 radiograph.pixels,
@@ -195,6 +202,7 @@ def evaluate(
         "bundle": str(bundle),
         "findings": {},
         "anatomy": {},
+        "anatomy_before_post_processing": {},
         "localisation": {},
         "localisation_by_finding": {},
     }
@@ -212,10 +220,11 @@ def evaluate(
         entry["ece"] = expected_calibration_error(p, y) if len(y) else None
         report["findings"][name] = entry
     report["mean_auroc"] = float(np.mean(aurocs)) if aurocs else None
-    for name, dice_scores in segmentation.items():
-        report["anatomy"][f"dice_{slug(name)}"] = _summary(np.array(dice_scores), rng)
-    if ctr_errors:
-        report["anatomy"]["ctr_abs_error"] = _summary(np.array(ctr_errors), rng)
+    for stage, key in (("after", "anatomy"), ("before", "anatomy_before_post_processing")):
+        for name, dice_scores in segmentation[stage].items():
+            report[key][f"dice_{slug(name)}"] = _summary(np.array(dice_scores), rng)
+        if ctr_errors[stage]:
+            report[key]["ctr_abs_error"] = _summary(np.array(ctr_errors[stage]), rng)
     for method_layer, records in tuning.items():
         localisation[method_layer]["iou_tuned"] = cross_fitted_tuned_iou(records)
     for method_layer, metrics in sorted(localisation.items()):
@@ -350,8 +359,12 @@ def markdown_report(report: dict) -> str:
         lines.append(f"| {name} | {entry['positives']} | {auroc} | {interval} | {ece} |")
     mean = report["mean_auroc"]
     lines += ["", f"Mean AUROC: {mean:.3f}" if mean is not None else "Mean AUROC: n/a", "", "## Anatomy", ""]
+    before = report.get("anatomy_before_post_processing", {})
     for name, entry in report["anatomy"].items():
-        lines.append(f"- {name}: {entry['mean']:.3f} (95% CI {entry['ci95'][0]:.3f}-{entry['ci95'][1]:.3f})")
+        line = f"- {name}: {entry['mean']:.3f} (95% CI {entry['ci95'][0]:.3f}-{entry['ci95'][1]:.3f})"
+        if name in before:
+            line += f"; before post-processing {before[name]['mean']:.3f}"
+        lines.append(line)
     lines += ["", "## Localisation (images where the finding is present)", ""]
     titles = {
         "pointing_game": "pointing game",

@@ -72,6 +72,16 @@ class Explanation:
     model: dict[str, Any]
     source: dict[str, Any]
     heatmaps: dict[str, HeatMap] = field(default_factory=dict)
+    # the masks after anatomical post-processing (`cxrxai.anatomy_masks`), structures x N x N; None for
+    # results written before it, whose masks are the thresholded probabilities
+    anatomy_masks: np.ndarray | None = None
+
+    @property
+    def masks(self) -> np.ndarray:
+        """The structures' masks on the working grid (bool), as every result uses them."""
+        if self.anatomy_masks is not None:
+            return self.anatomy_masks
+        return self.anatomy >= self.anatomy_threshold
 
     def map_at_source(self, key: str, normalised: bool = True) -> np.ndarray:
         """A map resampled to the source rows x columns, aligned with the source pixels."""
@@ -82,15 +92,25 @@ class Explanation:
         heatmap = self.heatmaps[key]
         return self.geometry.to_size(heatmap.normalised() if normalised else heatmap.values, rows, columns)
 
-    def anatomy_at_source(self) -> np.ndarray:
-        """Binary masks (structures x rows x columns) at the source geometry."""
-        return self.anatomy_at_size(self.geometry.source_rows, self.geometry.source_columns)
+    def anatomy_at_source(self, processed: bool = True) -> np.ndarray:
+        """Binary masks (structures x rows x columns) at the source geometry (`anatomy_at_size`)."""
+        return self.anatomy_at_size(self.geometry.source_rows, self.geometry.source_columns, processed)
 
-    def anatomy_at_size(self, rows: int, columns: int) -> np.ndarray:
-        """Binary masks (structures x rows x columns) on a rows x columns grid covering the source."""
-        return np.stack(
-            [self.geometry.to_size(p, rows, columns) >= self.anatomy_threshold for p in self.anatomy]
-        )
+    def anatomy_at_size(self, rows: int, columns: int, processed: bool = True) -> np.ndarray:
+        """Binary masks (structures x rows x columns) on a rows x columns grid covering the source; with
+        `processed` False, the thresholded probabilities before post-processing.
+
+        The probabilities are interpolated and thresholded, so outlines follow them smoothly. A pixel that
+        post-processing added counts as certain (1) and one it removed as excluded (0), so the finer mask
+        is the processed one, its new edges at the pixels' edges.
+        """
+        threshold = self.anatomy_threshold
+        probabilities = self.anatomy
+        if processed and self.anatomy_masks is not None:
+            raw = probabilities >= threshold
+            added, removed = self.anatomy_masks & ~raw, raw & ~self.anatomy_masks
+            probabilities = np.where(added, np.float32(1), np.where(removed, np.float32(0), probabilities))
+        return np.stack([self.geometry.to_size(p, rows, columns) >= threshold for p in probabilities])
 
     def predictions_dict(self) -> dict[str, Any]:
         return {
@@ -102,7 +122,11 @@ class Explanation:
                 for f in self.findings
             ],
             "cardiothoracic_ratio": self.ctr,
-            "anatomy": {"structures": list(self.anatomy_names), "threshold": self.anatomy_threshold},
+            "anatomy": {
+                "structures": list(self.anatomy_names),
+                "threshold": self.anatomy_threshold,
+                "post_processed": self.anatomy_masks is not None,
+            },
             "geometry": self.geometry.as_dict(),
             "heatmaps": {
                 key: {"note": h.note, "in_lung_fraction": h.in_lung_fraction, "grid": list(h.values.shape)}
@@ -123,6 +147,8 @@ class Explanation:
         arrays["__scales__"] = np.array([h.scale for h in self.heatmaps.values()], dtype=np.float64)
         arrays["__keys__"] = np.array(list(self.heatmaps), dtype=np.str_)
         arrays["__anatomy__"] = self.anatomy.astype(np.float16)
+        if self.anatomy_masks is not None:
+            arrays["__anatomy_masks__"] = self.anatomy_masks.astype(bool)
         arrays["__geometry__"] = np.array(json.dumps(self.geometry.as_dict()), dtype=np.str_)
         np.savez_compressed(folder / "heatmaps.npz", **arrays)  # type: ignore[arg-type]
 
@@ -180,4 +206,10 @@ def load_explanation(folder: str | Path) -> Explanation:
         model=predictions["model"],
         source=predictions["source"],
         heatmaps=heatmaps,
+        anatomy_masks=_saved_masks(folder / "heatmaps.npz"),
     )
+
+
+def _saved_masks(path: Path) -> np.ndarray | None:
+    with np.load(path, allow_pickle=False) as data:
+        return data["__anatomy_masks__"].astype(bool) if "__anatomy_masks__" in data else None

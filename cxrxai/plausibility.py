@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from cxrxai.anatomy_masks import threshold_masks
 from cxrxai.cardiothoracic import cardiothoracic_ratio
 from cxrxai.explanation import Explanation
 from cxrxai.io.radiograph import Radiograph
@@ -142,23 +143,36 @@ def plausible(checks: list[Check]) -> bool:
     return all(check.passed for check in checks)
 
 
-def explanation_checks(explanation: Explanation) -> list[Check]:
-    """The checks for a model's lung and heart masks on one radiograph (working grid, PA assumed)."""
-    masks = explanation.anatomy >= explanation.anatomy_threshold
+def explanation_checks(explanation: Explanation, processed: bool = True) -> list[Check]:
+    """The checks for a model's lung and heart masks on one radiograph (working grid, PA assumed): the
+    post-processed masks every result uses, or with `processed` False the thresholded probabilities."""
+    raw = threshold_masks(explanation.anatomy, explanation.anatomy_threshold)
+    masks = explanation.masks if processed else raw
     names = list(explanation.anatomy_names)
     return anatomy_checks(
         masks[names.index("Right Lung")], masks[names.index("Left Lung")], masks[names.index("Heart")]
     )
 
 
-def check_radiograph(explainer: Explainer, radiograph: Radiograph, figure: Path | None = None) -> list[Check]:
+@dataclass(frozen=True)
+class RadiographChecks:
+    """The checks of one radiograph's masks after anatomical post-processing (what the results show) and
+    before it (what the network alone gives)."""
+
+    after: list[Check]
+    before: list[Check]
+
+
+def check_radiograph(
+    explainer: Explainer, radiograph: Radiograph, figure: Path | None = None
+) -> RadiographChecks:
     """The checks of the explainer's masks on one radiograph; with `figure`, also its overlay there."""
     from cxrxai.render import write_anatomy_overlay
 
     explanation = explainer.predict(radiograph)
     if figure is not None:
         write_anatomy_overlay(explanation, radiograph.pixels, figure)
-    return explanation_checks(explanation)
+    return RadiographChecks(explanation_checks(explanation), explanation_checks(explanation, processed=False))
 
 
 @dataclass(frozen=True)
@@ -200,20 +214,28 @@ def reframe(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def check_reframings(
     explainer: Explainer, radiograph: Radiograph, copies: int = 16, seed: int = 0
-) -> Reframing:
-    """The checks on `copies` re-framed copies of the radiograph (`reframe`, seeded)."""
+) -> tuple[Reframing, Reframing]:
+    """The checks on `copies` re-framed copies of the radiograph (`reframe`, seeded): after and before
+    anatomical post-processing, from the same predictions."""
     rng = np.random.default_rng(seed)
+    checked = [
+        check_radiograph(explainer, replace(radiograph, pixels=reframe(radiograph.pixels, rng)))
+        for _ in range(copies)
+    ]
+    return _reframing([c.after for c in checked]), _reframing([c.before for c in checked])
+
+
+def _reframing(per_copy: list[list[Check]]) -> Reframing:
+    copies = len(per_copy)
     passes: dict[str, int] = {}
-    passed_per_copy, all_passed = [], 0
-    for _ in range(copies):
-        checks = check_radiograph(explainer, replace(radiograph, pixels=reframe(radiograph.pixels, rng)))
+    for checks in per_copy:
         for check in checks:
             passes[check.name] = passes.get(check.name, 0) + check.passed
-        passed_per_copy.append(sum(check.passed for check in checks))
-        all_passed += plausible(checks)
     return Reframing(
         copies=copies,
         pass_share={name: round(count / copies, 4) for name, count in passes.items()},
-        mean_passed=round(float(np.mean(passed_per_copy)), 2) if copies else 0.0,
-        all_passed=all_passed,
+        mean_passed=round(float(np.mean([sum(c.passed for c in checks) for checks in per_copy])), 2)
+        if copies
+        else 0.0,
+        all_passed=sum(plausible(checks) for checks in per_copy),
     )

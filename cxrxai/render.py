@@ -164,9 +164,10 @@ def write_anatomy_overlay(explanation: Explanation, pixels: np.ndarray, path: st
 
     base = grey(pixels)
     over = base.astype(np.float32)
+    masks = explanation.anatomy_at_source()
     for index, name in enumerate(explanation.anatomy_names):
         colour = np.array(ANATOMY_COLOURS.get(name, (255, 255, 0)), np.float32)
-        mask = explanation.geometry.to_source(explanation.anatomy[index]) >= explanation.anatomy_threshold
+        mask = masks[index]
         over[mask] = 0.7 * over[mask] + 0.3 * colour
         edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, pixels.shape[0] // 256))
         over[edge] = colour

@@ -196,6 +196,10 @@ def test_check_anatomy_reports_each_radiograph_and_fails_on_implausible_masks(
     entry = json.loads(report.read_text())[str(real)]
     assert not all(check["passed"] for check in entry["checks"].values())
     assert entry["reframings"]["copies"] == 2 and entry["reframings"]["all_passed"] == 0
+    assert entry["reframings_before_post_processing"]["copies"] == 2
+    before = entry["checks_before_post_processing"]  # the untrained masks: noise either way
+    assert before and not all(check["passed"] for check in before.values())
+    assert "before post-processing: " in out
     assert main([*argv[:3], "--bundle", str(tiny_bundle), "--reframings", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "cxrxai: --reframings -1: give 0 or more copies"
     assert (figures / "pa-chest-wg04-rg1-anatomy.png").stat().st_size > 10_000

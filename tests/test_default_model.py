@@ -52,17 +52,21 @@ def test_tiny_recipe_installs_a_bundle_with_its_model_card(tmp_path):
         in card
     )
     # the real radiograph's anatomy checks, whatever this one-epoch model makes of it
-    checks = report["real_radiographs"]["pa-chest-wg04-rg1.dcm"]
-    passed = sum(check["passed"] for check in checks.values())
     assert "## Anatomy on real radiographs" in card
-    assert f"pa-chest-wg04-rg1.dcm: {passed} of {len(checks)} checks pass" in card
-    reframed = report["real_radiograph_reframings"]["pa-chest-wg04-rg1.dcm"]
-    assert reframed["copies"] == 16
     # a one-epoch model may find no lung on the radiograph as framed yet some on a copy: all names are allowed
     full = np.ones((8, 8), bool)
     names = {check.name for check in anatomy_checks(full, full, full)} | {"heart found", "lungs found"}
-    assert set(checks) <= names and set(reframed["pass_share"]) <= names
-    assert f"over 16 re-framed copies: {reframed['mean_passed']:.1f} checks pass on average" in card
+    for stage in ("after", "before"):  # anatomical post-processing
+        checks = report["real_radiographs"]["pa-chest-wg04-rg1.dcm"][stage]
+        passed = sum(check["passed"] for check in checks.values())
+        line = f"pa-chest-wg04-rg1.dcm, {stage} post-processing: {passed} of {len(checks)} checks pass"
+        assert line in card
+        reframed = report["real_radiograph_reframings"]["pa-chest-wg04-rg1.dcm"][stage]
+        assert reframed["copies"] == 16
+        assert set(checks) <= names and set(reframed["pass_share"]) <= names
+        assert f"over 16 re-framed copies: {reframed['mean_passed']:.1f} checks pass on average" in card
+    before = report["anatomy_before_post_processing"]
+    assert f"before post-processing {before['dice_lungs']['mean']:.3f}" in card
     assert (target / "docs" / "pa-chest-wg04-rg1-anatomy.png").stat().st_size > 10_000
 
 

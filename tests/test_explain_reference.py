@@ -8,6 +8,7 @@ from captum.attr import LayerGradCam, NoiseTunnel, Saliency
 from monai.visualize import GradCAM
 from torch import nn
 
+from cxrxai.anatomy_masks import anatomy_masks
 from cxrxai.explain.cams import fused_contributions
 from cxrxai.explain.engine import captured_outputs
 from cxrxai.labels import FINDINGS
@@ -110,11 +111,14 @@ def test_hirescam_equals_gradient_times_activation(explainer64, chest_input):
 def test_seg_gradcam_equals_captum_on_masked_logit_sum(explainer64, chest_input):
     ours = _maps(explainer64, chest_input, ["seggradcam"], targets=[], require=0)
     network = explainer64.network
+    spec = explainer64.bundle.spec
     with torch.no_grad():
         anatomy = torch.sigmoid(network(chest_input)[1])
+    # the masks every result uses: thresholded, then post-processed
+    masks = torch.as_tensor(anatomy_masks(anatomy[0].numpy(), spec.anatomy, spec.anatomy_threshold))
     compared = 0
-    for s, structure in enumerate(explainer64.bundle.spec.anatomy):
-        mask = (anatomy[:, s] >= 0.5).double()
+    for s, structure in enumerate(spec.anatomy):
+        mask = masks[s][None].double()
         if mask.sum() == 0:  # no structure found: the engine returns zero maps
             assert all(float(m.max()) == 0 for k, m in ours.items() if k.endswith(structure))
             continue

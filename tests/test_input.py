@@ -186,7 +186,7 @@ def test_truncated_file_is_refused(tmp_path):
 
 def test_non_image_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
-    with pytest.raises(UnsupportedInputError, match="not a DICOM file, PNG or JPEG"):
+    with pytest.raises(UnsupportedInputError, match="not a DICOM file or an image format we read"):
         read_radiograph(tmp_path / "notes.txt")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(UnsupportedInputError, match="image could not be read"):

@@ -86,7 +86,7 @@ def test_reframe_turns_moves_crops_and_rewindows_reproducibly():
 
 def test_check_reframings_counts_each_check_over_the_copies(monkeypatch):
     """Half the copies find the heart in two pieces, a quarter find no heart at all: the shares, the mean
-    and the copies passing everything say so."""
+    and the copies passing everything say so, after post-processing and (here: always whole) before."""
     import cxrxai.plausibility as plausibility
 
     right, left, heart = (np.zeros((64, 64), bool) for _ in range(3))
@@ -99,11 +99,14 @@ def test_check_reframings_counts_each_check_over_the_copies(monkeypatch):
     monkeypatch.setattr(
         plausibility,
         "check_radiograph",
-        lambda explainer, radiograph: anatomy_checks(right, left, next(outcomes)),
+        lambda explainer, radiograph: plausibility.RadiographChecks(
+            anatomy_checks(right, left, next(outcomes)), anatomy_checks(right, left, heart)
+        ),
     )
     pixels = np.random.default_rng(0).random((80, 80), dtype=np.float32)
     radiograph = Radiograph(pixels=pixels, source="radiograph")
-    reframing = check_reframings(None, radiograph, copies=8)  # type: ignore[arg-type]
+    reframing, before = check_reframings(None, radiograph, copies=8)  # type: ignore[arg-type]
+    assert before.copies == 8 and before.all_passed == 8 and before.mean_passed == 10
     assert reframing.copies == 8 and reframing.all_passed == 2
     assert reframing.pass_share["heart in one piece"] == 0.25 and reframing.pass_share["heart found"] == 0.0
     assert reframing.pass_share["right lung in one piece"] == 1.0

@@ -97,8 +97,9 @@ def test_results_of_a_radiograph_are_found_and_read_as_the_sr_says(study):
     assert results.heatmap(finding, "gradcam", "decoder1").shape == (dataset.Rows, dataset.Columns)
     # anatomy and lung masking
     assert set(results.anatomy) == {"Right Lung", "Left Lung", "Heart"}
+    lungs = results.lungs()  # the untrained bundle's lungs are a speck of noise, or nothing
     masked = results.heatmap(finding, "gradcam", "decoder1", lung_mask=True)
-    assert not masked[~results.lungs()].any() and masked.max() == pytest.approx(1.0)
+    assert masked.shape == lungs.shape and not masked[~lungs].any()  # its rescaling: test_display_maths
     # without the layer-map SEG the display layer's map comes stepped from the heat-map SEG's levels
     heat_levels = next(dcmread(p) for p in sets[0].segmentations if dcmread(p).ContentLabel == "HEATMAPS")
     anatomy_seg = next(dcmread(p) for p in sets[0].segmentations if dcmread(p).ContentLabel == "ANATOMY")

@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.valuerep import format_number_as_ds
 
 from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
 from cxrxai.explanation import FindingPrediction
 from cxrxai.io.grey import LookupTable, Window, lut_entries, voi_in_use
+from cxrxai.io.spacing import radiograph_spacing
 
 
 def _fit_lut(item: Dataset, table: LookupTable) -> None:
@@ -186,5 +188,19 @@ def build_gsps(
             else "IDENTITY"
         ),
     )
+    _measure_like_the_source(gsps, source)
     finish_result(gsps, source, device, "gsps")
     return gsps
+
+
+def _measure_like_the_source(gsps: Dataset, source: Dataset) -> None:
+    """Presentation Pixel Spacing (the displayed area's spacing, which viewers measure with) from the
+    source's spacing by the rules for projection radiographs (`cxrxai.io.spacing`); it replaces the pixel
+    aspect ratio, which may only be given without it. No spacing in the source: the aspect ratio stays."""
+    spacing = radiograph_spacing(source)
+    if spacing is None:
+        return
+    for area in gsps.DisplayedAreaSelectionSequence:
+        area.PresentationPixelSpacing = [format_number_as_ds(value) for value in spacing.pair]
+        if "PresentationPixelAspectRatio" in area:
+            del area.PresentationPixelAspectRatio

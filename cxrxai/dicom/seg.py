@@ -30,9 +30,11 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as codes_dict
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.valuerep import format_number_as_ds
 
 from cxrxai.dicom import codes
 from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
+from cxrxai.io.spacing import radiograph_spacing
 from cxrxai.labels import ANATOMY
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -136,7 +138,7 @@ def _segmentation(
     # Type 2C in General Image without plane orientation (a projection radiograph): copy, or leave empty.
     seg.PatientOrientation = source.get("PatientOrientation", "")
     _orient_like_the_source(seg)
-    _measure_like_the_source(seg)
+    _measure_like_the_source(seg, source)
     finish_result(seg, source, device, role, image=False)
     return seg
 
@@ -150,12 +152,20 @@ def _orient_like_the_source(seg: hd.seg.Segmentation) -> None:
     seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence = [orientation]
 
 
-def _measure_like_the_source(seg: hd.seg.Segmentation) -> None:
-    """A Pixel Measures item in the shared functional groups even when the source has no Pixel Spacing
-    to give it (highdicom then writes none): OHIF's SEG viewport reads the item and fails without one,
-    and an archive drops an empty item. Pixel Spacing and Slice Thickness may only be present with a
-    value, and we never invent a spacing, so the item says in a private element that there is none."""
+def _measure_like_the_source(seg: hd.seg.Segmentation, source: Dataset) -> None:
+    """A Pixel Measures item in the shared functional groups with the source's spacing by the rules for
+    projection radiographs (`cxrxai.io.spacing`: Imager Pixel Spacing where Pixel Spacing is absent, the
+    magnification factor applied), so a ruler on the SEG measures what one on the radiograph does.
+    Without a spacing the item is still there (OHIF's SEG viewport reads it and fails without one, and an
+    archive drops an empty item); Pixel Spacing and Slice Thickness may only be present with a value, and
+    we never invent a spacing, so the item says in a private element that there is none."""
     shared = seg.SharedFunctionalGroupsSequence[0]
+    spacing = radiograph_spacing(source)
+    if spacing is not None:
+        measures = shared.PixelMeasuresSequence[0] if "PixelMeasuresSequence" in shared else Dataset()
+        measures.PixelSpacing = [format_number_as_ds(value) for value in spacing.pair]
+        shared.PixelMeasuresSequence = [measures]
+        return
     if "PixelMeasuresSequence" in shared:
         return
     measures = Dataset()

@@ -24,6 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from cxrxai.dicom import codes
 from cxrxai.dicom.common import DISCLAIMER, SERIES, Device, finish_result, result_uid
 from cxrxai.explanation import FindingPrediction
+from cxrxai.io.spacing import radiograph_spacing
 from cxrxai.labels import FINDINGS
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -386,7 +387,8 @@ IMAGE_VIEW = codes_dict.DCM.ImageView
 
 class _RadiographDescriptors(hd.sr.ImageLibraryEntryDescriptors):
     """TID 1603 descriptors with only what the radiograph has: highdicom's version requires Patient
-    Orientation and Imager Pixel Spacing, which many CRs lack; we never invent a spacing."""
+    Orientation and Imager Pixel Spacing, which many CRs lack; we never invent a spacing. The spacing is
+    the one our other objects carry (`cxrxai.io.spacing`)."""
 
     def _generate_projection_radiography_descriptors(self, dataset: Dataset) -> list[hd.sr.ContentItem]:
         items: list[hd.sr.ContentItem] = []
@@ -410,11 +412,11 @@ class _RadiographDescriptors(hd.sr.ImageLibraryEntryDescriptors):
                         name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT
                     )
                 )
-        spacing = dataset.get("ImagerPixelSpacing") or dataset.get("PixelSpacing")
-        if spacing and len(spacing) == 2 and all(float(v) > 0 for v in spacing):
+        spacing = radiograph_spacing(dataset)
+        if spacing is not None:
             for name, value in (
-                (codes_dict.DCM.HorizontalPixelSpacing, spacing[1]),
-                (codes_dict.DCM.VerticalPixelSpacing, spacing[0]),
+                (codes_dict.DCM.HorizontalPixelSpacing, spacing.column),
+                (codes_dict.DCM.VerticalPixelSpacing, spacing.row),
             ):
                 items.append(
                     hd.sr.NumContentItem(

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxrxai.anatomy_masks import anatomy_masks
 from cxrxai.cardiothoracic import cardiothoracic_ratio
 from cxrxai.errors import BundleError
 from cxrxai.explain import DEFAULT_METHODS, registry
@@ -37,7 +38,8 @@ from cxrxai.explain.forward_pass import ExplainerSettings, ForwardPass
 from cxrxai.explain.registry import Explains, Need, check_methods
 from cxrxai.explanation import Explanation, FindingPrediction, HeatMap
 from cxrxai.io.radiograph import Radiograph
-from cxrxai.labels import EVIDENCE_OUTSIDE_LUNGS, FINDINGS, LUNG_CHANNELS, resolve_findings
+from cxrxai.io.spacing import NO_SPACING
+from cxrxai.labels import EVIDENCE_OUTSIDE_LUNGS, FINDINGS, HEART_CHANNEL, LUNG_CHANNELS, resolve_findings
 from cxrxai.model.bundle import Bundle, load_bundle
 from cxrxai.model.network import CXRUNet, HeadWeights
 from cxrxai.model.preprocess import prepare
@@ -51,6 +53,7 @@ class RawExplanation:
 
     logits: torch.Tensor  # C
     anatomy: torch.Tensor  # S x N x N probabilities
+    masks: np.ndarray  # S x N x N bool, post-processed (`cxrxai.anatomy_masks`)
     heatmaps: list[HeatMap] = field(default_factory=list)
 
 
@@ -134,6 +137,7 @@ class Explainer:
             logits, anatomy_logits = net(x)
         anatomy = torch.sigmoid(anatomy_logits[0]).detach()
         spec = self.bundle.spec
+        masks = anatomy_masks(anatomy.cpu().numpy(), spec.anatomy, spec.anatomy_threshold)
         index = torch.tensor(targets, dtype=torch.long, device=self.device)
         run = ForwardPass(
             network=net,
@@ -141,24 +145,24 @@ class Explainer:
             logits=logits,
             anatomy_logits=anatomy_logits,
             anatomy=anatomy,
+            anatomy_masks=torch.as_tensor(masks, device=self.device),
             activations=acts,
             targets=targets,
             names=[FINDINGS[t] for t in targets],
             head=_head_rows(net.head_weights().detached(), index),
             anatomy_names=tuple(spec.anatomy),
-            anatomy_threshold=spec.anatomy_threshold,
             settings=self.settings,
             layer_gradient=layer_gradient,
             input_gradient=input_gradient,
         )
-        result = RawExplanation(logits=logits[0].detach(), anatomy=anatomy)
+        result = RawExplanation(logits=logits[0].detach(), anatomy=anatomy, masks=masks)
         for method in chosen:
             if method.explains is Explains.FINDINGS and not targets:
                 continue
             for layer, maps, labels, note in method.compute(run):
                 for label, values in zip(labels, maps.detach(), strict=True):
                     result.heatmaps.append(HeatMap(method.name, layer, label, values.cpu().numpy(), note))
-        lungs = (anatomy[list(LUNG_CHANNELS)] >= spec.anatomy_threshold).any(dim=0).float()
+        lungs = run.anatomy_masks[list(LUNG_CHANNELS)].any(dim=0).float()
         _lung_statistics(result.heatmaps, lungs, lung_mask)
         return result
 
@@ -167,8 +171,8 @@ class Explainer:
         spec = self.bundle.spec
         probabilities = torch.sigmoid(raw.logits).cpu().numpy()
         anatomy = raw.anatomy.cpu().numpy()
-        masks: np.ndarray = anatomy >= spec.anatomy_threshold
-        ctr = cardiothoracic_ratio(masks[2], masks[list(LUNG_CHANNELS)].any(axis=0))
+        masks = raw.masks
+        ctr = cardiothoracic_ratio(masks[HEART_CHANNEL], masks[list(LUNG_CHANNELS)].any(axis=0))
         return Explanation(
             findings=[
                 FindingPrediction(name, float(p), float(spec.thresholds[name]))
@@ -191,8 +195,10 @@ class Explainer:
                 "source": radiograph.source,
                 "rows": radiograph.rows,
                 "columns": radiograph.columns,
+                "pixel_spacing": radiograph.spacing.as_dict() if radiograph.spacing else NO_SPACING,
             },
             heatmaps={h.key: h for h in raw.heatmaps},
+            anatomy_masks=masks,
         )
 
 

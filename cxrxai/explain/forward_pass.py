@@ -45,12 +45,12 @@ class ForwardPass:
     logits: torch.Tensor  # 1 x C, attached to the graph when one is kept
     anatomy_logits: torch.Tensor  # 1 x S x N x N
     anatomy: torch.Tensor  # S x N x N probabilities, detached
+    anatomy_masks: torch.Tensor  # S x N x N bool, post-processed: the masks every result uses
     activations: dict[str, torch.Tensor]  # every hooked layer's output
     targets: list[int]  # finding indices
     names: list[str]  # their names, the maps' labels
     head: HeadWeights  # the pooled head's rows of the targets
     anatomy_names: tuple[str, ...]
-    anatomy_threshold: float
     settings: ExplainerSettings
     layer_gradient: bool = False  # whether the shared VJP returns every gradient layer's gradient
     input_gradient: bool = False  # whether it also reaches the input

@@ -20,11 +20,14 @@ from pydicom.uid import UID
 
 from cxrxai.errors import UnsupportedInputError
 from cxrxai.io.grey import display_values
+from cxrxai.io.research_formats import is_research_format, read_research_image
 from cxrxai.io.sop_classes import READABLE
+from cxrxai.io.spacing import PixelSpacing, radiograph_spacing
 
 ACCEPTED = (
     "accepted: single-frame greyscale DICOM CR, DX (for presentation or processing) or Secondary Capture "
-    "with 8-16 bit pixels, or an 8/16-bit greyscale PNG / JPEG"
+    "with 8-16 bit pixels, an 8/16-bit greyscale PNG / JPEG, or a 2-D greyscale NRRD, NIfTI, MetaImage "
+    "or TIFF image"
 )
 RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 
@@ -35,13 +38,15 @@ class Radiograph:
 
     `pixels` is float32, rows x columns, in display orientation where larger means brighter (MONOCHROME2
     sense), after Modality LUT, VOI LUT / window and MONOCHROME1 inversion. `dataset` is the source header
-    without pixel data (for DICOM results), or None for PNG / JPEG input.
+    without pixel data (for DICOM results), or None for other formats. `spacing` is what a ruler on the
+    source uses (`cxrxai.io.spacing`), None where the source gives none.
     """
 
     pixels: np.ndarray
     source: str
     identifiers: dict[str, str] = field(default_factory=dict)
     dataset: Dataset | None = None
+    spacing: PixelSpacing | None = None
 
     @property
     def rows(self) -> int:
@@ -58,7 +63,7 @@ class Radiograph:
 
 
 def read_radiograph(source: str | Path | Dataset) -> Radiograph:
-    """Read a DICOM file, a pydicom Dataset, or a PNG / JPEG file.
+    """Read a DICOM file, a pydicom Dataset, a PNG / JPEG file, or a NRRD, NIfTI, MetaImage or TIFF file.
 
     Raises UnsupportedInputError with one line saying what was found and what is accepted.
     """
@@ -69,10 +74,15 @@ def read_radiograph(source: str | Path | Dataset) -> Radiograph:
         raise UnsupportedInputError(f"{path}: no such file")
     if path.suffix.lower() in RASTER_SUFFIXES:
         return _read_raster(path)
+    if is_research_format(path):
+        pixels, spacing = read_research_image(path, ACCEPTED)
+        return Radiograph(pixels=pixels, source=str(path), identifiers={"path": str(path)}, spacing=spacing)
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
-        raise UnsupportedInputError(f"{path}: not a DICOM file, PNG or JPEG; {ACCEPTED}") from None
+        raise UnsupportedInputError(
+            f"{path}: not a DICOM file or an image format we read; {ACCEPTED}"
+        ) from None
     except Exception as exc:  # pydicom raises many types for truncated or corrupt headers
         raise UnsupportedInputError(
             f"{path}: DICOM header could not be read ({_short(exc)}); {ACCEPTED}"
@@ -131,6 +141,7 @@ def _from_dataset(ds: Dataset, source: str) -> Radiograph:
         source=source,
         identifiers=_identifiers(ds),
         dataset=header,
+        spacing=radiograph_spacing(ds),
     )
 
 

@@ -21,7 +21,7 @@ def compute(run: ForwardPass) -> list[LayerMaps]:
     activations = [run.activations[n] for n in layers]
     per_structure: list[tuple[torch.Tensor, ...]] = []
     for s in range(len(run.anatomy_names)):
-        mask = (run.anatomy[s] >= run.anatomy_threshold).float()
+        mask = run.anatomy_masks[s].float()
         if mask.sum() == 0:
             per_structure.append(tuple(torch.zeros_like(a) for a in activations))
             continue
