@@ -25,7 +25,6 @@ import numpy as np
 from skimage.filters import threshold_otsu
 from sklearn.metrics import roc_auc_score
 
-from cxrxai.anatomy_masks import threshold_masks
 from cxrxai.cardiothoracic import cardiothoracic_ratio
 from cxrxai.datasets.evaluation import load_cases, read_mask
 from cxrxai.errors import CXRXAIError
@@ -131,7 +130,7 @@ def evaluate(
     # after post-processing (what every result uses) and before it (the thresholded probabilities)
     stages = ("after", "before")
     segmentation: dict[str, dict[str, list[float]]] = {stage: defaultdict(list) for stage in stages}
-    ctr_errors: dict[str, list[float]] = {"after": [], "before": []}
+    ctr_errors: dict[str, list[float]] = {stage: [] for stage in stages}
     localisation: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     tuning: dict[str, list[tuple[str, int, list[float]]]] = defaultdict(list)
     scored_findings: dict[str, list[str]] = defaultdict(list)  # the finding of each localisation record
@@ -151,7 +150,7 @@ def evaluate(
             true_ctr = (
                 case.ctr if case.ctr is not None else cardiothoracic_ratio(truth[2], truth[0] | truth[1])
             )
-            raw = threshold_masks(explanation.anatomy, explanation.anatomy_threshold)
+            raw = explanation.thresholded_masks
             ctrs = {"after": explanation.ctr, "before": cardiothoracic_ratio(raw[2], raw[0] | raw[1])}
             for stage, processed in (("after", True), ("before", False)):
                 predicted = explanation.anatomy_at_source(processed=processed)

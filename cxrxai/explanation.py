@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cxrxai.anatomy_masks import threshold_masks
 from cxrxai.geometry import Letterbox
 
 FORMAT_VERSION = 1
@@ -79,9 +80,12 @@ class Explanation:
     @property
     def masks(self) -> np.ndarray:
         """The structures' masks on the working grid (bool), as every result uses them."""
-        if self.anatomy_masks is not None:
-            return self.anatomy_masks
-        return self.anatomy >= self.anatomy_threshold
+        return self.anatomy_masks if self.anatomy_masks is not None else self.thresholded_masks
+
+    @property
+    def thresholded_masks(self) -> np.ndarray:
+        """The masks as the network gives them, before post-processing (working grid, bool)."""
+        return threshold_masks(self.anatomy, self.anatomy_threshold)
 
     def map_at_source(self, key: str, normalised: bool = True) -> np.ndarray:
         """A map resampled to the source rows x columns, aligned with the source pixels."""
@@ -107,7 +111,7 @@ class Explanation:
         threshold = self.anatomy_threshold
         probabilities = self.anatomy
         if processed and self.anatomy_masks is not None:
-            raw = probabilities >= threshold
+            raw = self.thresholded_masks
             added, removed = self.anatomy_masks & ~raw, raw & ~self.anatomy_masks
             probabilities = np.where(added, np.float32(1), np.where(removed, np.float32(0), probabilities))
         return np.stack([self.geometry.to_size(p, rows, columns) >= threshold for p in probabilities])
@@ -168,13 +172,20 @@ def summary_table(report) -> str:
 
 def load_heatmaps(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, float], Letterbox, np.ndarray]:
     """Read heatmaps.npz: (normalised maps by key, raw scales by key, geometry, anatomy probabilities)."""
+    return _read_heatmaps(path)[:4]
+
+
+def _read_heatmaps(path: str | Path):
+    """heatmaps.npz in one read: `load_heatmaps`' four items and the post-processed masks (None in files
+    written before post-processing)."""
     with np.load(path, allow_pickle=False) as data:
         keys = [str(k) for k in data["__keys__"]]
         maps = {key: data[key].astype(np.float32) for key in keys}
         scales = dict(zip(keys, (float(s) for s in data["__scales__"]), strict=True))
         geometry = Letterbox(**json.loads(str(data["__geometry__"])))
         anatomy = data["__anatomy__"].astype(np.float32)
-    return maps, scales, geometry, anatomy
+        masks = data["__anatomy_masks__"].astype(bool) if "__anatomy_masks__" in data else None
+    return maps, scales, geometry, anatomy, masks
 
 
 def load_explanation(folder: str | Path) -> Explanation:
@@ -183,7 +194,7 @@ def load_explanation(folder: str | Path) -> Explanation:
     in float16 steps of their maximum (as saved) and the notes as written."""
     folder = Path(folder)
     predictions = json.loads((folder / "predictions.json").read_text("utf-8"))
-    maps, scales, geometry, anatomy = load_heatmaps(folder / "heatmaps.npz")
+    maps, scales, geometry, anatomy, masks = _read_heatmaps(folder / "heatmaps.npz")
     if "anatomy" not in predictions:
         raise ValueError(f"{folder / 'predictions.json'} has no anatomy record: explain the image again")
     heatmaps = {}
@@ -206,10 +217,5 @@ def load_explanation(folder: str | Path) -> Explanation:
         model=predictions["model"],
         source=predictions["source"],
         heatmaps=heatmaps,
-        anatomy_masks=_saved_masks(folder / "heatmaps.npz"),
+        anatomy_masks=masks,
     )
-
-
-def _saved_masks(path: Path) -> np.ndarray | None:
-    with np.load(path, allow_pickle=False) as data:
-        return data["__anatomy_masks__"].astype(bool) if "__anatomy_masks__" in data else None

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from cxrxai.anatomy_masks import threshold_masks
 from cxrxai.cardiothoracic import cardiothoracic_ratio
 from cxrxai.explanation import Explanation
 from cxrxai.io.radiograph import Radiograph
@@ -146,8 +145,7 @@ def plausible(checks: list[Check]) -> bool:
 def explanation_checks(explanation: Explanation, processed: bool = True) -> list[Check]:
     """The checks for a model's lung and heart masks on one radiograph (working grid, PA assumed): the
     post-processed masks every result uses, or with `processed` False the thresholded probabilities."""
-    raw = threshold_masks(explanation.anatomy, explanation.anatomy_threshold)
-    masks = explanation.masks if processed else raw
+    masks = explanation.masks if processed else explanation.thresholded_masks
     names = list(explanation.anatomy_names)
     return anatomy_checks(
         masks[names.index("Right Lung")], masks[names.index("Left Lung")], masks[names.index("Heart")]

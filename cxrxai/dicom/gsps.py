@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.valuerep import format_number_as_ds
 
 from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
 from cxrxai.explanation import FindingPrediction
@@ -201,6 +200,6 @@ def _measure_like_the_source(gsps: Dataset, source: Dataset) -> None:
     if spacing is None:
         return
     for area in gsps.DisplayedAreaSelectionSequence:
-        area.PresentationPixelSpacing = [format_number_as_ds(value) for value in spacing.pair]
+        area.PresentationPixelSpacing = spacing.decimal_strings()
         if "PresentationPixelAspectRatio" in area:
             del area.PresentationPixelAspectRatio

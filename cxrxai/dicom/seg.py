@@ -30,7 +30,6 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as codes_dict
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian
-from pydicom.valuerep import format_number_as_ds
 
 from cxrxai.dicom import codes
 from cxrxai.dicom.common import SERIES, Device, finish_result, result_uid
@@ -163,7 +162,7 @@ def _measure_like_the_source(seg: hd.seg.Segmentation, source: Dataset) -> None:
     spacing = radiograph_spacing(source)
     if spacing is not None:
         measures = shared.PixelMeasuresSequence[0] if "PixelMeasuresSequence" in shared else Dataset()
-        measures.PixelSpacing = [format_number_as_ds(value) for value in spacing.pair]
+        measures.PixelSpacing = spacing.decimal_strings()
         shared.PixelMeasuresSequence = [measures]
         return
     if "PixelMeasuresSequence" in shared:

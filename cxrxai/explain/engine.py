@@ -124,7 +124,8 @@ class Explainer:
     ) -> RawExplanation:
         """The engine on a preprocessed 1 x 1 x N x N input; `targets` are finding indices. Every method
         reads the same forward pass (`ForwardPass`); what they need decides what it keeps."""
-        chosen = [m for name, m in registry.registered().items() if name in set(methods)]
+        requested = set(methods)
+        chosen = [m for name, m in registry.registered().items() if name in requested]
         needs = set().union(*(m.needs for m in chosen))
         layer_gradient = Need.LAYER_GRADIENTS in needs
         input_gradient = Need.INPUT_GRADIENT in needs
@@ -144,7 +145,6 @@ class Explainer:
             x=x,
             logits=logits,
             anatomy_logits=anatomy_logits,
-            anatomy=anatomy,
             anatomy_masks=torch.as_tensor(masks, device=self.device),
             activations=acts,
             targets=targets,

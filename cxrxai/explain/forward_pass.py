@@ -44,7 +44,6 @@ class ForwardPass:
     x: torch.Tensor  # 1 x 1 x N x N, requiring grad when a method needs the input gradient
     logits: torch.Tensor  # 1 x C, attached to the graph when one is kept
     anatomy_logits: torch.Tensor  # 1 x S x N x N
-    anatomy: torch.Tensor  # S x N x N probabilities, detached
     anatomy_masks: torch.Tensor  # S x N x N bool, post-processed: the masks every result uses
     activations: dict[str, torch.Tensor]  # every hooked layer's output
     targets: list[int]  # finding indices

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pydicom.dataset import Dataset
+from pydicom.valuerep import format_number_as_ds
 
 SAME = 1e-6  # spacings equal within this many mm are the same
 
@@ -45,6 +46,10 @@ class PixelSpacing:
     def pair(self) -> tuple[float, float]:
         """(row, column): DICOM's Pixel Spacing value order."""
         return self.row, self.column
+
+    def decimal_strings(self) -> list[str]:
+        """`pair` as DS values (at most 16 characters each), for Pixel Spacing and its kin."""
+        return [format_number_as_ds(value) for value in self.pair]
 
     def as_dict(self) -> dict:
         return {"row_mm": self.row, "column_mm": self.column, "kind": str(self.kind), "from": self.derivation}
