@@ -120,6 +120,38 @@ def test_anatomy_and_heatmaps_round_trip(explainer, tmp_path):
     assert len(colours) == len(HEAT_LEVELS)
 
 
+def test_heatmap_bands_of_a_large_source_follow_the_exact_bands(explainer, tmp_path):
+    """Above OUTLINE_GRID pixels a side the bands are found on that grid and each source pixel takes its
+    nearest grid pixel's band, i.e. the band of a point at most 0.73 pixels away along each axis. So a
+    pixel whose band differs from that of the map resampled to the source must have a value within that
+    distance's worth of the map's steepest slope of a band level."""
+    from cxrxai.dicom.outlines import OUTLINE_GRID
+
+    radiograph = read_radiograph(radiograph_dataset(chest_image(1500, 1250, seed=3), uid_seed="large"))
+    assert max(radiograph.rows, radiograph.columns) > OUTLINE_GRID
+    explanation = explainer.explain(radiograph, methods=["gradcam"])
+    made = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, HeatmapSelection("top-2"))
+    heat = next(d for d in made.datasets if d.get("ContentLabel") == "HEATMAPS")
+    segments = read_seg(pydicom.dcmread(_encoded(heat))).segments
+    assert len(segments) == 2 * len(HEAT_LEVELS)
+    for segment in segments:
+        exact_map = explanation.map_at_source(f"{segment.method}/{segment.layer}/{segment.finding}")
+        low, high = segment.band
+        exact = (exact_map >= low) & ((exact_map < high) if high < 1.0 else True)
+        differ = segment.values != exact
+        assert differ.mean() < 0.01, segment.label
+        slope = max(np.abs(np.diff(exact_map, axis=axis)).max() for axis in (0, 1))
+        off_level = np.min([np.abs(exact_map[differ] - level) for level in HEAT_LEVELS], axis=0)
+        assert (off_level <= 1.5 * slope).all(), segment.label
+
+
+def _encoded(dataset) -> io.BytesIO:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    return buffer
+
+
 def test_layer_maps_round_trip(explainer, tmp_path):
     _, radiograph, explanation = _explained(explainer, tmp_path)
     made = build_dicom_results(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,3 +100,29 @@ def test_the_engine_keeps_the_graph_and_computes_gradients_only_when_asked(expla
     with pytest.raises(RuntimeError, match="Need.INPUT_GRADIENT"):
         seen["gradcam"].input_gradients()
     assert Need.GRAPH in registry.method("seggradcam").needs
+
+
+def test_explain_only_maps_the_findings_named_after_the_predictions(explainer):
+    """The node maps only the findings its objects show: `explain_only` sees every prediction, and the
+    maps it keeps equal those of the full explanation."""
+    from cxrxai.io import read_radiograph
+    from cxrxai.samples import chest_image, radiograph_dataset
+
+    radiograph = read_radiograph(radiograph_dataset(chest_image(96, 80, seed=2), uid_seed="only"))
+    full = explainer.explain(radiograph, methods=["gradcam", "saliency"])
+    seen = []
+
+    def top_two(predictions):
+        seen.extend(predictions)
+        return [p.name for p in sorted(predictions, key=lambda p: p.probability, reverse=True)[:2]]
+
+    narrow = explainer.explain(radiograph, methods=["gradcam", "saliency"], explain_only=top_two)
+    assert [p.name for p in seen] == [f.name for f in full.findings]
+    assert [f.probability for f in narrow.findings] == [f.probability for f in full.findings]
+    chosen = set(top_two(full.findings))
+    assert {h.target for h in narrow.heatmaps.values()} == chosen
+    assert set(narrow.heatmaps) == {key for key, h in full.heatmaps.items() if h.target in chosen}
+    for key, heatmap in narrow.heatmaps.items():
+        np.testing.assert_allclose(heatmap.values, full.heatmaps[key].values, rtol=1e-5, atol=1e-6)
+    nothing = explainer.explain(radiograph, methods=["gradcam"], explain_only=lambda predictions: [])
+    assert not nothing.heatmaps and nothing.ctr == full.ctr

@@ -156,9 +156,14 @@ def _build(
         "lung and heart SEG", missing, lambda: build_anatomy_seg(source, masks, device, syntax)
     )
     chosen = selection.choose(explanation.findings)
-    # at the source geometry only what the SEGs, outlines and main overlays need: the display layer's map
-    # (every layer's only for the layer-map SEG); the page strips sample their maps at tile size
-    displayed = [layer for f in chosen for layer in heatmap_layers(explanation, f.name, first_only=True)]
+    # the display layer's map of each chosen finding on a grid of at most OUTLINE_GRID pixels a side, for
+    # the heat-map SEG's bands and the pages' main overlays (a page is at most that wide); only the
+    # layer-map SEG resamples maps to the source geometry; the page strips sample theirs at tile size
+    rows, columns = explanation.geometry.source_rows, explanation.geometry.source_columns
+    grid = outline_grid(rows, columns)
+    displayed = [
+        layer for f in chosen for layer in heatmap_layers(explanation, f.name, size=grid, first_only=True)
+    ]
     if displayed:
         segmentations += _optional(
             "heat-map SEG", missing, lambda: build_heatmap_seg(source, displayed, device, syntax)
@@ -193,8 +198,6 @@ def _build(
 
         pages += _optional(f"{finding.name} page", missing, page)
     # every outline once, traced on a grid of at most OUTLINE_GRID pixels a side: GSPS and SR share them
-    rows, columns = explanation.geometry.source_rows, explanation.geometry.source_columns
-    grid = outline_grid(rows, columns)
     masks_on_grid = masks if grid == (rows, columns) else explanation.anatomy_at_size(*grid)
     anatomy = {
         name: [to_image(line, grid, rows, columns) for line in outlines(mask)]
@@ -232,8 +235,8 @@ def _hot_outlines(explanation: Explanation, displayed: list[HeatmapLayer]) -> di
     found = {}
     for heatmap in displayed:
         on_grid = (
-            heatmap.values  # already at the source geometry, which is the grid
-            if grid == (rows, columns)
+            heatmap.values  # already on this grid
+            if grid == heatmap.values.shape
             else explanation.map_at_size(f"{heatmap.method}/{heatmap.layer}/{heatmap.finding}", *grid)
         )
         points = hot_outline(on_grid)

@@ -55,7 +55,8 @@ class SEGReadError(ValueError):
 
 @dataclass(frozen=True)
 class HeatmapLayer:
-    """One heatmap to encode: which finding, method and layer, and the map at source geometry in [0, 1]."""
+    """One heatmap to encode: which finding, method and layer, and the map in [0, 1] at the source
+    geometry (the heat-map SEG also takes one on a coarser grid covering the source)."""
 
     finding: str
     method: str
@@ -227,8 +228,26 @@ def _cielab(rgb: tuple[int, int, int]) -> list[int]:
 def heat_bands(values: np.ndarray, levels: Sequence[float] = HEAT_LEVELS) -> list[np.ndarray]:
     """The disjoint bands [levels[i], levels[i + 1]) of a map normalised to [0, 1], the last one closed:
     each pixel in at most one band, so a viewer's stacked segments show one colour per level."""
-    bounds = [*levels, np.inf]
-    return [(values >= low) & (values < high) for low, high in zip(bounds, bounds[1:], strict=False)]
+    index = band_index(values, levels)
+    return [index == number for number in range(1, len(levels) + 1)]
+
+
+def band_index(values: np.ndarray, levels: Sequence[float] = HEAT_LEVELS) -> np.ndarray:
+    """uint8: for each pixel the number of its band (1 for [levels[0], levels[1]), ...), 0 below all."""
+    index = np.zeros(values.shape, dtype=np.uint8)
+    for level in levels:
+        index += values >= level
+    return index
+
+
+def nearest_at_size(plane: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """`plane`, on a grid covering the same extent as a rows x columns image, sampled at each image pixel's
+    centre by its nearest grid pixel (both grids span the image, as `cxrxai.geometry` resamples them)."""
+    if plane.shape == (rows, columns):
+        return plane
+    row_index = ((np.arange(rows) + 0.5) * (plane.shape[0] / rows)).astype(np.intp)
+    column_index = ((np.arange(columns) + 0.5) * (plane.shape[1] / columns)).astype(np.intp)
+    return np.take(np.take(plane, row_index, axis=0), column_index, axis=1)
 
 
 def band_label(heatmap: HeatmapLayer, index: int, levels: Sequence[float] = HEAT_LEVELS) -> str:
@@ -243,29 +262,38 @@ def build_heatmap_seg(
     device: Device,
     transfer_syntax: str = ExplicitVRLittleEndian,
 ) -> hd.seg.Segmentation:
-    """BINARY SEG of each map's hot region at `HEAT_LEVELS`, one segment per band, yellow to red."""
+    """BINARY SEG of each map's hot region at `HEAT_LEVELS`, one segment per band, yellow to red.
+
+    A map may come at the source geometry or on a coarser grid covering the source (`result_objects`
+    passes one of at most `OUTLINE_GRID` pixels a side): its bands are found on that grid and each source
+    pixel takes its nearest grid pixel's band, so at 3000 x 3000 the bands' edges lie within 1.5 source
+    pixels of the exact ones while no map is resampled to 9 million float pixels (the SEG itself must have
+    the source's rows and columns: a SEG of an image without a Frame of Reference has no other way to be
+    placed on it)."""
     if not heatmaps:
         raise ValueError("no heatmaps selected: a SEG needs at least one segment")
+    rows, columns = int(source.Rows), int(source.Columns)
     algorithm = _algorithm(device)
     descriptions: list[hd.seg.SegmentDescription] = []
-    # filled in place: at 3000 x 3000 the 21 planes of seven maps take 190 MB, which a list of planes
-    # stacked afterwards would hold twice
-    planes = np.zeros((int(source.Rows), int(source.Columns), len(heatmaps) * len(HEAT_LEVELS)), dtype=bool)
+    # one contiguous plane per segment, filled in place: at 3000 x 3000 the 21 planes of seven maps take
+    # 190 MB; highdicom reads a segment's plane at a time, which is contiguous in this layout
+    planes = np.empty((len(heatmaps) * len(HEAT_LEVELS), rows, columns), dtype=bool)
     for heatmap in heatmaps:
-        _check_plane(source, heatmap)
-        for index, band in enumerate(heat_bands(heatmap.values)):
-            label = band_label(heatmap, index)
+        _check_grid(source, heatmap)
+        index = nearest_at_size(band_index(heatmap.values), rows, columns)
+        for band in range(len(HEAT_LEVELS)):
+            label = band_label(heatmap, band)
             description = _heatmap_segment(
                 len(descriptions) + 1, label, heatmap, algorithm, source, device, "seg-heatmaps"
             )
             description.SegmentDescription += (
                 f"; normalised map in [{label.rsplit(LABEL_SEPARATOR, 1)[1].replace('-', ', ')}]"
             )
-            description.RecommendedDisplayCIELabValue = _cielab(HEAT_COLOURS[index])
-            planes[..., len(descriptions)] = band
+            description.RecommendedDisplayCIELabValue = _cielab(HEAT_COLOURS[band])
+            np.equal(index, band + 1, out=planes[len(descriptions)])
             descriptions.append(description)
     return _segmentation(
-        source, planes, descriptions, device, "seg-heatmaps", transfer_syntax,
+        source, np.moveaxis(planes, 0, -1), descriptions, device, "seg-heatmaps", transfer_syntax,
         "HEATMAPS", "Explanation heat maps, hot regions by level (AI-generated)",
     )  # fmt: skip
 
@@ -281,15 +309,15 @@ def build_layer_maps_seg(
         raise ValueError("no heatmaps selected: a SEG needs at least one segment")
     algorithm = _algorithm(device)
     descriptions = []
-    planes = np.zeros((int(source.Rows), int(source.Columns), len(heatmaps)), dtype=np.float32)
+    planes = np.empty((len(heatmaps), int(source.Rows), int(source.Columns)), dtype=np.float32)
     for number, heatmap in enumerate(heatmaps, start=1):
         _check_plane(source, heatmap)
         descriptions.append(
             _heatmap_segment(number, heatmap.label, heatmap, algorithm, source, device, "seg-layers")
         )
-        planes[..., number - 1] = np.clip(heatmap.values, 0.0, 1.0)  # values in [0, 1]
+        np.clip(heatmap.values, 0.0, 1.0, out=planes[number - 1])  # values in [0, 1]
     return _segmentation(
-        source, planes, descriptions, device, "seg-layers", transfer_syntax,
+        source, np.moveaxis(planes, 0, -1), descriptions, device, "seg-layers", transfer_syntax,
         "LAYERMAPS", "Explanation heat maps per layer (AI-generated)",
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
@@ -322,6 +350,18 @@ def _heatmap_segment(
         f"finding={heatmap.finding}; method={heatmap.method}; layer={heatmap.layer}"
     )
     return description
+
+
+def _check_grid(source: Dataset, heatmap: HeatmapLayer) -> None:
+    """A map on a grid no finer than the source, with the source's aspect to within a grid pixel."""
+    rows, columns = heatmap.values.shape if heatmap.values.ndim == 2 else (0, 0)
+    aspect = int(source.Columns) / int(source.Rows)
+    fits = 0 < rows <= source.Rows and 0 < columns <= source.Columns
+    if not (fits and abs(columns - rows * aspect) <= 1 + aspect):
+        raise ValueError(
+            f"heatmap {heatmap.label} is {heatmap.values.shape}: not a grid covering the source's "
+            f"{source.Rows} x {source.Columns}"
+        )
 
 
 def _check_plane(source: Dataset, heatmap: HeatmapLayer) -> None:

@@ -20,7 +20,7 @@ layer and per target; `bench/bench_explain.py` measures the difference.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,13 +106,34 @@ class Explainer:
         findings: Iterable[str] | None = None,
         methods: Iterable[str] = DEFAULT_METHODS,
         lung_mask: bool = False,
+        explain_only: Callable[[list[FindingPrediction]], Iterable[str]] | None = None,
     ) -> Explanation:
-        """Predictions, anatomy, CTR and the requested maps for one radiograph."""
+        """Predictions, anatomy, CTR and the requested maps for one radiograph. With `explain_only`, the
+        maps of those `findings` it names once it has seen the predictions: the node maps only the
+        findings its result objects show (above threshold by default), one backward pass each."""
         chosen = resolve_findings(list(findings) if findings is not None else None)
         methods = check_methods(methods)
         x, geometry = prepare(radiograph.pixels, self.bundle.spec.preprocessing)
-        raw = self.explain_tensor(x, [FINDINGS.index(f) for f in chosen], methods, lung_mask)
+        targets = [FINDINGS.index(f) for f in chosen]
+        narrow = None
+        if explain_only is not None:
+            pick = explain_only
+
+            def narrow(logits: torch.Tensor) -> list[int]:
+                named = set(pick(self._predictions(logits)))
+                return [t for t in targets if FINDINGS[t] in named]
+
+        raw = self.explain_tensor(x, targets, methods, lung_mask, narrow)
         return self._assemble(raw, radiograph, geometry)
+
+    def _predictions(self, logits: torch.Tensor) -> list[FindingPrediction]:
+        """The findings' probabilities against the bundle's thresholds, from 1 x C or C logits."""
+        spec = self.bundle.spec
+        probabilities = torch.sigmoid(logits.detach().reshape(-1)).cpu().numpy()
+        return [
+            FindingPrediction(name, float(p), float(spec.thresholds[name]))
+            for name, p in zip(spec.findings, probabilities, strict=True)
+        ]
 
     def predict(self, radiograph: Radiograph) -> Explanation:
         """Predictions, anatomy and CTR without maps (one forward pass, no gradients)."""
@@ -120,10 +141,16 @@ class Explainer:
 
     # ----------------------------------------------------------------------------------------------------
     def explain_tensor(
-        self, x: torch.Tensor, targets: list[int], methods: Iterable[str], lung_mask: bool = False
+        self,
+        x: torch.Tensor,
+        targets: list[int],
+        methods: Iterable[str],
+        lung_mask: bool = False,
+        narrow: Callable[[torch.Tensor], list[int]] | None = None,
     ) -> RawExplanation:
-        """The engine on a preprocessed 1 x 1 x N x N input; `targets` are finding indices. Every method
-        reads the same forward pass (`ForwardPass`); what they need decides what it keeps."""
+        """The engine on a preprocessed 1 x 1 x N x N input; `targets` are finding indices, or those of
+        them `narrow` keeps given the logits. Every method reads the same forward pass (`ForwardPass`);
+        what they need decides what it keeps."""
         requested = set(methods)
         chosen = [m for name, m in registry.registered().items() if name in requested]
         needs = set().union(*(m.needs for m in chosen))
@@ -136,6 +163,8 @@ class Explainer:
             if input_gradient:
                 x = x.detach().requires_grad_(True)
             logits, anatomy_logits = net(x)
+        if narrow is not None:
+            targets = narrow(logits)
         anatomy = torch.sigmoid(anatomy_logits[0]).detach()
         spec = self.bundle.spec
         masks = anatomy_masks(anatomy.cpu().numpy(), spec.anatomy, spec.anatomy_threshold)
@@ -169,15 +198,11 @@ class Explainer:
     # ----------------------------------------------------------------------------------------------------
     def _assemble(self, raw: RawExplanation, radiograph: Radiograph, geometry) -> Explanation:
         spec = self.bundle.spec
-        probabilities = torch.sigmoid(raw.logits).cpu().numpy()
         anatomy = raw.anatomy.cpu().numpy()
         masks = raw.masks
         ctr = cardiothoracic_ratio(masks[HEART_CHANNEL], masks[list(LUNG_CHANNELS)].any(axis=0))
         return Explanation(
-            findings=[
-                FindingPrediction(name, float(p), float(spec.thresholds[name]))
-                for name, p in zip(spec.findings, probabilities, strict=True)
-            ],
+            findings=self._predictions(raw.logits),
             anatomy=anatomy,
             anatomy_names=spec.anatomy,
             anatomy_threshold=spec.anatomy_threshold,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.transforms import Compose, Resize, ScaleIntensityRangePercentiles, SpatialPad
 
 from cxrxai.geometry import Letterbox
@@ -28,9 +29,11 @@ def preprocessing_transform(p: Preprocessing) -> Compose:
 
 
 def prepare(pixels: np.ndarray, p: Preprocessing) -> tuple[torch.Tensor, Letterbox]:
-    """pixels (rows x columns) -> (1 x 1 x N x N float32 tensor, geometry)."""
+    """pixels (rows x columns) -> (1 x 1 x N x N float32 tensor, geometry). A plain tensor, not MONAI's
+    MetaTensor: every operation on a MetaTensor, through the network and back, carries its metadata along
+    (about 700 operations per explained image), which the explanation never reads."""
     geometry = Letterbox.fit(pixels.shape[0], pixels.shape[1], p.input_size)
     image = torch.as_tensor(np.ascontiguousarray(pixels, dtype=np.float32))[None]
     out = preprocessing_transform(p)(image)
-    tensor = torch.as_tensor(out, dtype=torch.float32).reshape(1, 1, p.input_size, p.input_size)
-    return tensor, geometry
+    plain = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+    return plain.to(torch.float32).reshape(1, 1, p.input_size, p.input_size), geometry
