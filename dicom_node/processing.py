@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from dicom_node.metrics import Metrics
 from dicom_node.routing import route
 from dicom_node.spool import durable_write
 from dicom_node.state import InstanceState, Job, Store
+from dicom_node.wakeups import Signal, wait_for
 
 if TYPE_CHECKING:
     from cxrxai.index.database import Image
@@ -164,7 +166,7 @@ class Processor:
         started = time.perf_counter()
         radiograph = read_radiograph(path)
         explanation = self.explainer.explain(
-            radiograph, methods=self.config.processing.methods, lung_mask=False
+            radiograph, methods=self.config.processing.methods, lung_mask=False, explain_only=self._shown
         )
         inference = time.perf_counter() - started
         self.metrics.stage_seconds.labels(stage="inference").observe(inference)
@@ -182,6 +184,10 @@ class Processor:
         return _Computed(
             objects, indexed, made.missing, urgent or triaged, notification, time.perf_counter() - started
         )
+
+    def _shown(self, predictions) -> list[str]:
+        """The findings whose maps the result objects show: the only ones worth a backward pass."""
+        return [f.name for f in self.selection.choose(predictions)]
 
     def _triage(self, explanation) -> bool:
         probabilities = {f.name: f.probability for f in explanation.findings}
@@ -235,12 +241,20 @@ class Worker:
     """A worker process of the embedded queue: claims study jobs from the node's database, explains
     them with a Processor and commits each instance's outcome."""
 
-    def __init__(self, config: NodeConfig, store: Store, metrics: Metrics, name: str) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: Store,
+        metrics: Metrics,
+        name: str,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
         self.name = name
         self.processor = Processor(config, metrics)
+        self.on_committed = on_committed  # called after each image's outcome is committed
 
     def run_once(self) -> bool:
         """Process one job if there is one; return whether there was."""
@@ -269,6 +283,8 @@ class Worker:
                 job.study_instance_uid, row["sop_instance_uid"], Path(row["path"]), job.urgent
             )
             commit_outcome(self.store, self.config, job.study_instance_uid, outcome)
+            if self.on_committed is not None:
+                self.on_committed()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -295,9 +311,18 @@ def indexed_image(sr, files: dict[str, Path], seconds: float | None = None):
     return image
 
 
-def worker_main(config: NodeConfig, name: str, poll_seconds: float = 0.2, log_level: str = "INFO") -> None:
+def worker_main(
+    config: NodeConfig,
+    name: str,
+    poll_seconds: float = 0.2,
+    log_level: str = "INFO",
+    jobs: Signal | None = None,
+    deliveries: Signal | None = None,
+) -> None:
     """Entry point of a worker process: load the model once, run jobs until SIGTERM. It logs at the
-    node's level (a spawned process starts with none).
+    node's level (a spawned process starts with none). Between jobs it waits for the scheduler's `jobs`
+    wake-up (or `poll_seconds`), and it wakes the sender through `deliveries` after each committed image
+    (`dicom_node.wakeups`).
 
     SIGTERM lets the current job finish (graceful shutdown); SIGKILL loses nothing either, since the
     service re-queues a dead worker's job.
@@ -318,8 +343,12 @@ def worker_main(config: NodeConfig, name: str, poll_seconds: float = 0.2, log_le
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.processing.workers))
     store = Store(config.paths.database)
-    worker = Worker(config, store, Metrics(), name)
+    worker = Worker(config, store, Metrics(), name, on_committed=deliveries.set if deliveries else None)
     LOG.info("worker %s ready (pid %d)", name, os.getpid())
     while not stopping:
-        if not worker.run_once():
+        if worker.run_once():
+            continue
+        if jobs is None:
             time.sleep(poll_seconds)
+        else:
+            wait_for(jobs, poll_seconds)

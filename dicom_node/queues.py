@@ -26,11 +26,13 @@ from typing import Any, Protocol
 
 from dicom_node.config import NodeConfig
 from dicom_node.state import Store
+from dicom_node.wakeups import Wakeups
 
 LOG = logging.getLogger("dicom_node.queue")
 TASK = "cxrxai.explain_study"
 CELERY_WORKER = "celery"  # the `worker` of a dispatched job in the node's database
 COLLECT_SECONDS = 1.0
+WORKER_POLL_SECONDS = 0.2  # the longest an idle local worker waits without a wake-up
 
 
 class JobQueue(Protocol):
@@ -45,8 +47,9 @@ class JobQueue(Protocol):
 class EmbeddedQueue:
     """Local worker processes (spawned: no forked torch or SQLite state) claiming jobs from the store."""
 
-    def __init__(self, config: NodeConfig, store: Store) -> None:
+    def __init__(self, config: NodeConfig, store: Store, wakeups: Wakeups | None = None) -> None:
         self.config, self.store = config, store
+        self.wakeups = wakeups or Wakeups.create()
         self.workers: dict[str, multiprocessing.process.BaseProcess] = {}
         self._context = multiprocessing.get_context("spawn")
         self._draining = False
@@ -60,7 +63,16 @@ class EmbeddedQueue:
 
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # the node's, e.g. the demo's
         process = self._context.Process(
-            target=worker_main, args=(self.config, name), kwargs={"log_level": level}, name=name, daemon=False
+            target=worker_main,
+            args=(self.config, name),
+            kwargs={
+                "poll_seconds": WORKER_POLL_SECONDS,
+                "log_level": level,
+                "jobs": self.wakeups.jobs,
+                "deliveries": self.wakeups.deliveries,
+            },
+            name=name,
+            daemon=False,
         )
         process.start()
         self.workers[name] = process
@@ -79,6 +91,7 @@ class EmbeddedQueue:
         for process in self.workers.values():
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
+        self.wakeups.jobs.set()  # an idle worker sees its SIGTERM when its wait ends
         deadline = time.monotonic() + timeout
         for name, process in self.workers.items():
             process.join(max(0.0, deadline - time.monotonic()))
@@ -92,10 +105,11 @@ class EmbeddedQueue:
 class CeleryQueue:
     """The node's side of the Celery backend: dispatch queued jobs as tasks, collect finished ones."""
 
-    def __init__(self, config: NodeConfig, store: Store) -> None:
+    def __init__(self, config: NodeConfig, store: Store, wakeups: Wakeups | None = None) -> None:
         from dicom_node.object_store import object_store
 
         self.config, self.store = config, store
+        self.wakeups = wakeups or Wakeups.create()
         self.app = make_app(config)
         self.objects = object_store(config)  # None: the workers share the spool and results folders
         self._index: Any = None  # the results index, opened on first use (S3 mode points it at our copies)
@@ -152,6 +166,8 @@ class CeleryQueue:
             self.store.forget_dispatch(job.study_instance_uid)
             result.forget()
             finished += 1
+        if finished:
+            self.wakeups.deliveries.set()
         return finished
 
     def _fetch_results(self, outcomes) -> None:
@@ -180,8 +196,9 @@ class CeleryQueue:
         self.collect()
 
 
-def make_queue(config: NodeConfig, store: Store) -> JobQueue:
-    return CeleryQueue(config, store) if config.queue.backend == "celery" else EmbeddedQueue(config, store)
+def make_queue(config: NodeConfig, store: Store, wakeups: Wakeups | None = None) -> JobQueue:
+    kind = CeleryQueue if config.queue.backend == "celery" else EmbeddedQueue
+    return kind(config, store, wakeups)
 
 
 # -- the Celery application, shared by the node (sending) and `cxrxai worker` (executing) --------------

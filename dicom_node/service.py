@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from dicom_node.config import NodeConfig
 
 LOG = logging.getLogger("dicom_node.service")
-TICK_SECONDS = 0.25
+TICK_SECONDS = 0.25  # the longest a scheduler or sender pass waits
+MIN_PAUSE_SECONDS = 0.005
 
 
 @dataclass
@@ -42,7 +43,9 @@ class Node:
         from dicom_node.scp import start_server
         from dicom_node.sender import Sender
         from dicom_node.state import Store
+        from dicom_node.wakeups import Wakeups
 
+        self.wakeups = Wakeups.create()
         self.store = Store(self.config.paths.database)
         ResultsIndex(self.config.paths.index_location).engine.dispose()  # create / upgrade it once, here
         requeued = self.store.requeue_in_flight()
@@ -52,9 +55,11 @@ class Node:
         self.metrics = Metrics()
         self.sender = Sender(self.config, self.store, self.audit, self.metrics)
         self._stopping = threading.Event()
-        self.queue = make_queue(self.config, self.store)
+        self.queue = make_queue(self.config, self.store, self.wakeups)
         # the listening sockets first: a port in use fails the start before any worker exists
-        self.scp = start_server(self.config, self.store, self.audit, self.metrics)
+        self.scp = start_server(
+            self.config, self.store, self.audit, self.metrics, on_received=self.wakeups.received.set
+        )
         self.http = None
         if self.config.metrics.port is not None:
             self.http = serve_http(self.store, self.config.metrics.bind_address, self.config.metrics.port)
@@ -82,15 +87,29 @@ class Node:
         return int(self.http.server_address[1]) if self.http else None
 
     def _schedule(self) -> None:
+        """Queue studies as they fall quiet, and let the queue dispatch and collect. Sleeps until the
+        earliest receiving study falls quiet, a new instance arrives, or a tick passes."""
+        from dicom_node.wakeups import wait_for
+
+        quiet = self.config.node.study_quiet_seconds
         while not self._stopping.is_set():
+            pause = TICK_SECONDS
             try:
-                self.store.promote_quiet_studies(self.config.node.study_quiet_seconds)
+                if self.store.promote_quiet_studies(quiet):
+                    self.wakeups.jobs.set()
                 self.queue.tick()
+                due = self.store.seconds_until_quiet(quiet)
+                if due is not None:
+                    pause = min(pause, max(due, MIN_PAUSE_SECONDS))
             except Exception:  # the scheduler must outlive a locked database, a broker outage, a restart
                 LOG.exception("scheduler pass failed; retrying")
-            self._stopping.wait(TICK_SECONDS)
+            wait_for(self.wakeups.received, pause)
 
     def _send(self) -> None:
+        """Attempt due deliveries; when none were due, sleep until results are committed or a tick passes
+        (deliveries waiting for a retry fall due on a tick)."""
+        from dicom_node.wakeups import wait_for
+
         while not self._stopping.is_set():
             try:
                 attempted = self.sender.run_once()
@@ -98,13 +117,14 @@ class Node:
                 LOG.exception("sender pass failed; retrying")
                 attempted = 0
             if not attempted:
-                self._stopping.wait(TICK_SECONDS)
+                wait_for(self.wakeups.deliveries, TICK_SECONDS)
 
     def stop(self) -> None:
         LOG.info("stopping: no new associations; workers finish their current job")
         self.scp.shutdown()
         self.queue.stop(self.stop_timeout)
         self._stopping.set()
+        self.wakeups.wake_all()
         for thread in self._threads:
             thread.join()
         self.sender.run_once()  # a last pass for results finished during the stop

@@ -5,6 +5,7 @@ radiographs."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -20,6 +21,11 @@ import pytest
 from cxrxai.samples import chest_image, radiograph_dataset
 from dicom_node.orthanc import Orthanc
 from dicom_node.ports import free_port, listening
+
+# DCMTK since 3.6.2 leaves Nagle's algorithm on unless TCP_NODELAY=1, so each of its small DIMSE writes
+# waits for the peer's delayed acknowledgement (about 40 ms per C-STORE on loopback); archives turn it off
+# (Orthanc builds DCMTK with DISABLE_NAGLE_ALGORITHM), and so do our peers
+DCMTK_ENVIRONMENT = {**os.environ, "TCP_NODELAY": "1"}
 
 
 def wait_for(
@@ -73,7 +79,7 @@ def storescp(
             "-uf",
             str(port),
         ]
-        process = subprocess.Popen(command, stdout=log, stderr=log)
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=DCMTK_ENVIRONMENT)
         try:
             wait_for(lambda: listening(port) or process.poll() is not None, 20, what=f"storescp on {port}")
             if process.poll() is not None:
@@ -91,7 +97,7 @@ def received_store_requests(folder: Path, port: int) -> int:
 
 
 def dcmtk(*command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(list(command), capture_output=True, text=True, timeout=60)
+    return subprocess.run(list(command), capture_output=True, text=True, timeout=60, env=DCMTK_ENVIRONMENT)
 
 
 @contextmanager

@@ -213,6 +213,39 @@ def test_health_and_metrics(running):
         assert name in text
 
 
+def test_a_study_moves_on_by_wake_ups_without_polling(tiny_bundle, tmp_path, monkeypatch):
+    """With every poll an hour long, a study is still queued when it falls quiet, explained and its results
+    sent: each hand-over (receiver -> scheduler -> worker -> sender) wakes the next part."""
+    from dicom_node import queues, service
+    from dicom_node.service import Node
+
+    monkeypatch.setattr(service, "TICK_SECONDS", 3600.0)
+    monkeypatch.setattr(queues, "WORKER_POLL_SECONDS", 3600.0)
+    pacs_port = free_port()
+    config = load_config(
+        node_toml(tmp_path, tiny_bundle, free_port(), [
+            {"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": pacs_port}
+        ])
+    )  # fmt: skip
+    sources = [write_radiograph(tmp_path / f"cr{seed}.dcm", seed=seed) for seed in (4, 5)]
+    with storescp(tmp_path / "pacs", pacs_port):
+        node = Node(config)
+        node.start()
+        try:
+            # the first study may be queued before the worker has loaded its model; the second finds
+            # every part idle, waiting for its wake-up
+            for source in sources:
+                study = str(dcmread(source).StudyInstanceUID)
+                assert _send(node, source).returncode == 0
+                finished = wait_for(lambda: _study_finished(node.store, study), what="the study")  # noqa: B023
+                assert finished["state"] == "done"
+                wait_for(lambda: not node.store.deliveries(("pending",)), what="deliveries")
+        finally:
+            node.stop()
+    assert {dcmread(p).Modality for p in (tmp_path / "pacs").iterdir()} == RESULT_MODALITIES
+    assert len(list((tmp_path / "pacs").iterdir())) == len(list((tmp_path / "results").rglob("*.dcm")))
+
+
 def test_admission_control_refuses_when_spool_disk_is_too_full(tiny_bundle, tmp_path):
     from dicom_node.service import Node
 
