@@ -12,7 +12,7 @@
 DCMTK's tools run with TCP_NODELAY=1, Nagle's algorithm off, as archives run it (`tests.node_peers`);
 without it every C-STORE to or from them waits about 40 ms for a delayed acknowledgement.
 
-Usage: python bench/bench_node.py [--images 200] [--burst 50] [--workers 1]
+Usage: python bench/bench_node.py [--images 200] [--burst 50] [--workers 1] [--code CHECKOUT]
 """
 
 from __future__ import annotations
@@ -58,10 +58,13 @@ def make_images(folder: Path, count: int, rows: int) -> None:
         dataset.save_as(folder / f"{i:05d}.dcm", enforce_file_format=True)
 
 
+CODE = ROOT  # the checkout the node runs from (`--code`)
+
+
 def start_node(config_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "dicom_node", "--config", str(config_path)],
-        cwd=ROOT,
+        cwd=CODE,  # first on the node's sys.path: a checkout given by --code shadows the installed one
         stdout=subprocess.DEVNULL,
         stderr=open(config_path.parent / "node.log", "ab"),  # noqa: SIM115 (lives as long as the node)
     )
@@ -210,7 +213,14 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1024, help="rows of the throughput images")
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--code", type=Path, default=ROOT,
+        help="run the node from this checkout (e.g. a git worktree of the previous commit) with this "
+        "benchmark and its peers: the reference for a same-run comparison",
+    )  # fmt: skip
     args = parser.parse_args()
+    global CODE
+    CODE = args.code.resolve()
     work = Path(tempfile.mkdtemp(prefix="cxrxai-bench-node-"))
     try:
         bundle = bundle_for_bench(work)
@@ -223,7 +233,7 @@ def main() -> int:
         print(f"| cxrxai node (fsync + SQLite per instance) | {ours:.1f} | {ours / theirs:.2f} |")
         result = latencies(work, bundle, args.burst, args.workers)
         print(f"\nEnd-to-end latency (C-STORE received -> last result acknowledged), bundle {bundle.name}, "
-              f"{args.workers} worker(s)")  # fmt: skip
+              f"{args.workers} worker(s), node code {CODE}")  # fmt: skip
         print("| load | studies | p50 s | p95 s | max s |\n|---|---:|---:|---:|---:|")
         for name, values in result.items():
             if isinstance(values, np.ndarray):
