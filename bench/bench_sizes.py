@@ -8,6 +8,7 @@ compare memory growth with pixel growth against the smallest size (target: at mo
 last two time the command itself, as a user runs it on the file, start-up and imports included.
 
 Usage: python bench/bench_sizes.py [--sizes 512x480 2000x2500 3000x3000] [--heatmaps above-threshold]
+       [--code CHECKOUT]
 """
 
 from __future__ import annotations
@@ -116,13 +117,16 @@ def run_one(path: Path, heatmaps: str) -> dict:
     return {"timings": timings, "peak_mb": peak, "objects": objects, "missing": missing}
 
 
-def run_command(path: Path) -> tuple[float, float]:
-    """`cxrxai explain PATH --format all` as a user runs it, in a fresh process: wall-clock seconds
-    (Python's start-up and imports included) and that process's peak resident MB."""
+def run_command(path: Path, code: Path) -> tuple[float, float]:
+    """`cxrxai explain PATH --format all` as a user runs it, in a fresh process (with `code` first on its
+    path): wall-clock seconds (Python's start-up and imports included) and that process's peak MB."""
     with tempfile.TemporaryDirectory() as out, tempfile.TemporaryFile() as errors:
         started = time.perf_counter()
         command = [str(Path(sys.executable).with_name("cxrxai")), "explain", str(path), "--format", "all"]
-        process = subprocess.Popen([*command, "--out", out], stdout=subprocess.DEVNULL, stderr=errors)
+        environment = {**os.environ, "PYTHONPATH": str(code)}
+        process = subprocess.Popen(
+            [*command, "--out", out], stdout=subprocess.DEVNULL, stderr=errors, env=environment
+        )
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         if os.waitstatus_to_exitcode(status) != 0:
@@ -135,9 +139,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["512x480", "2000x2500", "3000x3000"])
     parser.add_argument("--heatmaps", default="above-threshold")
+    parser.add_argument(
+        "--code", type=Path, default=ROOT,
+        help="run the pipeline from this checkout (e.g. a git worktree of the previous commit): the "
+        "reference for a same-run comparison",
+    )  # fmt: skip
     parser.add_argument("--one", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    code = args.code.resolve()
     if args.one is not None:
+        sys.path.insert(0, str(code))
         print(json.dumps(run_one(args.one, args.heatmaps)))
         return 0
     rows = []
@@ -145,12 +156,12 @@ def main() -> int:
         for size in args.sizes:
             r, c = (int(v) for v in size.split("x"))
             source = make_source(r, c, Path(tmp))
+            one = ["--one", str(source), "--heatmaps", args.heatmaps, "--code", str(code)]
             child = subprocess.run(
-                [sys.executable, __file__, "--one", str(source), "--heatmaps", args.heatmaps],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
+                [sys.executable, __file__, *one], capture_output=True, text=True, check=True
+            )
             result = json.loads(child.stdout.strip().splitlines()[-1])
-            result["command"] = run_command(source)
+            result["command"] = run_command(source, code)
             rows.append((r, c, result))
     stages = ["read", "explain", "anatomy SEG", "heat-map SEG", "SC pages", "GSPS", "SR", "encoding"]
     print(
