@@ -56,14 +56,47 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _large_dx(folder: Path) -> Path:
+    """The real CR resampled to a 2500 x 2000 DX with Imager Pixel Spacing and a magnification factor and
+    no Pixel Spacing, its own study: larger than the grid the heat-map bands are found on, and spaced by
+    the detector's rules (PS3.3 10.7.1.1)."""
+    from pydicom.uid import generate_uid
+    from scipy import ndimage
+
+    ds = dcmread(REAL)
+    stored = ds.pixel_array.astype(np.float32)
+    resized = ndimage.zoom(stored, (2500 / stored.shape[0], 2000 / stored.shape[1]), order=1)
+    ds.Rows, ds.Columns = resized.shape
+    ds.PixelData = np.clip(np.round(resized), 0, 2 ** int(ds.BitsStored) - 1).astype(np.uint16).tobytes()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # DX
+    ds.Modality = "DX"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(ds, keyword, generate_uid(entropy_srcs=["large-dx", keyword]))
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if "PixelSpacing" in ds:
+        del ds.PixelSpacing
+    ds.ImagerPixelSpacing = [0.16, 0.16]
+    ds.EstimatedRadiographicMagnificationFactor = 1.1
+    path = folder / "large-dx.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict[str, dict[str, Path]]:
-    """sample-2 and the real CR explained with the shipped model, by source stem: every DICOM object,
-    keyed by Modality and file name (a SEG by its Content Label: ANATOMY, HEATMAPS)."""
+def large(tmp_path_factory) -> Path:
+    return _large_dx(tmp_path_factory.mktemp("large-dx"))
+
+
+@pytest.fixture(scope="module")
+def results(large, tmp_path_factory) -> dict[str, dict[str, Path]]:
+    """sample-2, the real CR and the large DX explained with the shipped model, by source stem: every
+    DICOM object, keyed by Modality and file name (a SEG by its Content Label: ANATOMY, HEATMAPS)."""
     out = tmp_path_factory.mktemp("ohif-results")
-    assert main(["explain", str(SAMPLE), str(REAL), "--out", str(out), "--format", "dicom"]) == 0
+    sources = (SAMPLE, REAL, large)
+    assert main(["explain", *map(str, sources), "--out", str(out), "--format", "dicom"]) == 0
     found: dict[str, dict[str, Path]] = {}
-    for source in (SAMPLE, REAL):
+    for source in sources:
         objects = found.setdefault(source.stem, {})
         for path in (out / source.stem / "dicom").glob("*.dcm"):
             header = dcmread(path, stop_before_pixels=True)
@@ -73,14 +106,15 @@ def results(tmp_path_factory) -> dict[str, dict[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def viewer(results, tmp_path_factory) -> Iterator[tuple[ViewerServer, dict[str, str]]]:
-    """OHIF over an Orthanc holding both sources and their results; the study UID of each source."""
+def viewer(results, large, tmp_path_factory) -> Iterator[tuple[ViewerServer, dict[str, str]]]:
+    """OHIF over an Orthanc holding the sources and their results; the study UID of each source."""
+    sources = (SAMPLE, REAL, large)
     with Orthanc(tmp_path_factory.mktemp("orthanc")) as pacs:
-        for source in (SAMPLE, REAL):
+        for source in sources:
             for path in (source, *results[source.stem].values()):
                 pacs.upload(path)
         server = ViewerServer(ohif_dist(), pacs.http_port).start()
-        studies = {s.stem: str(dcmread(s, stop_before_pixels=True).StudyInstanceUID) for s in (SAMPLE, REAL)}
+        studies = {s.stem: str(dcmread(s, stop_before_pixels=True).StudyInstanceUID) for s in sources}
         try:
             yield server, studies
         finally:
@@ -178,6 +212,12 @@ def real_page(browser, viewer) -> Iterator[Page]:
     yield from _opened(browser, viewer, REAL)
 
 
+@pytest.fixture
+def large_page(browser, viewer, large) -> Iterator[Page]:
+    """OHIF on the large DX's study."""
+    yield from _opened(browser, viewer, large)
+
+
 def _count(picture: np.ndarray, rule) -> int:
     r, g, b = picture[..., 0], picture[..., 1], picture[..., 2]
     return int(rule(r, g, b).sum())
@@ -185,8 +225,8 @@ def _count(picture: np.ndarray, rule) -> int:
 
 def _inside(picture: np.ndarray, rule, mask: np.ndarray, mapping: tuple[np.ndarray, np.ndarray]) -> float:
     """The share of the screenshot pixels over the image that `rule` picks whose source pixel lies in
-    `mask` (grown by three pixels for the overlay's border and the screen's rounding). Pixels off the
-    image are OHIF's own controls."""
+    `mask`, grown by three screen pixels (at least three source pixels) for the overlay's border and the
+    screen's rounding. Pixels off the image are OHIF's own controls."""
     from scipy import ndimage
 
     r, g, b = picture[..., 0], picture[..., 1], picture[..., 2]
@@ -195,7 +235,7 @@ def _inside(picture: np.ndarray, rule, mask: np.ndarray, mapping: tuple[np.ndarr
     columns = np.floor((xs + 0.5 - offset[0]) / scale[0]).astype(int)
     rows = np.floor((ys + 0.5 - offset[1]) / scale[1]).astype(int)
     on_image = (rows >= 0) & (rows < mask.shape[0]) & (columns >= 0) & (columns < mask.shape[1])
-    grown = ndimage.binary_dilation(mask, iterations=3)
+    grown = ndimage.binary_dilation(mask, iterations=max(3, int(np.ceil(3 / min(scale)))))
     inside = grown[rows[on_image], columns[on_image]]
     return float(inside.mean()) if len(inside) else 0.0
 
@@ -284,3 +324,26 @@ def test_the_real_radiograph_shows_its_anatomy_and_findings(real_page):
     assert real_page.problems() == []
     assert _count(anatomy, lambda r, g, b: (b - r > 60) & (b > 120)) > 2000  # right lung
     assert any(": present, p=" in title for title in titles), titles
+
+
+def test_a_large_dx_shows_its_segs_where_their_pixels_are(large_page, results, large):
+    """A 2500 x 2000 DX spaced by Imager Pixel Spacing and magnification: the heat-map SEG, whose bands
+    were found on a coarser grid, and the anatomy SEG are drawn over the source pixels they mark."""
+    large_page.open("CXR-XAI heat maps")
+    heat = large_page.screenshot("large-heatmap-seg")
+    mapping = large_page.image_to_screen()
+    large_page.open("CXR-XAI lungs and heart")  # drawn over the heat-map SEG, which stays loaded
+    anatomy = large_page.screenshot("large-anatomy-seg")
+    assert np.allclose(large_page.image_to_screen(), mapping)
+    assert large_page.problems() == []
+    hot_colour = lambda r, g, b: (r > 180) & (b < 100) & (r - b > 120)  # noqa: E731
+    assert _count(heat, hot_colour) > 1000
+    objects = results[large.stem]
+    hot = np.logical_or.reduce(list(_segments(objects["HEATMAPS"]).values()))
+    assert hot.shape == (2500, 2000)
+    assert _inside(heat, hot_colour, hot, mapping) > 0.9
+    # blue, not the left lung's green outline (which the sample's colour rule also takes: at this scale
+    # the outlines are a larger share of the drawn pixels)
+    right_lung = lambda r, g, b: (b - r > 60) & (b > 120) & (b - g > 20)  # noqa: E731
+    assert _count(anatomy, right_lung) > 2000
+    assert _inside(anatomy, right_lung, _segments(objects["ANATOMY"])["Right Lung"], mapping) > 0.9
