@@ -72,8 +72,14 @@ def with_workers(work: Path, archive: Path, count: int, device: str) -> float:
                 for i, log in enumerate(logs)
             ]
         try:
-            wait_for(lambda: all(" ready." in log.read_text(errors="replace") for log in logs), 180, 0.5,
-                     "the workers starting")  # fmt: skip
+            try:
+                wait_for(lambda: all(" ready." in log.read_text(errors="replace") for log in logs), 180, 0.5,
+                         "the workers starting")  # fmt: skip
+            except AssertionError:
+                for log, worker in zip(logs, workers, strict=True):  # the temporary folder goes with the run
+                    tail = log.read_text(errors="replace")[-3000:]
+                    print(f"--- {log.name} (exit {worker.poll()}):\n{tail}", file=sys.stderr)
+                raise
             return run_batch(config, archive, work / "state.sqlite")
         finally:
             for worker in workers:
