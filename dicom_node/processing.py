@@ -314,10 +314,10 @@ def indexed_image(sr, files: dict[str, Path], seconds: float | None = None):
 def worker_main(
     config: NodeConfig,
     name: str,
+    jobs: Signal,
+    deliveries: Signal,
     poll_seconds: float = 0.2,
     log_level: str = "INFO",
-    jobs: Signal | None = None,
-    deliveries: Signal | None = None,
 ) -> None:
     """Entry point of a worker process: load the model once, run jobs until SIGTERM. It logs at the
     node's level (a spawned process starts with none). Between jobs it waits for the scheduler's `jobs`
@@ -343,12 +343,8 @@ def worker_main(
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.processing.workers))
     store = Store(config.paths.database)
-    worker = Worker(config, store, Metrics(), name, on_committed=deliveries.set if deliveries else None)
+    worker = Worker(config, store, Metrics(), name, on_committed=deliveries.set)
     LOG.info("worker %s ready (pid %d)", name, os.getpid())
     while not stopping:
-        if worker.run_once():
-            continue
-        if jobs is None:
-            time.sleep(poll_seconds)
-        else:
+        if not worker.run_once():
             wait_for(jobs, poll_seconds)

@@ -47,9 +47,8 @@ class JobQueue(Protocol):
 class EmbeddedQueue:
     """Local worker processes (spawned: no forked torch or SQLite state) claiming jobs from the store."""
 
-    def __init__(self, config: NodeConfig, store: Store, wakeups: Wakeups | None = None) -> None:
-        self.config, self.store = config, store
-        self.wakeups = wakeups or Wakeups.create()
+    def __init__(self, config: NodeConfig, store: Store, wakeups: Wakeups) -> None:
+        self.config, self.store, self.wakeups = config, store, wakeups
         self.workers: dict[str, multiprocessing.process.BaseProcess] = {}
         self._context = multiprocessing.get_context("spawn")
         self._draining = False
@@ -64,13 +63,8 @@ class EmbeddedQueue:
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())  # the node's, e.g. the demo's
         process = self._context.Process(
             target=worker_main,
-            args=(self.config, name),
-            kwargs={
-                "poll_seconds": WORKER_POLL_SECONDS,
-                "log_level": level,
-                "jobs": self.wakeups.jobs,
-                "deliveries": self.wakeups.deliveries,
-            },
+            args=(self.config, name, self.wakeups.jobs, self.wakeups.deliveries),
+            kwargs={"poll_seconds": WORKER_POLL_SECONDS, "log_level": level},
             name=name,
             daemon=False,
         )
@@ -105,11 +99,10 @@ class EmbeddedQueue:
 class CeleryQueue:
     """The node's side of the Celery backend: dispatch queued jobs as tasks, collect finished ones."""
 
-    def __init__(self, config: NodeConfig, store: Store, wakeups: Wakeups | None = None) -> None:
+    def __init__(self, config: NodeConfig, store: Store, wakeups: Wakeups) -> None:
         from dicom_node.object_store import object_store
 
-        self.config, self.store = config, store
-        self.wakeups = wakeups or Wakeups.create()
+        self.config, self.store, self.wakeups = config, store, wakeups
         self.app = make_app(config)
         self.objects = object_store(config)  # None: the workers share the spool and results folders
         self._index: Any = None  # the results index, opened on first use (S3 mode points it at our copies)
@@ -196,7 +189,7 @@ class CeleryQueue:
         self.collect()
 
 
-def make_queue(config: NodeConfig, store: Store, wakeups: Wakeups | None = None) -> JobQueue:
+def make_queue(config: NodeConfig, store: Store, wakeups: Wakeups) -> JobQueue:
     kind = CeleryQueue if config.queue.backend == "celery" else EmbeddedQueue
     return kind(config, store, wakeups)
 

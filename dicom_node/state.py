@@ -268,10 +268,11 @@ class Store:
         """How long until the earliest receiving study has been quiet for `quiet_seconds` (0 when one
         already has); None when no study is receiving."""
         now = time.time() if now is None else now
-        with self.transaction() as db:
-            (earliest,) = db.execute(
-                "SELECT MIN(last_received_at) FROM studies WHERE state = ?", (StudyState.RECEIVING,)
-            ).fetchone()
+        (earliest,) = (
+            self._connection()
+            .execute("SELECT MIN(last_received_at) FROM studies WHERE state = ?", (StudyState.RECEIVING,))
+            .fetchone()
+        )
         return None if earliest is None else max(0.0, earliest + quiet_seconds - now)
 
     def claim_job(self, worker: str) -> Job | None:

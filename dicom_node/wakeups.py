@@ -10,8 +10,7 @@ nothing.
 - `jobs`: the scheduler tells the local workers it queued studies.
 - `deliveries`: a local worker (or the Celery collector) tells the sender it committed results.
 
-With a poll of a quarter second at each of these three hand-overs, a study waited about 0.4 s on
-average between its last image and its last result sent (issue 32's empty-queue latency).
+Polls alone would leave a study waiting up to a poll interval at each of these three hand-overs.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from cxrxai.geometry import Letterbox
 from cxrxai.io import read_radiograph
 from cxrxai.model.bundle import Preprocessing
-from cxrxai.model.preprocess import prepare, preprocessing_transform
+from cxrxai.model.preprocess import geometry_transform, prepare
 from cxrxai.samples import radiograph_dataset
 
 
@@ -18,7 +18,7 @@ from cxrxai.samples import radiograph_dataset
 def test_letterbox_matches_monai_resize_and_pad(shape):
     p = Preprocessing(input_size=64)
     geometry = Letterbox.fit(*shape, 64)
-    resize, pad = preprocessing_transform(p).transforms[1:]
+    resize, pad = geometry_transform(p).transforms
     placed = pad(resize(torch.ones((1, *shape))))[0].numpy()
     rows, columns = geometry.content_slice()
     expected = np.zeros((64, 64), bool)

@@ -225,15 +225,10 @@ def _cielab(rgb: tuple[int, int, int]) -> list[int]:
     return list(hd.color.CIELabColor.from_rgb(*rgb).value)
 
 
-def heat_bands(values: np.ndarray, levels: Sequence[float] = HEAT_LEVELS) -> list[np.ndarray]:
-    """The disjoint bands [levels[i], levels[i + 1]) of a map normalised to [0, 1], the last one closed:
-    each pixel in at most one band, so a viewer's stacked segments show one colour per level."""
-    index = band_index(values, levels)
-    return [index == number for number in range(1, len(levels) + 1)]
-
-
 def band_index(values: np.ndarray, levels: Sequence[float] = HEAT_LEVELS) -> np.ndarray:
-    """uint8: for each pixel the number of its band (1 for [levels[0], levels[1]), ...), 0 below all."""
+    """uint8: for each pixel of a map normalised to [0, 1] the number of its band [levels[i],
+    levels[i + 1]) (1 for the first, the last one closed), 0 below all: the bands are disjoint, so a
+    viewer's stacked segments show one colour per level."""
     index = np.zeros(values.shape, dtype=np.uint8)
     for level in levels:
         index += values >= level

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.losses import DiceLoss
-from monai.transforms import Compose
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -33,7 +32,7 @@ from cxrxai.io import read_radiograph
 from cxrxai.labels import ANATOMY, FINDINGS, slug
 from cxrxai.model.bundle import BundleSpec, Preprocessing, write_bundle
 from cxrxai.model.network import CXRUNet, NetworkConfig, build_network
-from cxrxai.model.preprocess import prepare, preprocessing_transform
+from cxrxai.model.preprocess import geometry_transform, prepare
 from cxrxai.train import FINDING_MAPS
 
 NO_FINDING = FINDINGS.index("No Finding")  # not localised: never mask-supervised
@@ -167,7 +166,7 @@ class RadiographDataset(Dataset):
         self.cache: dict[int, tuple[torch.Tensor, ...]] | None = {} if cache else None
         self.preprocessing = preprocessing
         self.finding_masks = finding_masks
-        self.geometry_only = Compose(preprocessing_transform(preprocessing).transforms[1:])
+        self.geometry_only = geometry_transform(preprocessing)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -193,12 +192,9 @@ class RadiographDataset(Dataset):
         radiograph = read_radiograph(sample.image)
         image, _ = prepare(radiograph.pixels, self.preprocessing)
         size = self.preprocessing.input_size
-        # plain tensors, not MONAI MetaTensors: their per-op metadata hook slows every training step and
-        # torch.compile cannot trace it
-        plain = image[0].as_subclass(torch.Tensor)
-        if sample.masks is None:
-            return plain, torch.zeros((len(ANATOMY), size, size))
-        return plain, self._read_masks(sample.masks).float()
+        if sample.masks is None:  # `prepare` gives a plain tensor, not a MONAI MetaTensor
+            return image[0], torch.zeros((len(ANATOMY), size, size))
+        return image[0], self._read_masks(sample.masks).float()
 
     def _coverage(self, paths: Iterable[Path]) -> torch.Tensor:
         """Mask PNGs (non-zero = inside) letterboxed like their image: K x N x N, the share of each input

@@ -87,8 +87,8 @@ class DicomPeer(DestinationKind):
 class Outgoing:
     """One result file on its way: its SOP class and transfer syntax from the file meta, and the decoded
     dataset only when the destination wants another transfer syntax. A file the peer takes as it is goes
-    out from disk as written (pynetdicom's chunked sending), neither decoded nor encoded again: for an SR
-    that is about 50 ms of the node's CPU saved per object."""
+    out from disk as written (pynetdicom's chunked sending), neither decoded nor encoded again: pydicom
+    takes about 40 ms of the node's CPU to encode an SR of ten findings."""
 
     path: Path
     sop_class: str
@@ -124,8 +124,8 @@ class Outgoing:
 
 def _no_delay(assoc) -> None:
     """Send each PDU at once (TCP_NODELAY). pynetdicom leaves Nagle's algorithm on, so a C-STORE request
-    written in several pieces waited for the peer's delayed acknowledgement: about 40 ms per object on
-    loopback, whatever its size (bench_node, issue 32)."""
+    written in several pieces waits for the peer's delayed acknowledgement: about 40 ms per object on
+    loopback, whatever its size."""
     sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
