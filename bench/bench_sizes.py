@@ -60,6 +60,13 @@ def run_one(path: Path, heatmaps: str) -> dict:
     from cxrxai.io import read_radiograph
     from cxrxai.model.layout import DEFAULT_BUNDLE
 
+    try:
+        from cxrxai.dicom.result_writer import encode_result
+    except ImportError:  # a checkout from before the result writer: it wrote with pydicom's writer
+
+        def encode_result(dataset):
+            dataset.save_as(BytesIO(), enforce_file_format=True)
+
     timings: dict[str, float] = {}
     originals = {
         "anatomy SEG": (results, "build_anatomy_seg"),
@@ -97,7 +104,7 @@ def run_one(path: Path, heatmaps: str) -> dict:
         )
         started = time.perf_counter()
         for dataset in made.datasets:
-            dataset.save_as(BytesIO(), enforce_file_format=True)
+            encode_result(dataset)
         return made, time.perf_counter() - started
 
     started = time.perf_counter()

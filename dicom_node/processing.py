@@ -156,6 +156,7 @@ class Processor:
         """Everything that depends on the image alone, in memory: a skip outcome, or the encoded result
         objects, their index rows and the triage decision."""
         from cxrxai.dicom.result_objects import result_file_name
+        from cxrxai.dicom.result_writer import encode_result
         from cxrxai.io import read_radiograph
 
         header = dcmread(path, stop_before_pixels=True)
@@ -174,7 +175,9 @@ class Processor:
         assert radiograph.dataset is not None  # the spool holds DICOM only
         made = self._build(explanation, radiograph)
         folder = self.config.paths.results / study_instance_uid / sop
-        objects = [(str(d.SOPInstanceUID), _encode(d), folder / result_file_name(d)) for d in made.datasets]
+        objects = [
+            (str(d.SOPInstanceUID), encode_result(d), folder / result_file_name(d)) for d in made.datasets
+        ]
         sr = next(d for d in made.datasets if d.Modality == "SR")
         indexed = indexed_image(sr, {uid: target for uid, _, target in objects}, inference)
         triaged = self._triage(explanation)
@@ -289,14 +292,6 @@ class Worker:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or "no message"
-
-
-def _encode(dataset) -> bytes:
-    from io import BytesIO
-
-    buffer = BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def indexed_image(sr, files: dict[str, Path], seconds: float | None = None):

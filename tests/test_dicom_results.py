@@ -4,6 +4,10 @@ round-tripped, deterministic, for the hard sources."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -364,38 +368,60 @@ def test_later_pages_equal_pages_highdicom_builds(explainer, tmp_path):
     np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "later.dcm").pixel_array, page)
 
 
-def test_settling_for_writing_changes_no_byte_and_resolves_once(explainer, tmp_path, monkeypatch):
-    """settle_for_writing lets pydicom skip its ambiguous-VR pass per nested item: the same bytes."""
-    import copy
-    from io import BytesIO
+@pytest.mark.parametrize(
+    ("character_set", "patient_name", "syntax"),
+    [
+        ("ISO_IR 192", "PHANTOM^CHEST", "explicit-little-endian"),
+        ("ISO_IR 192", "Müller^Jürgen=山田^太郎", "jpeg2000-lossless"),
+        ("ISO_IR 100", "Müller^Jürgen", "explicit-little-endian"),
+        (["", "ISO 2022 IR 87"], "Yamada^Tarou=山田^太郎", "explicit-little-endian"),
+    ],
+    ids=["ascii", "utf8-jpeg2000", "latin1", "iso2022-japanese"],
+)
+def test_the_result_writer_writes_the_bytes_pydicom_writes(
+    explainer, tmp_path, character_set, patient_name, syntax
+):
+    """Every object type, every element kind we write, in the character sets a PACS sends: our framing
+    gives pydicom's bytes, without falling back to pydicom's writer."""
+    from cxrxai.dicom import result_writer
 
-    from pydicom import filewriter
-
-    from cxrxai.dicom import result_objects as results
-    from cxrxai.dicom.encoding import settle_for_writing
-
-    _, radiograph, explanation = _explained(explainer, tmp_path)
-    monkeypatch.setattr(results, "settle_for_writing", lambda dataset: None)
-    unsettled = build_dicom_results(explanation, radiograph.dataset, radiograph.pixels).datasets
-    settled = copy.deepcopy(unsettled)
-    for dataset in settled:
-        settle_for_writing(dataset)
-    passes = []
-    original = filewriter.correct_ambiguous_vr
-    monkeypatch.setattr(
-        filewriter, "correct_ambiguous_vr", lambda *a, **k: passes.append(1) or original(*a, **k)
+    ds = radiograph_dataset(chest_image(72, 56, seed=6), patient_name=patient_name)
+    ds.SpecificCharacterSet = character_set
+    ds.StudyDescription = patient_name.split("=")[-1]  # a text (LO) value in the source's character set
+    ds.save_as(tmp_path / "source.dcm", enforce_file_format=True)
+    radiograph = read_radiograph(tmp_path / "source.dcm")
+    explanation = explainer.explain(radiograph, methods=["gradcam"])
+    made = build_dicom_results(
+        explanation, radiograph.dataset, radiograph.pixels, HeatmapSelection("top-2"), syntax, layer_maps=True
     )
+    assert sorted(d.Modality for d in made.datasets) == ["OT"] * 3 + ["PR"] + ["SEG"] * 3 + ["SR"]
+    for dataset in made.datasets:
+        result_writer._framed(dataset)  # raises where the fast path would hand over to pydicom
+        ours = result_writer.encode_result(dataset)
+        assert ours == _encoded(dataset).getvalue(), dataset.Modality
+        assert str(pydicom.dcmread(io.BytesIO(ours)).PatientName) == patient_name
 
-    def written(dataset) -> tuple[bytes, int]:
-        passes.clear()
-        buffer = BytesIO()
-        dataset.save_as(buffer, enforce_file_format=True)
-        return buffer.getvalue(), len(passes)
 
-    for before, after in zip(unsettled, settled, strict=True):
-        (after_bytes, after_passes), (before_bytes, before_passes) = written(after), written(before)
-        assert after_bytes == before_bytes, after.Modality
-        assert after_passes == 0 and before_passes > 0, after.Modality
+def test_the_result_writer_hands_what_it_does_not_frame_to_pydicom(tmp_path):
+    """An Implicit VR dataset, an undecoded element, an unresolved VR: pydicom's writer, the same bytes."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    from cxrxai.dicom import result_writer
+
+    implicit = radiograph_dataset(chest_image(16, 16, seed=1))
+    implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    raw = radiograph_dataset(chest_image(16, 16, seed=1))
+    raw[0x00091010] = RawDataElement(pydicom.tag.Tag(0x00091010), "LO", 4, b"ABCD", 0, False, True)
+    ambiguous = radiograph_dataset(chest_image(16, 16, seed=1))
+    ambiguous["PixelData"].VR = "OB or OW"
+    for dataset in (implicit, raw, ambiguous):
+        with pytest.raises(result_writer._NotOurs):
+            result_writer._framed(dataset)
+        expected = _encoded(dataset).getvalue()
+        assert result_writer.encode_result(dataset) == expected
+        result_writer.write_result(dataset, tmp_path / "written.dcm")
+        assert (tmp_path / "written.dcm").read_bytes() == expected
 
 
 def test_a_one_component_person_name_in_the_source_raises_no_warning(explainer, tmp_path, recwarn):
@@ -456,3 +482,23 @@ def test_transcoding_keeps_every_pixel_and_stays_valid(explainer, tmp_path):
             path = tmp_path / f"{name}-{original.Modality}-{original.SOPInstanceUID}.dcm"
             copy.save_as(path, enforce_file_format=True)
             assert new_errors(path, source) == [], path.name
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: BLAS has one thread anyway")
+def test_an_explaining_process_keeps_numpy_blas_to_one_thread():
+    """OpenBLAS's second thread busy-waited between the result objects' small matrix products."""
+    program = (
+        "import json\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from cxrxai.explain import Explainer\n"
+        "from cxrxai.model.layout import DEFAULT_BUNDLE\n"
+        "blas = lambda: [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
+        "before = blas()\n"
+        "Explainer.from_bundle(DEFAULT_BUNDLE)\n"
+        "print(json.dumps([before, blas()]))\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=environment)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert max(before) > 1 and after and set(after) == {1}

@@ -28,8 +28,11 @@ def test_blend_is_the_float_blend_within_one_level():
     levels = np.random.default_rng(4).integers(0, 256, values.shape).astype(np.uint8)
     alpha = 0.5 * np.clip(values, 0, 1)[..., None]
     expected = levels[..., None].astype(np.float32) * (1 - alpha) + colourise(values) * alpha
-    assert np.abs(blend(levels, values).astype(int) - expected.astype(np.uint8).astype(int)).max() <= 1
-    assert np.array_equal(blend(levels, np.zeros_like(values)), np.repeat(levels[..., None], 3, axis=1))
+    blended = blend(levels, values)
+    assert blended.shape == (*values.shape, 4) and not blended[..., 3].any()  # RGBX
+    assert np.abs(blended[..., :3].astype(int) - expected.astype(np.uint8).astype(int)).max() <= 1
+    cold = blend(levels, np.zeros_like(values))[..., :3]
+    assert np.array_equal(cold, np.repeat(levels[..., None], 3, axis=-1))
 
 
 def test_a_page_overlay_shows_the_grey_image_where_the_map_is_cold():
@@ -38,7 +41,7 @@ def test_a_page_overlay_shows_the_grey_image_where_the_map_is_cold():
     heat = np.zeros((300, 200), np.float32)
     heat[100:150, 50:100] = 1.0
     canvas = PageCanvas(pixels, None)
-    overlay = canvas.overlay(heat)
+    overlay = np.asarray(canvas.overlay(heat))
     columns, rows = canvas.main_size
     assert overlay.shape == (rows, columns, 3)
     cold = overlay[: rows // 4]  # above the hot square

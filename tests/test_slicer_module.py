@@ -386,4 +386,8 @@ def test_cmake_lists_every_module_file_and_the_extension_is_described():
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in top
     lines = (MODULE / "Resources" / "model-requirements.txt").read_text().splitlines()
     # reviewing installs nothing (the core ships with the module); "Run locally" asks for the model packages
-    assert [line for line in lines if line and not line.startswith("#")] == ["monai>=1.5", "captum>=0.8"]
+    assert [line for line in lines if line and not line.startswith("#")] == [
+        "monai>=1.5",
+        "captum>=0.8",
+        "threadpoolctl>=3.1",
+    ]

@@ -10,8 +10,6 @@ a third of its uncompressed size).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
@@ -102,26 +100,9 @@ def _to_jpeg2000_lossless(dataset: Dataset) -> None:
 
 
 def settle_for_writing(dataset: Dataset) -> None:
-    """Resolve the ambiguous VRs (US or SS, OB or OW) of one of our new objects once, for Explicit VR
-    Little Endian, and record that encoding as the object's and every nested item's own.
+    """Resolve the ambiguous VRs (US or SS, OB or OW) of one of our new objects for Explicit VR Little
+    Endian, by pydicom's rules, once every attribute is set.
 
-    Why: pydicom's writer resolves ambiguous VRs over an item's whole subtree whenever the item was not
-    read in the encoding being written, and does it again inside every nested item, so an SR nested
-    six levels deep is walked six times; that was about a third of the time spent writing our SR and a
-    quarter of writing a SEG. Call it once every attribute is set. Writing in another
-    encoding (an Implicit VR peer) still resolves afresh, as before; the bytes written are the same.
-    """
+    Why: `cxrxai.dicom.result_writer` frames elements of known VR only (a page's Pixel Data is "OB or OW"
+    until resolved); an object with an unresolved VR would be written by pydicom's slower writer."""
     correct_ambiguous_vr(dataset, True)
-    meta = [m] if (m := getattr(dataset, "file_meta", None)) is not None else []  # always Explicit VR LE
-    for item in [*meta, *_with_nested_items(dataset)]:
-        # the character set pydicom's writer compares with: the item's own, else the one it was read under
-        # (an item copied from the source), else the default; a mismatch only costs the pass again
-        item.set_original_encoding(False, True, item._character_set)
-
-
-def _with_nested_items(dataset: Dataset) -> Iterator[Dataset]:
-    yield dataset
-    for element in dataset:  # DataElements: correct_ambiguous_vr has converted every raw one
-        if element.VR == "SQ":
-            for item in element.value:
-                yield from _with_nested_items(item)

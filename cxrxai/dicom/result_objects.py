@@ -24,6 +24,7 @@ from cxrxai.dicom.common import Device, check_reference_uids, writers_view
 from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, settle_for_writing, transfer_syntax_uid
 from cxrxai.dicom.gsps import build_gsps
 from cxrxai.dicom.outlines import HOT_LEVEL, OUTLINE_GRID, hot_outline, outline_grid, outlines, to_image
+from cxrxai.dicom.result_writer import write_result
 from cxrxai.dicom.sc import PageCanvas, PageSeries, finding_page, strip_tile_size, summary_page
 from cxrxai.dicom.seg import HeatmapLayer, build_anatomy_seg, build_heatmap_seg, build_layer_maps_seg
 from cxrxai.dicom.sr import FindingOutline, build_sr
@@ -254,7 +255,7 @@ def save_dicom_results(datasets: list[Dataset], folder: str | Path) -> list[Path
     paths = []
     for dataset in datasets:
         path = folder / result_file_name(dataset)
-        dataset.save_as(path, enforce_file_format=True)
+        write_result(dataset, path)
         paths.append(path)
     return paths
 

@@ -20,7 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 
 from cxrxai.dicom.common import DISCLAIMER, SERIES, Device, finish_result, result_uid
 from cxrxai.explanation import FindingPrediction
-from cxrxai.render import blend, colourise, grey_levels, reduce_to
+from cxrxai.render import blend, colourise, grey_levels, reduce_to, rgbx_image
 
 PAGE_WIDTH = 1024
 BAR = 48
@@ -66,20 +66,20 @@ class PageCanvas:
         self.edge = None if lungs is None else _contour(reduce_to(lungs, self.main_size, nearest=True))
         self._tiles: dict[tuple[int, int], np.ndarray] = {}
 
-    def overlay(self, heat: np.ndarray) -> np.ndarray:
-        """The main picture: radiograph, map (any size covering the source), lung contour; uint8 RGB."""
-        rgb = blend(self.main, reduce_to(heat, self.main_size))
+    def overlay(self, heat: np.ndarray) -> Image.Image:
+        """The main picture: radiograph, map (any size covering the source), lung contour."""
+        rgbx = blend(self.main, reduce_to(heat, self.main_size))
         if self.edge is not None:
-            rgb[self.edge] = CONTOUR
-        return rgb
+            rgbx[self.edge, :3] = CONTOUR
+        return rgbx_image(rgbx)
 
-    def tile(self, heat: np.ndarray, count: int) -> np.ndarray:
+    def tile(self, heat: np.ndarray, count: int) -> Image.Image:
         """One of `count` strip tiles: the map (sampled at `strip_tile_size`, or resampled to it) over
-        the radiograph; uint8 RGB."""
+        the radiograph."""
         rows, columns = strip_tile_size(self.shape, count)
         if (rows, columns) not in self._tiles:
             self._tiles[rows, columns] = grey_levels(reduce_to(self._pixels, (columns, rows)))
-        return blend(self._tiles[rows, columns], reduce_to(heat, (columns, rows)))
+        return rgbx_image(blend(self._tiles[rows, columns], reduce_to(heat, (columns, rows))))
 
 
 @lru_cache(maxsize=4)
@@ -138,9 +138,9 @@ def finding_page(
     """RGB page: overlay of `heat` (layer, map) + legend, then the layer strip (encoder to decoder); maps
     at any size covering the source (`strip_tile_size` for the strip's draws without resampling)."""
     heat_layer, heat_map = heat
-    main = Image.fromarray(canvas.overlay(heat_map))
+    main = canvas.overlay(heat_map)
     tile_width = PAGE_WIDTH // max(len(strip), 1)
-    tiles = [(Image.fromarray(canvas.tile(h, len(strip))), layer) for layer, h in strip]
+    tiles = [(canvas.tile(h, len(strip)), layer) for layer, h in strip]
     strip_height = max((t.height for t, _ in tiles), default=0) + (STRIP_LABELS if tiles else 0)
     body = Image.new("RGB", (PAGE_WIDTH, main.height + strip_height), (0, 0, 0))
     body.paste(main, ((PAGE_WIDTH - LEGEND - main.width) // 2, 0))

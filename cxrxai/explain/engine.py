@@ -20,6 +20,7 @@ layer and per target; `bench/bench_explain.py` measures the difference.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from cxrxai.anatomy_masks import anatomy_masks
@@ -72,12 +74,24 @@ def captured_outputs(layers: dict[str, nn.Module]) -> Iterator[dict[str, torch.T
             handle.remove()
 
 
+@functools.cache
+def one_blas_thread() -> None:
+    """Keep numpy's BLAS (OpenBLAS) to one thread in this process, for good; torch's threads are its own.
+
+    Why: numpy's matrix products here are small (a map resampled by two interpolation matrices) and
+    OpenBLAS's second thread busy-waits between them, so building one image's result objects took twice
+    its wall time in CPU time on 2 cores, taking the other core from the node's process or a second
+    worker. With one thread the wall time is the same and the CPU time equals it."""
+    threadpool_limits(1, user_api="blas")
+
+
 class Explainer:
     """Load a bundle once (in a long-lived worker), then explain many radiographs."""
 
     def __init__(
         self, bundle: Bundle, device: str = "cpu", settings: ExplainerSettings | None = None
     ) -> None:
+        one_blas_thread()
         self.bundle = bundle
         self.device = torch.device(device)
         self.network: CXRUNet = bundle.network.to(self.device).eval()

@@ -23,7 +23,7 @@ from CXRXAILib.run_model import PROGRESS
 
 RUNNER = Path(__file__).with_name("run_model.py")
 # what the model run imports beyond Slicer's own Python: module name -> what the user is asked to install
-NEEDED = {"torch": "PyTorch", "monai": "MONAI", "captum": "Captum"}
+NEEDED = {"torch": "PyTorch", "monai": "MONAI", "captum": "Captum", "threadpoolctl": "threadpoolctl"}
 BUNDLE_FOLDER = "CXRXAIBundle"  # the default bundle's folder among the module's resources
 
 
