@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contourpy
 import numpy as np
+import pytest
 
 from cxrxai.dicom.outlines import OUTLINE_GRID, outline_grid, outlines, to_image
 
@@ -26,3 +28,25 @@ def test_an_outline_traced_on_the_grid_lies_on_the_source_outline():
     points = to_image(on_grid, grid, rows, columns)
     distance = np.hypot(points[:, 0] - centre[1], points[:, 1] - centre[0])
     assert np.abs(distance - radius).max() < 3  # source pixels; a grid pixel is 2.9 of them
+
+
+def _distance_to_polyline(point: np.ndarray, line: np.ndarray) -> float:
+    start, end = line[:-1].astype(float), line[1:].astype(float)
+    along = end - start
+    t = np.clip(((point - start) * along).sum(1) / np.maximum((along**2).sum(1), 1e-12), 0, 1)
+    return float(np.hypot(*(start + t[:, None] * along - point).T).min())
+
+
+@pytest.mark.parametrize("shape", ["rectangle", "disc"])
+def test_outlines_keep_their_corners_and_drop_the_points_between_them(shape):
+    """Points on a straight line between their neighbours go; every traced point stays on the outline."""
+    if shape == "rectangle":
+        mask = np.zeros((40, 50), dtype=bool)
+        mask[10:30, 12:40] = True
+    else:
+        mask = _disc(60, 60, (30.0, 28.0), 20.0)
+    (outline,) = outlines(mask)
+    traced = np.asarray(contourpy.contour_generator(z=np.pad(mask.astype(float), 1)).lines(0.5)[0]) - 0.5
+    assert np.array_equal(outline[0], outline[-1])
+    assert len(outline) <= (9 if shape == "rectangle" else 0.8 * len(traced))  # 4 corners, 4 cuts, closed
+    assert max(_distance_to_polyline(point, outline) for point in traced) < 1e-5

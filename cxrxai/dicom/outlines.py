@@ -45,10 +45,25 @@ def outlines(mask_or_map: np.ndarray, level: float = 0.5) -> list[np.ndarray]:
         points[:, 1] = np.clip(points[:, 1], 0.0, field.shape[0] - 2)
         step = max(1, len(points) // MAX_POINTS)
         sampled = points[::step]
-        if not np.array_equal(sampled[0], sampled[-1]):
-            sampled = np.vstack([sampled, sampled[:1]])
-        result.append(sampled.astype(np.float32))
+        result.append(_corners(sampled).astype(np.float32))
     return sorted(result, key=len, reverse=True)
+
+
+def _corners(points: np.ndarray) -> np.ndarray:
+    """The closed outline through `points` (first point repeated last) without the points that lie on a
+    straight line between their neighbours: the same shape. A mask's outline runs along pixel edges and
+    diagonals, so about a third of its points are such: fewer values for the SR and the presentation
+    state to carry, and for a viewer to draw."""
+    ring = points[:-1] if np.array_equal(points[0], points[-1]) else points
+    incoming = ring - np.roll(ring, 1, axis=0)
+    outgoing = np.roll(ring, -1, axis=0) - ring
+    turn = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0]
+    onward = (incoming * outgoing).sum(axis=1) > 0
+    scale = np.hypot(*incoming.T) * np.hypot(*outgoing.T)
+    kept = ring[(np.abs(turn) > 1e-9 * scale) | ~onward]
+    if len(kept) < 3:
+        kept = ring
+    return np.vstack([kept, kept[:1]])
 
 
 def hot_outline(heat: np.ndarray, level: float = HOT_LEVEL) -> np.ndarray | None:

@@ -194,7 +194,10 @@ def _build(
                 (layer, explanation.map_at_size(f"{DISPLAYED_METHOD}/{layer}/{finding.name}", *tile))
                 for layer in layers
             ]
-            picture = finding_page(canvas(), finding, (leading.layer, leading.values), strip, model)
+            columns, rows = canvas().main_size  # the main map sampled at its picture's size
+            key = f"{leading.method}/{leading.layer}/{leading.finding}"
+            main = explanation.map_at_size(key, rows, columns)
+            picture = finding_page(canvas(), finding, (leading.layer, main), strip, model)
             return series.add(picture, f"finding:{finding.name}", number)
 
         pages += _optional(f"{finding.name} page", missing, page)
