@@ -13,7 +13,10 @@ are against run 1 in the same run of this script.
 With `--device cuda` the model runs on the GPU (bench/gpu.sh); `--no-queue` keeps run 1 alone, for a
 machine without Redis.
 
-Usage: python bench/bench_batch.py [--images 200] [--device cpu] [--queue | --no-queue]
+`--code CHECKOUT` runs the command and the workers from another checkout (a git worktree of the previous
+commit), for a same-run comparison.
+
+Usage: python bench/bench_batch.py [--images 200] [--device cpu] [--queue | --no-queue] [--code CHECKOUT]
 """
 
 from __future__ import annotations
@@ -42,12 +45,17 @@ def make_archive(folder: Path, count: int) -> None:
         dataset.save_as(folder / f"{i:04d}.dcm", enforce_file_format=True)
 
 
-def run_batch(config: Path, archive: Path, state: Path) -> float:
+def code_environment(code: Path) -> dict[str, str]:
+    """The environment of the batch command and its workers: `code` first on their import path."""
+    return {**os.environ, "PYTHONPATH": str(code)}
+
+
+def run_batch(config: Path, archive: Path, state: Path, code: Path) -> float:
     started = time.perf_counter()
     completed = subprocess.run(
         [sys.executable, "-m", "cxrxai.cli", "batch", str(archive), "--config", str(config),
          "--state", str(state), "--no-progress"],
-        capture_output=True, text=True,
+        capture_output=True, text=True, env=code_environment(code),
     )  # fmt: skip
     seconds = time.perf_counter() - started
     if completed.returncode != 0 or " 0 failed" not in completed.stdout:
@@ -55,7 +63,7 @@ def run_batch(config: Path, archive: Path, state: Path) -> float:
     return seconds
 
 
-def with_workers(work: Path, archive: Path, count: int, device: str) -> float:
+def with_workers(work: Path, archive: Path, count: int, device: str, code: Path) -> float:
     with redis_server(work / "redis") as broker:
         config = node_toml(work / "node", DEFAULT_BUNDLE, free_port(), [], processing={"device": device},
                            queue={"backend": "celery", "broker_url": broker})  # fmt: skip
@@ -67,7 +75,7 @@ def with_workers(work: Path, archive: Path, count: int, device: str) -> float:
                     [sys.executable, "-m", "cxrxai.cli", "worker", "--config", str(config),
                      "--name", f"w{i}", "--threads", str(threads)],
                     stdout=files.enter_context(open(log, "ab")), stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    start_new_session=True, env=code_environment(code),
                 )  # fmt: skip
                 for i, log in enumerate(logs)
             ]
@@ -80,7 +88,7 @@ def with_workers(work: Path, archive: Path, count: int, device: str) -> float:
                     tail = log.read_text(errors="replace")[-3000:]
                     print(f"--- {log.name} (exit {worker.poll()}):\n{tail}", file=sys.stderr)
                 raise
-            return run_batch(config, archive, work / "state.sqlite")
+            return run_batch(config, archive, work / "state.sqlite", code)
         finally:
             for worker in workers:
                 worker.terminate()
@@ -93,7 +101,13 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs")
     parser.add_argument("--queue", action=argparse.BooleanOptionalAction, default=True,
                         help="also the Celery runs with 1 and 2 workers (needs redis-server)")  # fmt: skip
+    parser.add_argument(
+        "--code", type=Path, default=ROOT,
+        help="run the batch command and workers from this checkout (e.g. a git worktree of the previous "
+        "commit): the reference for a same-run comparison",
+    )  # fmt: skip
     args = parser.parse_args()
+    code = args.code.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         archive = work / "archive"
@@ -101,18 +115,18 @@ def main() -> int:
         local = node_toml(work / "local", DEFAULT_BUNDLE, free_port(), [], processing={"device": args.device})
         runs = [
             ("no queue: the batch process explains (1 worker)",
-             run_batch(local, archive, work / "local-state.sqlite")),
+             run_batch(local, archive, work / "local-state.sqlite", code)),
         ]  # fmt: skip
         if args.queue:
             runs += [
                 ("Celery + Redis, 1 `cxrxai worker`, all cores",
-                 with_workers(work / "one", archive, 1, args.device)),
+                 with_workers(work / "one", archive, 1, args.device, code)),
                 ("Celery + Redis, 2 `cxrxai worker`s, cores / 2 each",
-                 with_workers(work / "two", archive, 2, args.device)),
+                 with_workers(work / "two", archive, 2, args.device, code)),
             ]  # fmt: skip
     reference = args.images / runs[0][1]
     print(f"`cxrxai batch` over {args.images} CR phantoms (512 x 480), default bundle, Grad-CAM, "
-          f"model on {args.device}")  # fmt: skip
+          f"model on {args.device}, code from {code}")  # fmt: skip
     print("| run | seconds | images/s | ratio to run 1 |")
     print("|---|---:|---:|---:|")
     for name, seconds in runs:
