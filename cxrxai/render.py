@@ -36,9 +36,9 @@ def blend(grey_levels: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """uint8 RGBX (rows, columns, 4; the fourth byte 0): grey levels (uint8) with a [0, 1] map blended in
     its inferno colour, opacity half the map's value. One lookup of a whole pixel in a 65536-entry uint32
     table instead of colouring and blending in float: the pages blend about 80 maps per image. RGBX
-    because PIL takes four bytes a pixel without a copy (`rgbx_image`), where a three-byte view would be
-    copied and `np.take` along the rows of a (65536, 3) table is slower. The opacity steps by 1/510, the
-    colour by matplotlib's own bins."""
+    because PIL reads four-byte pixels from the array as they are (`rgbx_image`), where a three-byte view
+    of them is first copied by numpy, and `np.take` along the rows of a (65536, 3) table is slower. The
+    opacity steps by 1/510, the colour by matplotlib's own bins."""
     entry = _inferno_index(heat, np.uint16)  # 16 bits: the table index is grey level x 256 + entry
     rgbx = _blend_table()[(grey_levels.astype(np.uint16) << 8) | entry]
     return rgbx.view(np.uint8).reshape(*grey_levels.shape, 4)

@@ -79,9 +79,10 @@ def one_blas_thread() -> None:
     """Keep numpy's BLAS (OpenBLAS) to one thread in this process, for good; torch's threads are its own.
 
     Why: numpy's matrix products here are small (a map resampled by two interpolation matrices) and
-    OpenBLAS's second thread busy-waits between them, so building one image's result objects took twice
+    OpenBLAS's second thread busy-waits between them, so building one image's result objects took 1.5-2x
     its wall time in CPU time on 2 cores, taking the other core from the node's process or a second
-    worker. With one thread the wall time is the same and the CPU time equals it."""
+    worker. With one thread the CPU time equals the wall time; the wall time is the same at 512 rows and
+    8-15 % longer at 3000 x 3000 (bench/RESULTS.md)."""
     threadpool_limits(1, user_api="blas")
 
 
