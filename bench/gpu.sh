@@ -24,6 +24,7 @@ OFFLINE_WHEELS=(
   pylibjpeg==2.1.0 pylibjpeg-openjpeg==2.6.0 pylibjpeg-libjpeg==2.5.0 pylibjpeg-rle==2.2.0 pyjpegls==1.5.1
   fire==0.7.1 termcolor==3.3.0 pytorch-ignite==0.5.5 pycocotools==2.0.11 sqlalchemy==2.1.9 alembic==1.20.1
   mako==1.4.3 greenlet==3.5.6 dicognito==0.19.0 prometheus-client==0.26.0 psycopg==3.3.9 psycopg-binary==3.3.9
+  threadpoolctl==3.8.0
 )
 
 if [[ "${1:-}" == "--download" ]]; then
