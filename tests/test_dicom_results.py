@@ -14,6 +14,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.uid import JPEG2000Lossless
 
 from cxrxai.dicom.encoding import TRANSFER_SYNTAXES
@@ -338,7 +339,7 @@ def test_page_pixels_round_trip_losslessly(explainer, tmp_path):
     from cxrxai.dicom.sc import build_sc, summary_page
 
     _, radiograph, explanation = _explained(explainer, tmp_path)
-    page = summary_page(explanation.findings, explanation.ctr, "model 1")
+    page = np.asarray(summary_page(explanation.findings, explanation.ctr, "model 1"))
     sc = build_sc(radiograph.dataset, page, device_of(explanation), "summary", 1)
     sc.save_as(tmp_path / "sc.dcm", enforce_file_format=True)
     np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "sc.dcm").pixel_array, page)
@@ -354,7 +355,7 @@ def test_later_pages_equal_pages_highdicom_builds(explainer, tmp_path):
     series = PageSeries(radiograph.dataset, device)
     first = series.add(summary_page(explanation.findings, explanation.ctr, "model 1"), "summary", 1)
     page = np.random.default_rng(0).integers(0, 256, (301, 517, 3), dtype=np.uint8)  # another size, odd
-    later = series.add(page, "finding:Edema", 2)
+    later = series.add(Image.fromarray(page), "finding:Edema", 2)
     reference = build_sc(radiograph.dataset, page, device, "finding:Edema", 2)
     for dataset in (first, later, reference):  # the times each was made at
         for keyword in ("ContentTime", "InstanceCreationTime", "TimeOfSecondaryCapture"):

@@ -48,3 +48,19 @@ def test_a_page_overlay_shows_the_grey_image_where_the_map_is_cold():
     assert (cold[..., 0] == cold[..., 2]).all()  # grey: no colour where the map is 0
     hot = overlay[int(rows * 0.4), int(columns * 0.37)]
     assert hot[0] > hot[2] + 40  # inferno's warm end blended in
+
+
+def test_a_pasted_overlay_label_is_the_drawn_one():
+    """The page's outlined label is drawn once and pasted: the same pixels as drawing it in place."""
+    from PIL import Image, ImageDraw
+
+    from cxrxai.dicom import sc
+
+    background = Image.fromarray(np.random.default_rng(6).integers(0, 256, (60, 260, 3), dtype=np.uint8))
+    for text in ("Grad-CAM, decoder1", "Grad-CAM, bottleneck", "Grad-CAM, fused"):
+        drawn, pasted = background.copy(), background.copy()
+        ImageDraw.Draw(drawn).text(
+            (8, 4), text, fill=(255, 255, 255), font=sc._font(18), stroke_width=2, stroke_fill=(0, 0, 0)
+        )
+        sc.draw_label(pasted, text, (8, 4))
+        assert np.array_equal(np.asarray(drawn), np.asarray(pasted)), text
