@@ -404,7 +404,7 @@ def test_the_result_writer_writes_the_bytes_pydicom_writes(
 
 
 def test_the_result_writer_hands_what_it_does_not_frame_to_pydicom(tmp_path):
-    """An Implicit VR dataset, an undecoded element, an unresolved VR: pydicom's writer, the same bytes."""
+    """An Implicit VR dataset, an undecoded element: pydicom's writer, the same bytes."""
     from pydicom.dataelem import RawDataElement
     from pydicom.uid import ImplicitVRLittleEndian
 
@@ -414,15 +414,27 @@ def test_the_result_writer_hands_what_it_does_not_frame_to_pydicom(tmp_path):
     implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     raw = radiograph_dataset(chest_image(16, 16, seed=1))
     raw[0x00091010] = RawDataElement(pydicom.tag.Tag(0x00091010), "LO", 4, b"ABCD", 0, False, True)
-    ambiguous = radiograph_dataset(chest_image(16, 16, seed=1))
-    ambiguous["PixelData"].VR = "OB or OW"
-    for dataset in (implicit, raw, ambiguous):
+    for dataset in (implicit, raw):
         with pytest.raises(result_writer._NotOurs):
             result_writer._framed(dataset)
         expected = _encoded(dataset).getvalue()
         assert result_writer.encode_result(dataset) == expected
         result_writer.write_result(dataset, tmp_path / "written.dcm")
         assert (tmp_path / "written.dcm").read_bytes() == expected
+
+
+def test_the_result_writer_resolves_ambiguous_vrs_as_pydicom_does():
+    """A Pixel Data still "OB or OW" (as a page is made) is resolved by pydicom's rule and framed by us."""
+    import copy
+
+    from cxrxai.dicom import result_writer
+
+    ambiguous = radiograph_dataset(chest_image(16, 16, seed=1))
+    ambiguous["PixelData"].VR = "OB or OW"
+    expected = _encoded(copy.deepcopy(ambiguous)).getvalue()
+    result_writer._framed(copy.deepcopy(ambiguous))  # raises where the fast path would hand over to pydicom
+    assert result_writer.encode_result(ambiguous) == expected
+    assert ambiguous["PixelData"].VR == "OW"  # 16 bits allocated
 
 
 def test_a_one_component_person_name_in_the_source_raises_no_warning(explainer, tmp_path, recwarn):

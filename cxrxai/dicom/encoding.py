@@ -14,7 +14,6 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
-from pydicom.filewriter import correct_ambiguous_vr
 from pydicom.pixels import pack_bits
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless
 
@@ -98,11 +97,3 @@ def _to_jpeg2000_lossless(dataset: Dataset) -> None:
         dataset.PlanarConfiguration = 0
     dataset.file_meta.TransferSyntaxUID = JPEG2000Lossless
 
-
-def settle_for_writing(dataset: Dataset) -> None:
-    """Resolve the ambiguous VRs (US or SS, OB or OW) of one of our new objects for Explicit VR Little
-    Endian, by pydicom's rules, once every attribute is set.
-
-    Why: `cxrxai.dicom.result_writer` frames elements of known VR only (a page's Pixel Data is "OB or OW"
-    until resolved); an object with an unresolved VR would be written by pydicom's slower writer."""
-    correct_ambiguous_vr(dataset, True)

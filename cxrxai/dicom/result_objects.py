@@ -21,7 +21,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from cxrxai.dicom.common import Device, check_reference_uids, writers_view
-from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, settle_for_writing, transfer_syntax_uid
+from cxrxai.dicom.encoding import DEFAULT_TRANSFER_SYNTAX, transfer_syntax_uid
 from cxrxai.dicom.gsps import build_gsps
 from cxrxai.dicom.outlines import HOT_LEVEL, OUTLINE_GRID, hot_outline, outline_grid, outlines, to_image
 from cxrxai.dicom.result_writer import write_result
@@ -223,10 +223,7 @@ def _build(
         segmentations=segmentations,
         pictures=evidence,
     )
-    made = [*segmentations, *evidence, sr]
-    for dataset in made:
-        settle_for_writing(dataset)
-    return ResultObjects(made, missing)
+    return ResultObjects([*segmentations, *evidence, sr], missing)
 
 
 def _hot_outlines(explanation: Explanation, displayed: list[HeatmapLayer]) -> dict[str, FindingOutline]:

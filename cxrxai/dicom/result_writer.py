@@ -7,8 +7,9 @@ of a 512-row image (0.11 of 0.40 s, 2 cores). Here only the framing is our own: 
 tags, VRs, lengths, sequence items. Values that are not a plain string or number are encoded by pydicom's
 own value writers with the item's character set; the file meta information is written by pydicom.
 
-Anything outside that (implicit VR or big endian transfer syntaxes, elements not yet decoded, ambiguous
-VRs, file meta information that does not match the dataset) is written by `save_as` as before. A test
+Anything outside that (implicit VR or big endian transfer syntaxes, elements not yet decoded, VRs
+pydicom cannot resolve, file meta information that does not match the dataset) is written by `save_as`
+as before. A test
 compares both writers' bytes for every object type.
 """
 
@@ -23,7 +24,7 @@ from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info, writers
+from pydicom.filewriter import correct_ambiguous_vr, write_file_meta_info, writers
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import CUSTOMIZABLE_CHARSET_VR, EXPLICIT_VR_LENGTH_32
 
@@ -94,6 +95,9 @@ def _framed(dataset: Dataset) -> list[bytes]:
             raise _NotOurs
     if PIXEL_DATA in dataset:
         dataset[PIXEL_DATA].is_undefined_length = syntax.is_encapsulated
+    # ambiguous VRs (a page's Pixel Data is "OB or OW", a LUT's "US or SS") resolved by pydicom's rules,
+    # in place, as pydicom's own writer resolves them: then every element's VR is known
+    correct_ambiguous_vr(dataset, True)
     chunks: list[bytes] = []
     _encode_items(dataset, chunks, [default_encoding])
     return chunks
