@@ -8,7 +8,6 @@ real name. Layout: `<spool>/<Study Instance UID>/<SOP Instance UID>.dcm` (UIDs a
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 
@@ -45,7 +44,12 @@ def instance_path(spool: Path, study_instance_uid: str, sop_instance_uid: str) -
 
 
 def disk_use_percent(folder: Path) -> float:
-    """How full the file system holding `folder` is, in percent."""
+    """How full the file system holding `folder` is, in percent, as `df` reports it: used blocks over
+    used plus available ones. Blocks reserved for root count as neither, so an administrator who reads
+    `df` sees the same figure the node compares with `node.max_disk_use_percent` (on a file system
+    with many reserved blocks, total-minus-available over total reads far higher than `df`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    usage = shutil.disk_usage(folder)
-    return 100.0 * (usage.total - usage.free) / usage.total if usage.total else 100.0
+    stats = os.statvfs(folder)
+    used = stats.f_blocks - stats.f_bfree
+    usable = used + stats.f_bavail
+    return 100.0 * used / usable if usable else 100.0

@@ -138,6 +138,9 @@ def node_toml(root: Path, bundle: Path, port: int, destinations: list[dict], **s
             "port": port,
             "study_quiet_seconds": 0.5,
             "allowed_calling_ae_titles": ["STORESCU", "ECHOSCU", "ORTHANC"],
+            # the host's disk, shared with other jobs, must not refuse associations mid-run; the
+            # admission-control test sets its own limit
+            "max_disk_use_percent": 100.0,
         },
         "paths": {
             "spool": "spool",

@@ -261,6 +261,15 @@ def test_admission_control_refuses_when_spool_disk_is_too_full(tiny_bundle, tmp_
         node.stop()
 
 
+def test_disk_use_is_what_df_reports(tmp_path):
+    """Admins compare the limit with `df`; root-reserved blocks must not make the node read fuller."""
+    from dicom_node.spool import disk_use_percent
+
+    shown = subprocess.run(["df", "--output=pcent", str(tmp_path)], capture_output=True, text=True)
+    percent = float(shown.stdout.split()[-1].rstrip("%"))
+    assert percent - 1 <= disk_use_percent(tmp_path) <= percent  # df rounds up
+
+
 def test_kill_9_mid_job_and_destination_down(tiny_bundle, tmp_path):
     """SIGKILL while a job runs, with the PACS down; restart; bring the PACS up: every result arrives
     exactly once."""
