@@ -64,3 +64,43 @@ def test_a_pasted_overlay_label_is_the_drawn_one():
         )
         sc.draw_label(pasted, text, (8, 4))
         assert np.array_equal(np.asarray(drawn), np.asarray(pasted)), text
+
+
+def test_pasted_text_is_the_drawn_text():
+    """Summary-page text is pasted through masks drawn once: the same pixels as drawing it in place."""
+    from PIL import Image, ImageDraw
+
+    from cxrxai.dicom import sc
+
+    background = Image.fromarray(np.random.default_rng(7).integers(0, 256, (60, 400, 3), dtype=np.uint8))
+    for text, size, colour in (("Enlarged Cardiomediastinum", 22, (255, 200, 0)), ("0.047", 22, (9, 9, 9)),
+                               ("Cardiothoracic ratio: 0.52", 14, (255, 255, 255))):  # fmt: skip
+        drawn, pasted = background.copy(), background.copy()
+        ImageDraw.Draw(drawn).text((24, 10), text, fill=colour, font=sc._font(size))
+        sc.write_text(pasted, text, (24, 10), colour, size)
+        assert np.array_equal(np.asarray(drawn), np.asarray(pasted)), text
+        right = sc._font(size).getbbox(text)[2]
+        pasted = background.copy()
+        sc.write_text(pasted, text, (24 + right, 10), colour, size, right=True)
+        assert np.array_equal(np.asarray(drawn), np.asarray(pasted)), f"{text} right-aligned"
+
+
+def test_summary_page_columns_line_up():
+    """Probabilities and thresholds end at their column's edge on every row, whatever the finding's name
+    (space padding in a proportional font left them ragged in the viewers)."""
+    from cxrxai.dicom import sc
+    from cxrxai.explanation import FindingPrediction
+    from cxrxai.labels import FINDINGS
+
+    chances = np.random.default_rng(3).random(len(FINDINGS))
+    findings = [FindingPrediction(name, float(p), 0.5) for name, p in zip(FINDINGS, chances, strict=True)]
+    page = np.asarray(sc.summary_page(findings, 0.48, "model 1")).max(axis=2)
+    _, probability_right, threshold_right, decision_x = sc.SUMMARY_COLUMNS
+    line = 34
+    for row in range(len(findings) + 1):
+        band = page[sc.BAR + row * line : sc.BAR + row * line + 28]
+        for right in (probability_right, threshold_right):
+            ink = np.nonzero(band[:, right - 150 : right + 20].max(axis=0) > 64)[0]
+            assert right - 6 <= right - 150 + ink.max() <= right, (row, right)  # glyphs end inside their box
+        ink = np.nonzero(band[:, decision_x - 20 : decision_x + 150].max(axis=0) > 64)[0]
+        assert decision_x - 20 + ink.min() in range(decision_x, decision_x + 4), row

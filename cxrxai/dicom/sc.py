@@ -183,29 +183,64 @@ def finding_page(
     return _page(title, body)
 
 
+SUMMARY_COLUMNS = (
+    24,
+    480,
+    640,
+    700,
+)  # finding (left edge), probability and threshold (right), decision (left)
+
+
 def summary_page(findings: Sequence[FindingPrediction], ctr: float | None, model: str) -> Image.Image:
-    """RGB page listing every finding with probability, threshold and decision, and the CTR."""
-    line = 34
+    """RGB page listing every finding with probability, threshold and decision, and the CTR. Each column
+    is written at its own x position (numbers right-aligned): padding with spaces does not line columns
+    up in a proportional font."""
+    line, size = 34, 22
     body = Image.new("RGB", (PAGE_WIDTH, line * (len(findings) + 3)), (0, 0, 0))
-    draw = ImageDraw.Draw(body)
-    font = _font(22)
-    draw.text(
-        (24, 0),
-        f"{'Finding':<30}{'Probability':>12}{'Threshold':>12}   Decision",
-        fill=(200, 200, 200),
-        font=font,
-    )
+    name_x, probability_right, threshold_right, decision_x = SUMMARY_COLUMNS
+    header = (200, 200, 200)
+    write_text(body, "Finding", (name_x, 0), header, size)
+    write_text(body, "Probability", (probability_right, 0), header, size, right=True)
+    write_text(body, "Threshold", (threshold_right, 0), header, size, right=True)
+    write_text(body, "Decision", (decision_x, 0), header, size)
     for i, f in enumerate(sorted(findings, key=lambda f: f.probability, reverse=True), start=1):
         colour = WARNING if f.present else (255, 255, 255)
-        text = (
-            f"{f.name:<30}{f.probability:>12.3f}{f.threshold:>12.2f}   {'PRESENT' if f.present else 'absent'}"
-        )
-        draw.text((24, i * line), text, fill=colour, font=font)
+        write_text(body, f.name, (name_x, i * line), colour, size)
+        write_text(body, f"{f.probability:.3f}", (probability_right, i * line), colour, size, right=True)
+        write_text(body, f"{f.threshold:.2f}", (threshold_right, i * line), colour, size, right=True)
+        write_text(body, "PRESENT" if f.present else "absent", (decision_x, i * line), colour, size)
     ratio = "not measured" if ctr is None else f"{ctr:.2f}"
-    draw.text(
-        (24, (len(findings) + 1) * line), f"Cardiothoracic ratio: {ratio}", fill=(255, 255, 255), font=font
+    write_text(
+        body, f"Cardiothoracic ratio: {ratio}", (name_x, (len(findings) + 1) * line), (255, 255, 255), size
     )
     return _page(f"CXR-XAI findings - {model}", body)
+
+
+def write_text(
+    picture: Image.Image,
+    text: str,
+    at: tuple[int, int],
+    colour: tuple[int, int, int],
+    size: int,
+    right: bool = False,
+) -> None:
+    """Write `text` on `picture` as `ImageDraw.text` would at `at` (or ending at `at[0]` with `right`), by
+    pasting its mask drawn once per text and size: the summary's names, thresholds and decisions repeat on
+    every image, and text rendering was most of that page's time."""
+    (left, top, right_edge), mask = _text_mask(text, size)
+    x = at[0] - right_edge if right else at[0]
+    picture.paste(colour, (x + left, at[1] + top), mask)
+
+
+@lru_cache(maxsize=1024)
+def _text_mask(text: str, size: int) -> tuple[tuple[int, int, int], Image.Image]:
+    """The mask's offset from the text's origin, the ink's right edge from that origin, and the mask."""
+    font = _font(size)
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
+    left, top = min(left, 0), min(top, 0)
+    mask = Image.new("L", (right - left, bottom - top))
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
+    return (left, top, right), mask
 
 
 def build_sc(
