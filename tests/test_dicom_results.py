@@ -515,3 +515,23 @@ def test_an_explaining_process_keeps_numpy_blas_to_one_thread():
     assert done.returncode == 0, done.stderr[-2000:]
     before, after = json.loads(done.stdout.strip().splitlines()[-1])
     assert max(before) > 1 and after and set(after) == {1}
+
+
+def test_building_results_leaves_the_shared_code_items_as_they_are(explainer, tmp_path):
+    """The objects share one highdicom item per code (`codes.CodedConcept.concept`): a builder that added
+    to one (a lung's laterality modifier) would carry it into every later object that uses the code."""
+    import highdicom as hd
+
+    from cxrxai.dicom import codes, seg
+    from cxrxai.dicom.result_objects import HeatmapSelection, build_dicom_results
+
+    _, radiograph, explanation = _explained(explainer, tmp_path)
+    build_dicom_results(explanation, radiograph.dataset, radiograph.pixels, HeatmapSelection("all"))
+    tables = [value for value in vars(codes).values() if isinstance(value, dict)]
+    shared = [v for v in vars(codes).values() if isinstance(v, codes.CodedConcept)]
+    shared += [v for table in tables for v in table.values() if isinstance(v, codes.CodedConcept)]
+    items = [c.__dict__["concept"] for c in shared if "concept" in c.__dict__]  # those the build made
+    items += [seg.HEATMAP_CATEGORY, seg.ANATOMY_CATEGORY]
+    assert len(items) > 20 and all(isinstance(item, hd.sr.CodedConcept) for item in items)
+    for item in items:
+        assert [e.keyword for e in item] == ["CodeValue", "CodingSchemeDesignator", "CodeMeaning"], item

@@ -9,7 +9,9 @@ no standard code with the same meaning, the concept gets a code in our private c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+import highdicom as hd
 from pydicom.sr.coding import Code
 
 from cxrxai.labels import ANATOMY, FINDINGS
@@ -21,6 +23,13 @@ PRIVATE_SCHEME = "99CXRXAI"
 class CodedConcept:
     code: Code
     source: str
+
+    @cached_property
+    def concept(self) -> hd.sr.CodedConcept:
+        """The code as highdicom's code sequence item, made once and shared by every object that uses it
+        (read-only): highdicom takes such an item as it is, where it makes a new one from a `Code` each
+        time, about 200 per image at 70 us each."""
+        return hd.sr.CodedConcept.from_code(self.code)
 
 
 def _private(value: str, meaning: str) -> CodedConcept:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, generate_uid
@@ -107,7 +106,7 @@ def add_contributing_equipment(result: Dataset, device: Device) -> None:
     item.DeviceSerialNumber = device.content_hash.removeprefix("sha256:")[:16]
     item.DeviceUID = device.uid
     item.ContributionDescription = DISCLAIMER
-    item.PurposeOfReferenceCodeSequence = Sequence([CodedConcept.from_code(codes.PROCESSING_ALGORITHM.code)])
+    item.PurposeOfReferenceCodeSequence = Sequence([codes.PROCESSING_ALGORITHM.concept])
     existing = list(result.get("ContributingEquipmentSequence", []))
     result.ContributingEquipmentSequence = Sequence([*existing, item])
 

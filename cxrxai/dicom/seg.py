@@ -38,8 +38,8 @@ from cxrxai.labels import ANATOMY
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABEL_SEPARATOR = " | "
-HEATMAP_CATEGORY = Code("XAIMAP", codes.PRIVATE_SCHEME, "Explanation heat map")
-ANATOMY_CATEGORY = codes_dict.SCT.AnatomicalStructure
+HEATMAP_CATEGORY = hd.sr.CodedConcept("XAIMAP", codes.PRIVATE_SCHEME, "Explanation heat map")
+ANATOMY_CATEGORY = hd.sr.CodedConcept.from_code(codes_dict.SCT.AnatomicalStructure)
 # The hot-region levels of a normalised heat map the BINARY heat-map SEG carries, and their colours
 HEAT_LEVELS = (0.5, 0.7, 0.9)
 HEAT_COLOURS = ((255, 230, 0), (255, 140, 0), (230, 20, 20))
@@ -193,14 +193,19 @@ def build_anatomy_seg(
                 segment_number=number,
                 segment_label=name,
                 segmented_property_category=ANATOMY_CATEGORY,
-                segmented_property_type=codes.ANATOMY_CODES[name].code,
+                # a lung's own item: its laterality is added to it below, and the shared one is the SR's too
+                segmented_property_type=(
+                    codes.ANATOMY_CODES[name].concept
+                    if laterality is None
+                    else hd.sr.CodedConcept.from_code(codes.ANATOMY_CODES[name].code)
+                ),
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                 algorithm_identification=algorithm,
                 tracking_uid=result_uid(uid, device.content_hash, "seg-anatomy", f"segment:{name}"),
                 tracking_id=name,
-                anatomic_regions=[codes.CHEST.code],
+                anatomic_regions=[codes.CHEST.concept],
                 primary_anatomic_structures=(
-                    [hd.sr.CodedConcept.from_code(codes.ANATOMY_CODES[name].code)]
+                    [codes.ANATOMY_CODES[name].concept]
                     if laterality is None
                     else None
                 ),
@@ -335,7 +340,7 @@ def _heatmap_segment(
         segment_number=number,
         segment_label=label[:64],
         segmented_property_category=HEATMAP_CATEGORY,
-        segmented_property_type=codes.FINDING_CODES[heatmap.finding].code,
+        segmented_property_type=codes.FINDING_CODES[heatmap.finding].concept,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
         tracking_uid=result_uid(uid, device.content_hash, role, f"segment:{label}"),

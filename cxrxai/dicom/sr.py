@@ -61,7 +61,7 @@ class ReportedFindings:
 
 
 def _measurement(
-    name: Code, value: float, region: hd.sr.CoordinatesForMeasurement | None = None
+    name: Code | hd.sr.CodedConcept, value: float, region: hd.sr.CoordinatesForMeasurement | None = None
 ) -> hd.sr.Measurement:
     """A unitless measurement whose exact double rides in Floating Point Value (0040,A161) next to the
     16-character decimal string, so the probability read back is bit-identical; `region`, when given, is
@@ -69,7 +69,7 @@ def _measurement(
     measurement = hd.sr.Measurement(
         name=name,
         value=float(value),
-        unit=codes.NO_UNITS.code,
+        unit=codes.NO_UNITS.concept,
         referenced_coordinates=[region] if region is not None else None,
     )
     measurement[0].MeasuredValueSequence[0].FloatingPointValue = float(value)
@@ -142,7 +142,7 @@ def build_sr(
                 uid=result_uid(source_uid, device.content_hash, "sr", f"finding:{finding.name}"),
                 identifier=FREEHAND_OUTLINE,
             ),
-            finding_type=codes.FINDING_CODES[finding.name].code,
+            finding_type=codes.FINDING_CODES[finding.name].concept,
             algorithm_id=algorithm,
             qualitative_evaluations=[_decision(finding)],
             measurements=_finding_measurements(finding, region),
@@ -158,14 +158,14 @@ def build_sr(
             uid=result_uid(source_uid, device.content_hash, "sr", f"anatomy:{name}"),
             identifier=FREEHAND_OUTLINE,
         )
-        finding_type = codes.ANATOMY_CODES[name].code
+        finding_type = codes.ANATOMY_CODES[name].concept
         if name == "Heart" and ctr is not None:
             group = hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=tracking,
                 finding_type=finding_type,
                 algorithm_id=algorithm,
                 measurements=[
-                    _measurement(codes.CARDIOTHORACIC_RATIO.code, ctr, _inferred_from(source, points))
+                    _measurement(codes.CARDIOTHORACIC_RATIO.concept, ctr, _inferred_from(source, points))
                 ],
             )
             _comment(group, f"{name}, cardiothoracic ratio {ctr:.2f}")
@@ -180,7 +180,7 @@ def build_sr(
         groups.append(group)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=[codes.PLAIN_RADIOGRAPHY.code],
+        procedure_reported=[codes.PLAIN_RADIOGRAPHY.concept],
         # highdicom requires one group; without outlines the container is removed again below (TID 1500
         # makes Imaging Measurements optional when Qualitative Evaluations are present)
         imaging_measurements=groups or [_placeholder_group(algorithm)],
@@ -272,15 +272,15 @@ def _finding_measurements(
     finding: FindingPrediction, region: hd.sr.CoordinatesForMeasurement | None = None
 ) -> list[hd.sr.Measurement]:
     return [
-        _measurement(codes.PROBABILITY_OF[finding.name].code, finding.probability, region),
-        _measurement(codes.DECISION_THRESHOLD.code, finding.threshold),
+        _measurement(codes.PROBABILITY_OF[finding.name].concept, finding.probability, region),
+        _measurement(codes.DECISION_THRESHOLD.concept, finding.threshold),
     ]
 
 
 def _decision(finding: FindingPrediction) -> hd.sr.QualitativeEvaluation:
-    concept = codes.FINDING_CODES[finding.name].code
+    concept = codes.FINDING_CODES[finding.name].concept
     return hd.sr.QualitativeEvaluation(
-        name=concept, value=(codes.PRESENT if finding.present else codes.ABSENT).code
+        name=concept, value=(codes.PRESENT if finding.present else codes.ABSENT).concept
     )
 
 
@@ -337,7 +337,7 @@ def _qualitative_evaluations(findings: Sequence[FindingPrediction], ctr: float |
         evaluation.ContentSequence = DicomSequence(children)
         items.append(evaluation)
     if ctr is not None:
-        ratio = _measurement(codes.CARDIOTHORACIC_RATIO.code, ctr)[0]
+        ratio = _measurement(codes.CARDIOTHORACIC_RATIO.concept, ctr)[0]
         ratio.RelationshipType = hd.sr.RelationshipTypeValues.CONTAINS.value
         items.append(ratio)
     container = hd.sr.ContainerContentItem(
