@@ -50,3 +50,19 @@ def test_outlines_keep_their_corners_and_drop_the_points_between_them(shape):
     assert np.array_equal(outline[0], outline[-1])
     assert len(outline) <= (9 if shape == "rectangle" else 0.8 * len(traced))  # 4 corners, 4 cuts, closed
     assert max(_distance_to_polyline(point, outline) for point in traced) < 1e-5
+
+
+def test_the_largest_region_comes_first_whatever_its_number_of_points():
+    """A large rectangle keeps 9 points after the straight runs go, a small disc dozens: the rectangle is
+    still the first outline, and a hot map's outline is the rectangle's."""
+    from cxrxai.dicom.outlines import hot_outline
+
+    mask = np.zeros((80, 80), dtype=bool)
+    mask[5:45, 5:70] = True
+    mask |= _disc(80, 80, (65.0, 40.0), 6.0)
+    found = outlines(mask)
+    assert len(found) == 2 and len(found[0]) < len(found[1])
+    columns, rows = found[0][:, 0], found[0][:, 1]
+    assert (columns.min(), columns.max(), rows.min(), rows.max()) == (5.0, 70.0, 5.0, 45.0)
+    assert np.array_equal(hot_outline(mask.astype(np.float32)), found[0])
+    assert len(outlines(mask, most=1)) == 1

@@ -31,22 +31,30 @@ def to_image(points: np.ndarray, grid: tuple[int, int], rows: int, columns: int)
     return (points * scale).astype(np.float32)
 
 
-def outlines(mask_or_map: np.ndarray, level: float = 0.5) -> list[np.ndarray]:
+def outlines(mask_or_map: np.ndarray, level: float = 0.5, most: int | None = None) -> list[np.ndarray]:
     """Closed outlines (N x 2 arrays of column, row in DICOM PIXEL units, where the top-left pixel's centre
-    is 0.5, 0.5) of the region >= level, longest first."""
+    is 0.5, 0.5) of the region >= level, the largest enclosed area first; only the `most` largest when
+    given (the others are not sampled or reduced)."""
     field = np.pad(np.asarray(mask_or_map, dtype=np.float64), 1)  # closes outlines at the image border
     lines = contourpy.contour_generator(z=field).lines(level)
+    traced = [np.asarray(line, dtype=np.float64) for line in lines if len(line) >= 4]
+    traced.sort(key=_enclosed_area, reverse=True)
     result = []
-    for line in lines:
-        points = np.asarray(line, dtype=np.float64) - 1.0 + 0.5  # undo the pad, pixel centre -> DICOM pixel
-        if len(points) < 4:
-            continue
+    for line in traced[:most]:
+        points = line - 1.0 + 0.5  # undo the pad, pixel centre -> DICOM pixel
         points[:, 0] = np.clip(points[:, 0], 0.0, field.shape[1] - 2)
         points[:, 1] = np.clip(points[:, 1], 0.0, field.shape[0] - 2)
         step = max(1, len(points) // MAX_POINTS)
         sampled = points[::step]
         result.append(_corners(sampled).astype(np.float32))
-    return sorted(result, key=len, reverse=True)
+    return result
+
+
+def _enclosed_area(line: np.ndarray) -> float:
+    """The area a closed line encloses (the shoelace formula): which region is the largest. The count of
+    points is not: after `_corners` a large rectangle has 9, a small disc dozens."""
+    x, y = line[:, 0], line[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 def _corners(points: np.ndarray) -> np.ndarray:
@@ -69,5 +77,5 @@ def _corners(points: np.ndarray) -> np.ndarray:
 def hot_outline(heat: np.ndarray, level: float = HOT_LEVEL) -> np.ndarray | None:
     """The outline of a heat map's largest region >= `level` of its maximum, or None for a flat map."""
     normalised = heat / heat.max() if heat.max() > 0 else heat
-    found = outlines(normalised, level)
+    found = outlines(normalised, level, most=1)
     return found[0] if found else None
