@@ -183,12 +183,9 @@ def finding_page(
     return _page(title, body)
 
 
-SUMMARY_COLUMNS = (
-    24,
-    480,
-    640,
-    700,
-)  # finding (left edge), probability and threshold (right), decision (left)
+# x of the summary's columns: the finding's left edge, the probability's and the threshold's right edges
+# (numbers right-aligned), the decision's left edge
+SUMMARY_COLUMNS = (24, 480, 640, 700)
 
 
 def summary_page(findings: Sequence[FindingPrediction], ctr: float | None, model: str) -> Image.Image:
